@@ -1,0 +1,1544 @@
+//! The connection and session state machine.
+//!
+//! A [`Connection`] outlives transports: it is the client's whole life, across every reconnect.
+//! It never reads the clock and never touches a socket. The driver calls it like this:
+//!
+//! - [`Connection::start`] once, then whenever [`Connection::poll_action`] returns
+//!   [`Action::Connect`], it opens a transport to that server and reports
+//!   [`Connection::handle_transport_open`] or [`Connection::handle_transport_error`];
+//!   on [`Action::Close`] it flushes what it has to write and drops the transport.
+//! - Bytes read go to [`Connection::handle_input`]; bytes to write come from
+//!   [`Connection::poll_transmit`]; a read error or EOF goes to
+//!   [`Connection::handle_transport_error`].
+//! - It sleeps until [`Connection::poll_timeout`] and then calls [`Connection::handle_timeout`].
+//! - After every call it drains [`Connection::poll_event`], `poll_action` and `poll_transmit`.
+//!
+//! Every method that can change state takes `now`.
+
+use std::collections::{HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+
+use crate::backoff::BackoffPolicy;
+use crate::codec::DecodeError;
+use crate::config::Config;
+use crate::error::{CommandError, PublishError, Reason, TransportError};
+use crate::event::{Event, Granted, Lifecycle, PublishOutcome, State, Token};
+use crate::policy::{classify, ReasonClass};
+use crate::rng::Rng;
+use crate::session::inflight::{Inflight, OutState, Outgoing};
+use crate::session::offline::{OfflineQueue, Overflow, Queued};
+use crate::session::pkid::{IdMap, Owner, PkidPool};
+use crate::session::subscriptions::{Registry, Subscription};
+use crate::timer::{Timer, TimerTable};
+use crate::topic::{TopicFilter, TopicName};
+use crate::{
+    ByteStr, ConnAck, Connect, Disconnect, Packet, Properties, ProtocolVersion, PubAck, PubComp,
+    PubRec, PubRel, Publish, QoS, ReasonCode, SubAck, Subscribe, SubscribeFilter, UnsubAck,
+    Unsubscribe,
+};
+
+/// What the driver must do with transports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Open a transport to this server (as configured, or a redirect's Server Reference).
+    Connect {
+        /// The server.
+        server: String,
+    },
+    /// Flush pending output, then close the current transport.
+    Close,
+}
+
+/// Overrides how a refusal or a disconnect is treated: given the reason and the class the spec
+/// table assigns, return the class to act on. For example, map `Fatal` to `Transient` after
+/// refreshing credentials, or `Takeover` to `Fatal` to stop when another client takes the id.
+pub type ReasonHook = Box<dyn FnMut(&Reason, ReasonClass) -> ReasonClass + Send>;
+
+/// Options of a graceful disconnect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DisconnectOptions {
+    /// MQTT 5 reason code: `Success` (normal), or `DisconnectWithWillMessage` (0x04) to have the
+    /// broker publish the will.
+    pub reason: ReasonCode,
+    /// MQTT 5: a new Session Expiry Interval.
+    pub session_expiry_interval: Option<u32>,
+}
+
+impl Default for DisconnectOptions {
+    fn default() -> Self {
+        DisconnectOptions { reason: ReasonCode::Success, session_expiry_interval: None }
+    }
+}
+
+/// A pending subscribe or unsubscribe request.
+#[derive(Debug, Clone)]
+enum Request {
+    Subscribe { token: Token, packet: Subscribe },
+    Unsubscribe { token: Token, packet: Unsubscribe },
+}
+
+impl Request {
+    fn token(&self) -> Token {
+        match self {
+            Request::Subscribe { token, .. } | Request::Unsubscribe { token, .. } => *token,
+        }
+    }
+}
+
+/// Per-transport state: created on transport open, dropped on close.
+#[derive(Debug)]
+struct Link {
+    server: String,
+    connected_at: Option<Instant>,
+    last_sent: Instant,
+    last_recv: Instant,
+    ping_outstanding: bool,
+    keep_alive: Duration,
+    ping_timeout: Duration,
+    receive_maximum: u16,
+    max_packet_size: Option<u32>,
+    max_qos: QoS,
+    retain_available: bool,
+    sub_ids_available: bool,
+    topic_alias_max: u16,
+    out_aliases: IdMap<u64, (ByteStr, u16)>,
+    next_out_alias: u16,
+    in_aliases: IdMap<u16, ByteStr>,
+    server_reference: Option<ByteStr>,
+}
+
+/// The client's state machine: connection lifecycle plus session state.
+///
+/// ```
+/// use std::time::Instant;
+/// use steadfast_proto::{Action, Config, Connection};
+///
+/// let now = Instant::now();
+/// let mut conn = Connection::new(Config::default(), now);
+/// conn.start(now);
+/// assert!(matches!(conn.poll_action(), Some(Action::Connect { .. })));
+/// conn.handle_transport_open(now);
+/// let connect_bytes = conn.poll_transmit().unwrap();
+/// assert_eq!(connect_bytes[0], 0x10); // CONNECT
+/// ```
+pub struct Connection {
+    config: Config,
+    backoff: Box<dyn BackoffPolicy>,
+    hook: Option<ReasonHook>,
+    rng: Rng,
+    state: State,
+    timers: TimerTable,
+    rx: BytesMut,
+    tx: BytesMut,
+    actions: VecDeque<Action>,
+    events: VecDeque<Event>,
+    link: Option<Link>,
+    // attempts and backoff
+    attempt: u32,
+    backoff_step: u32,
+    slow_floor: Option<Duration>,
+    redirects: u32,
+    redirect_target: Option<String>,
+    server_idx: usize,
+    // session
+    client_id: ByteStr,
+    connected_once: bool,
+    pkids: PkidPool,
+    inflight: Inflight,
+    queue: OfflineQueue,
+    registry: Registry,
+    requests: VecDeque<Request>,
+    sent_requests: IdMap<u16, Request>,
+    incoming_qos2: HashSet<u16>,
+    next_token: u64,
+    next_sub_id: u32,
+    disconnect: Option<DisconnectOptions>,
+}
+
+impl core::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Connection")
+            .field("state", &self.state)
+            .field("attempt", &self.attempt)
+            .field("inflight", &self.inflight.len())
+            .field("queued", &self.queue.len())
+            .field("subscriptions", &self.registry.len())
+            .finish_non_exhaustive()
+    }
+}
+
+const PROTOCOL_MAX_REMAINING: u32 = 268_435_455;
+
+impl Connection {
+    /// A connection in state `Idle` with the spec's default backoff (exponential, decorrelated
+    /// jitter, 1 s to 60 s).
+    pub fn new(config: Config, _now: Instant) -> Self {
+        Self::with_backoff(config, Box::new(crate::backoff::default_policy()))
+    }
+
+    /// A connection with a chosen backoff policy.
+    pub fn with_backoff(config: Config, backoff: Box<dyn BackoffPolicy>) -> Self {
+        let rng = Rng::seed_from_u64(config.rng_seed);
+        let client_id = config.client_id.clone();
+        Connection {
+            config,
+            backoff,
+            hook: None,
+            rng,
+            state: State::Idle,
+            timers: TimerTable::default(),
+            rx: BytesMut::new(),
+            tx: BytesMut::new(),
+            actions: VecDeque::new(),
+            events: VecDeque::new(),
+            link: None,
+            attempt: 0,
+            backoff_step: 0,
+            slow_floor: None,
+            redirects: 0,
+            redirect_target: None,
+            server_idx: 0,
+            client_id,
+            connected_once: false,
+            pkids: PkidPool::default(),
+            inflight: Inflight::default(),
+            queue: OfflineQueue::default(),
+            registry: Registry::default(),
+            requests: VecDeque::new(),
+            sent_requests: IdMap::default(),
+            incoming_qos2: HashSet::new(),
+            next_token: 0,
+            next_sub_id: 0,
+            disconnect: None,
+        }
+    }
+
+    /// Installs a hook that may override how refusals and disconnects are classified.
+    pub fn set_reason_hook(&mut self, hook: ReasonHook) {
+        self.hook = Some(hook);
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Queries
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The client identifier in use (the broker's assigned one once it assigned one).
+    pub fn client_id(&self) -> &ByteStr {
+        &self.client_id
+    }
+
+    /// Messages in flight (sent or waiting to be resent, unacknowledged).
+    pub fn inflight_len(&self) -> usize {
+        self.inflight.len()
+    }
+
+    /// In-flight messages sent on the current connection: never above the broker's Receive
+    /// Maximum.
+    pub fn inflight_sent(&self) -> usize {
+        self.inflight.sent_count()
+    }
+
+    /// Packet ids of the outgoing messages in flight, in original order.
+    pub fn inflight_pkids(&self) -> Vec<u16> {
+        self.inflight.iter().map(|(_, o)| o.publish.pkid).collect()
+    }
+
+    /// The broker's Receive Maximum on the current connection.
+    pub fn peer_receive_maximum(&self) -> Option<u16> {
+        self.link.as_ref().filter(|l| l.connected_at.is_some()).map(|l| l.receive_maximum)
+    }
+
+    /// Messages waiting in the offline queue.
+    pub fn queued_len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// True when a publish of `cost` bytes (topic + payload) would fit in the offline queue now.
+    pub fn queue_has_room(&self, cost: usize) -> bool {
+        self.queue.has_room(cost, &self.config.queue)
+    }
+
+    /// The subscription registry.
+    pub fn subscriptions(&self) -> impl Iterator<Item = &Subscription> {
+        self.registry.iter()
+    }
+
+    /// Filters registered with the MQTT 5 subscription identifier `id`.
+    pub fn filters_for_subscription_id(&self, id: u32) -> Vec<ByteStr> {
+        self.registry.by_id(id).map(|s| s.filter.clone()).collect()
+    }
+
+    /// Incoming QoS 2 packet ids awaiting PUBREL.
+    pub fn incoming_qos2_pending(&self) -> usize {
+        self.incoming_qos2.len()
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Driver interface
+
+    /// Starts the first connect attempt. The first connect is retried like any other.
+    pub fn start(&mut self, now: Instant) {
+        if self.state == State::Idle {
+            self.begin_attempt(now);
+        }
+    }
+
+    /// The next thing the driver must do with transports.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// The next event for the application.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Bytes to write to the transport, if any.
+    pub fn poll_transmit(&mut self) -> Option<Bytes> {
+        if self.tx.is_empty() {
+            None
+        } else {
+            Some(self.tx.split().freeze())
+        }
+    }
+
+    /// The earliest instant at which [`Connection::handle_timeout`] must be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let ka = self.keep_alive_deadline();
+        match (self.timers.earliest(), ka) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn keep_alive_deadline(&self) -> Option<Instant> {
+        let link = self.link.as_ref()?;
+        link.connected_at?;
+        if link.keep_alive.is_zero() || link.ping_outstanding {
+            return None;
+        }
+        Some(link.last_sent.min(link.last_recv) + link.keep_alive)
+    }
+
+    /// The transport to the server of the last [`Action::Connect`] is open: send CONNECT.
+    pub fn handle_transport_open(&mut self, now: Instant) {
+        if self.state != State::Connecting || self.link.is_some() {
+            return;
+        }
+        let server = self.current_server();
+        self.rx.clear();
+        self.link = Some(Link {
+            server,
+            connected_at: None,
+            last_sent: now,
+            last_recv: now,
+            ping_outstanding: false,
+            keep_alive: self.config.keep_alive,
+            ping_timeout: self.config.ping_timeout_for(self.config.keep_alive),
+            receive_maximum: u16::MAX,
+            max_packet_size: None,
+            max_qos: QoS::ExactlyOnce,
+            retain_available: true,
+            sub_ids_available: true,
+            topic_alias_max: 0,
+            out_aliases: IdMap::default(),
+            next_out_alias: 0,
+            in_aliases: IdMap::default(),
+            server_reference: None,
+        });
+        let connect = self.build_connect();
+        if let Err(e) = Packet::Connect(connect).encode(self.config.protocol, &mut self.tx) {
+            let reason = Reason::ProtocolViolation {
+                code: ReasonCode::ImplementationSpecificError,
+                detail: format!("cannot encode CONNECT: {e}"),
+            };
+            self.attempt_failed(reason, now);
+        }
+    }
+
+    /// The transport failed: a connect error, a read/write error, or EOF.
+    pub fn handle_transport_error(&mut self, error: TransportError, now: Instant) {
+        match self.state {
+            State::Connecting => self.attempt_failed(Reason::Transport(error), now),
+            State::Connected | State::Disconnecting => {
+                if self.link.as_ref().is_some_and(|l| l.connected_at.is_none()) {
+                    self.attempt_failed(Reason::Transport(error), now)
+                } else {
+                    self.connection_lost(Reason::Transport(error), now)
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Bytes read from the transport.
+    pub fn handle_input(&mut self, data: &[u8], now: Instant) {
+        if self.link.is_none() {
+            return;
+        }
+        self.rx.extend_from_slice(data);
+        self.process_input(now);
+    }
+
+    /// The buffer the driver may read into directly (then call [`Connection::process_input`]),
+    /// which saves a copy.
+    pub fn read_buffer(&mut self) -> &mut BytesMut {
+        &mut self.rx
+    }
+
+    /// Decodes and handles whatever complete packets the read buffer holds.
+    pub fn process_input(&mut self, now: Instant) {
+        let max = self.config.maximum_packet_size;
+        loop {
+            if self.link.is_none() {
+                self.rx.clear();
+                return;
+            }
+            match Packet::decode(&mut self.rx, self.config.protocol, max) {
+                Ok(packet) => {
+                    if let Some(link) = self.link.as_mut() {
+                        link.last_recv = now;
+                        link.ping_outstanding = false;
+                    }
+                    self.timers.stop(Timer::PingResp);
+                    self.handle_packet(packet, now);
+                }
+                Err(DecodeError::Incomplete { .. }) => return,
+                Err(DecodeError::TooLarge { size, max }) => {
+                    self.protocol_violation(
+                        ReasonCode::PacketTooLarge,
+                        format!("packet of {size} bytes exceeds our maximum packet size {max}"),
+                        now,
+                    );
+                    return;
+                }
+                Err(DecodeError::Malformed(m)) => {
+                    self.protocol_violation(m.reason_code(), m.to_string(), now);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Fires every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.timers.is_expired(Timer::Connect, now) {
+            self.timers.stop(Timer::Connect);
+            if self.state == State::Connecting
+                || self.link.as_ref().is_some_and(|l| l.connected_at.is_none())
+            {
+                self.attempt_failed(Reason::ConnectTimeout(self.config.connect_timeout), now);
+            }
+        }
+        if self.timers.is_expired(Timer::PingResp, now) {
+            self.timers.stop(Timer::PingResp);
+            if let Some(pt) = self.link.as_ref().map(|l| l.ping_timeout) {
+                self.connection_lost(Reason::KeepAliveTimeout(pt), now);
+            }
+        }
+        if self.timers.is_expired(Timer::StableAfter, now) {
+            self.timers.stop(Timer::StableAfter);
+            self.reset_backoff();
+        }
+        if self.timers.is_expired(Timer::Drain, now) {
+            self.timers.stop(Timer::Drain);
+            if self.state == State::Disconnecting {
+                self.finish_disconnect(now);
+            }
+        }
+        if self.timers.is_expired(Timer::Reconnect, now) {
+            self.timers.stop(Timer::Reconnect);
+            if self.state == State::Backoff {
+                self.begin_attempt(now);
+            }
+        }
+        if let Some(deadline) = self.keep_alive_deadline() {
+            if deadline <= now {
+                self.send_packet(&Packet::PingReq, now);
+                if let Some(link) = self.link.as_mut() {
+                    link.ping_outstanding = true;
+                    let pt = link.ping_timeout;
+                    self.timers.set(Timer::PingResp, now + pt);
+                }
+            }
+        }
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Commands
+
+    fn token(&mut self) -> Token {
+        self.next_token += 1;
+        Token(self.next_token)
+    }
+
+    /// Publishes a message (`pkid` and `dup` are ignored). Returns a token that a later
+    /// [`Event::PublishDone`] completes: on PUBACK (QoS 1), PUBCOMP (QoS 2), or once written to
+    /// the transmit buffer (QoS 0).
+    ///
+    /// While disconnected the message is queued, bounded by the queue limits; on overflow the
+    /// message is handed back with the error (`QueueFull` under `Reject` and `Backpressure`;
+    /// the driver makes a backpressured publish wait for room and try again).
+    pub fn publish(&mut self, mut publish: Publish, now: Instant) -> Result<Token, (PublishError, Publish)> {
+        if matches!(self.state, State::Closed | State::Disconnecting) {
+            return Err((PublishError::Closed, publish));
+        }
+        if let Err(e) = TopicName::new(publish.topic.clone()) {
+            return Err((PublishError::Invalid(e.to_string()), publish));
+        }
+        if self.config.protocol == ProtocolVersion::V311 && !publish.properties.is_empty() {
+            return Err((
+                PublishError::Invalid("MQTT 5 properties cannot be sent with MQTT 3.1.1".into()),
+                publish,
+            ));
+        }
+        if publish.properties.topic_alias.is_some() {
+            return Err((
+                PublishError::Invalid("topic aliases are managed by the client; enable outgoing_topic_aliases".into()),
+                publish,
+            ));
+        }
+        if !publish.properties.subscription_identifiers.is_empty() {
+            return Err((
+                PublishError::Invalid("a client must not send subscription identifiers in PUBLISH".into()),
+                publish,
+            ));
+        }
+        publish.pkid = 0;
+        publish.dup = false;
+        if let Some(err) = self.check_against_broker(&publish) {
+            return Err((err, publish));
+        }
+        let connected = self.is_connected();
+        if publish.qos == QoS::AtMostOnce && !connected && !self.config.queue.queue_qos0 {
+            return Err((PublishError::NotConnected, publish));
+        }
+        let q = Queued { token: Token(0), publish, queued_at: now };
+        let cost = q.cost();
+        if !self.queue.has_room(cost, &self.config.queue) {
+            match self.config.queue.overflow {
+                Overflow::Backpressure | Overflow::Reject => {
+                    return Err((PublishError::QueueFull, q.publish));
+                }
+                Overflow::DropOldest => {
+                    while !self.queue.has_room(cost, &self.config.queue) {
+                        match self.queue.pop_front() {
+                            Some(old) => self.events.push_back(Event::PublishDone {
+                                token: old.token,
+                                result: Err(PublishError::Dropped),
+                            }),
+                            None => return Err((PublishError::QueueFull, q.publish)),
+                        }
+                    }
+                }
+            }
+        }
+        let token = self.token();
+        self.queue.push_back(Queued { token, ..q });
+        self.pump(now);
+        Ok(token)
+    }
+
+    /// Subscribes to `filters`. The filters enter the registry at once, so they are restored
+    /// after any reconnect in which the broker has no session. [`Event::SubscribeDone`] reports
+    /// the SUBACK.
+    pub fn subscribe(
+        &mut self,
+        filters: Vec<SubscribeFilter>,
+        mut properties: Properties,
+        now: Instant,
+    ) -> Result<Token, CommandError> {
+        if matches!(self.state, State::Closed | State::Disconnecting) {
+            return Err(CommandError::Closed);
+        }
+        if filters.is_empty() {
+            return Err(CommandError::Invalid("SUBSCRIBE needs at least one filter".into()));
+        }
+        for f in &filters {
+            TopicFilter::new(f.filter.clone())
+                .map_err(|e| CommandError::Invalid(format!("{:?}: {e}", f.filter.as_str())))?;
+        }
+        let v5 = self.config.protocol == ProtocolVersion::V5;
+        if !v5 {
+            if !properties.is_empty() {
+                return Err(CommandError::Invalid(
+                    "MQTT 5 subscribe properties cannot be sent with MQTT 3.1.1".into(),
+                ));
+            }
+            if filters.iter().any(|f| {
+                f.options.no_local
+                    || f.options.retain_as_published
+                    || f.options.retain_handling != crate::RetainHandling::SendAtSubscribe
+            }) {
+                return Err(CommandError::Invalid(
+                    "no_local, retain_as_published and retain_handling need MQTT 5".into(),
+                ));
+            }
+        }
+        if !properties.subscription_identifiers.is_empty() {
+            return Err(CommandError::Invalid(
+                "subscription identifiers are assigned by the client".into(),
+            ));
+        }
+        let id = if v5 && self.config.subscription_identifiers {
+            self.next_sub_id = if self.next_sub_id >= PROTOCOL_MAX_REMAINING { 1 } else { self.next_sub_id + 1 };
+            properties.subscription_identifiers.push(self.next_sub_id);
+            Some(self.next_sub_id)
+        } else {
+            None
+        };
+        for f in &filters {
+            self.registry.insert(Subscription {
+                filter: f.filter.clone(),
+                options: f.options,
+                id,
+                user_properties: properties.user_properties.clone(),
+                confirmed: false,
+            });
+        }
+        let token = self.token();
+        let packet = Subscribe { pkid: 0, filters, properties };
+        self.requests.push_back(Request::Subscribe { token, packet });
+        self.pump(now);
+        Ok(token)
+    }
+
+    /// Unsubscribes. The filters leave the registry at once, so a reconnect does not restore
+    /// them. [`Event::UnsubscribeDone`] reports the UNSUBACK.
+    pub fn unsubscribe(
+        &mut self,
+        filters: Vec<ByteStr>,
+        properties: Properties,
+        now: Instant,
+    ) -> Result<Token, CommandError> {
+        if matches!(self.state, State::Closed | State::Disconnecting) {
+            return Err(CommandError::Closed);
+        }
+        if filters.is_empty() {
+            return Err(CommandError::Invalid("UNSUBSCRIBE needs at least one filter".into()));
+        }
+        if self.config.protocol == ProtocolVersion::V311 && !properties.is_empty() {
+            return Err(CommandError::Invalid(
+                "MQTT 5 unsubscribe properties cannot be sent with MQTT 3.1.1".into(),
+            ));
+        }
+        for f in &filters {
+            TopicFilter::new(f.clone())
+                .map_err(|e| CommandError::Invalid(format!("{:?}: {e}", f.as_str())))?;
+            self.registry.remove(f);
+        }
+        let token = self.token();
+        let packet = Unsubscribe { pkid: 0, filters, properties };
+        self.requests.push_back(Request::Unsubscribe { token, packet });
+        self.pump(now);
+        Ok(token)
+    }
+
+    /// Stops reconnecting and closes gracefully: in-flight and queued messages get up to
+    /// `drain_timeout` to finish, then DISCONNECT is sent and [`Lifecycle::Disconnected`] emitted.
+    pub fn disconnect(&mut self, options: DisconnectOptions, now: Instant) {
+        match self.state {
+            State::Closed => {}
+            State::Disconnecting => {
+                self.disconnect = Some(options);
+            }
+            State::Connected => {
+                self.disconnect = Some(options);
+                self.set_state(State::Disconnecting);
+                self.timers.stop(Timer::Reconnect);
+                self.timers.set(Timer::Drain, now + self.config.drain_timeout);
+                self.pump(now);
+                self.maybe_finish_drain(now);
+            }
+            _ => {
+                self.disconnect = Some(options);
+                if self.link.is_some() {
+                    self.link = None;
+                    self.actions.push_back(Action::Close);
+                }
+                self.finish_disconnect(now);
+            }
+        }
+    }
+
+    /// Skips the current backoff delay, or wakes a dormant or failed client: the attempt count
+    /// and backoff reset and an attempt starts at once. Does nothing while connecting or connected.
+    pub fn reconnect_now(&mut self, now: Instant) {
+        match self.state {
+            State::Backoff => {
+                self.timers.stop(Timer::Reconnect);
+                self.begin_attempt(now);
+            }
+            State::Dormant | State::Failed => {
+                self.attempt = 0;
+                self.reset_backoff();
+                self.begin_attempt(now);
+            }
+            State::Idle => self.start(now),
+            _ => {}
+        }
+    }
+
+    /// Same as [`Connection::reconnect_now`]: wakes a dormant client.
+    pub fn wake(&mut self, now: Instant) {
+        self.reconnect_now(now);
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Lifecycle internals
+
+    fn set_state(&mut self, s: State) {
+        if self.state != s {
+            self.state = s;
+            self.events.push_back(Event::StateChanged(s));
+        }
+    }
+
+    fn emit(&mut self, now: Instant, event: Lifecycle) {
+        self.events.push_back(Event::Lifecycle { at: now, event });
+    }
+
+    fn is_connected(&self) -> bool {
+        matches!(self.state, State::Connected | State::Disconnecting)
+            && self.link.as_ref().is_some_and(|l| l.connected_at.is_some())
+    }
+
+    fn current_server(&self) -> String {
+        if let Some(t) = &self.redirect_target {
+            return t.clone();
+        }
+        self.config
+            .servers
+            .get(self.server_idx % self.config.servers.len().max(1))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn reset_backoff(&mut self) {
+        self.backoff.reset();
+        self.backoff_step = 0;
+        self.slow_floor = None;
+    }
+
+    fn begin_attempt(&mut self, now: Instant) {
+        self.attempt = self.attempt.saturating_add(1);
+        self.set_state(State::Connecting);
+        self.timers.stop(Timer::Reconnect);
+        self.timers.set(Timer::Connect, now + self.config.connect_timeout);
+        let server = self.current_server();
+        self.emit(now, Lifecycle::Connecting { attempt: self.attempt, server: server.clone() });
+        self.actions.push_back(Action::Connect { server });
+    }
+
+    fn close_link(&mut self) -> Option<Link> {
+        self.timers.stop(Timer::PingResp);
+        self.timers.stop(Timer::Connect);
+        self.timers.stop(Timer::StableAfter);
+        self.rx.clear();
+        let link = self.link.take();
+        self.actions.push_back(Action::Close);
+        // Requests sent on this link get no answer now: send them again on the next one.
+        let mut sent: Vec<(u16, Request)> = self.sent_requests.drain().collect();
+        sent.sort_by_key(|(_, r)| std::cmp::Reverse(r.token()));
+        for (pkid, req) in sent {
+            self.pkids.release(pkid);
+            self.requests.push_front(req);
+        }
+        self.pkids.release_where(|o| matches!(o, Owner::Resubscribe));
+        self.inflight.mark_all_unsent();
+        link
+    }
+
+    fn attempt_failed(&mut self, reason: Reason, now: Instant) {
+        let server_reference = self.link.as_ref().and_then(|l| l.server_reference.clone());
+        self.close_link();
+        self.emit(now, Lifecycle::ConnectFailed { attempt: self.attempt, reason: reason.clone() });
+        if self.state == State::Disconnecting || self.disconnect.is_some() {
+            self.finish_disconnect(now);
+            return;
+        }
+        self.after_failure(reason, server_reference, true, now);
+    }
+
+    fn connection_lost(&mut self, reason: Reason, now: Instant) {
+        let server_reference = self.link.as_ref().and_then(|l| l.server_reference.clone());
+        let uptime = self
+            .link
+            .as_ref()
+            .and_then(|l| l.connected_at)
+            .map(|t| now.saturating_duration_since(t))
+            .unwrap_or_default();
+        self.close_link();
+        self.emit(now, Lifecycle::ConnectionLost { reason: reason.clone(), uptime });
+        if self.state == State::Disconnecting {
+            self.finish_disconnect(now);
+            return;
+        }
+        self.after_failure(reason, server_reference, false, now);
+    }
+
+    fn classify_reason(&mut self, reason: &Reason) -> ReasonClass {
+        let class = match reason {
+            Reason::Transport(TransportError::TlsFatal(_)) => ReasonClass::Fatal,
+            Reason::Refused { code, .. } | Reason::ServerDisconnect { code, .. } => classify(*code),
+            _ => ReasonClass::Transient,
+        };
+        match self.hook.as_mut() {
+            Some(hook) => hook(reason, class),
+            None => class,
+        }
+    }
+
+    fn after_failure(
+        &mut self,
+        reason: Reason,
+        server_reference: Option<ByteStr>,
+        failed_attempt: bool,
+        now: Instant,
+    ) {
+        let class = self.classify_reason(&reason);
+        if class == ReasonClass::Fatal {
+            self.set_state(State::Failed);
+            self.emit(now, Lifecycle::Fatal { reason });
+            return;
+        }
+        if let ReasonClass::Redirect { permanent } = class {
+            if let Some(target) = server_reference.filter(|s| !s.is_empty()) {
+                if self.redirects < self.config.max_redirects {
+                    self.redirects += 1;
+                    let target = target.to_string();
+                    if permanent {
+                        let idx = self.server_idx % self.config.servers.len().max(1);
+                        match self.config.servers.get_mut(idx) {
+                            Some(s) => *s = target.clone(),
+                            None => self.config.servers.push(target.clone()),
+                        }
+                        self.redirect_target = None;
+                    } else {
+                        self.redirect_target = Some(target);
+                    }
+                    if self.max_attempts_reached(failed_attempt) {
+                        self.go_dormant(now);
+                    } else {
+                        self.begin_attempt(now);
+                    }
+                    return;
+                }
+            }
+        }
+        self.redirects = 0;
+        self.redirect_target = None;
+        if !self.config.auto_reconnect || self.max_attempts_reached(failed_attempt) {
+            self.go_dormant(now);
+            return;
+        }
+        if failed_attempt && self.config.servers.len() > 1 {
+            self.server_idx = (self.server_idx + 1) % self.config.servers.len();
+        }
+        self.backoff_step = self.backoff_step.saturating_add(1);
+        let max = self.backoff.max_delay();
+        let mut delay = self.backoff.next_delay(self.backoff_step, &mut self.rng);
+        if matches!(class, ReasonClass::SlowDown | ReasonClass::Takeover) {
+            let floor = match self.slow_floor {
+                Some(f) => (f * 2).min(max),
+                None => max / 4,
+            };
+            self.slow_floor = Some(floor);
+        }
+        if let Some(floor) = self.slow_floor {
+            delay = delay.max(floor);
+        }
+        self.set_state(State::Backoff);
+        self.timers.set(Timer::Reconnect, now + delay);
+        self.emit(now, Lifecycle::Reconnecting { attempt: self.attempt.saturating_add(1), delay });
+    }
+
+    fn max_attempts_reached(&self, failed_attempt: bool) -> bool {
+        failed_attempt && self.config.max_attempts.is_some_and(|m| self.attempt >= m)
+    }
+
+    fn go_dormant(&mut self, now: Instant) {
+        self.set_state(State::Dormant);
+        self.emit(now, Lifecycle::Dormant { attempts: self.attempt });
+    }
+
+    fn protocol_violation(&mut self, code: ReasonCode, detail: String, now: Instant) {
+        if self.config.protocol == ProtocolVersion::V5 && self.link.is_some() {
+            let d = Disconnect { reason: code, properties: Properties::default() };
+            self.send_packet(&Packet::Disconnect(d), now);
+        }
+        let reason = Reason::ProtocolViolation { code, detail };
+        if self.link.as_ref().is_some_and(|l| l.connected_at.is_some()) {
+            self.connection_lost(reason, now);
+        } else {
+            self.attempt_failed(reason, now);
+        }
+    }
+
+    fn build_connect(&self) -> Connect {
+        let c = &self.config;
+        let v5 = c.protocol == ProtocolVersion::V5;
+        let clean_start = if v5 && self.connected_once { false } else { c.clean_start };
+        let mut properties = Properties::default();
+        if v5 {
+            if c.session_expiry_interval != 0 {
+                properties.session_expiry_interval = Some(c.session_expiry_interval);
+            }
+            if c.receive_maximum != u16::MAX {
+                properties.receive_maximum = Some(c.receive_maximum.max(1));
+            }
+            if c.maximum_packet_size < PROTOCOL_MAX_REMAINING {
+                properties.maximum_packet_size = Some(c.maximum_packet_size.max(1));
+            }
+            if c.topic_alias_maximum != 0 {
+                properties.topic_alias_maximum = Some(c.topic_alias_maximum);
+            }
+            if c.request_response_information {
+                properties.request_response_information = Some(1);
+            }
+            if let Some(p) = c.request_problem_information {
+                properties.request_problem_information = Some(u8::from(p));
+            }
+            properties.user_properties = c.user_properties.clone();
+        }
+        let keep_alive = u16::try_from(c.keep_alive.as_secs()).unwrap_or(u16::MAX);
+        Connect {
+            protocol: c.protocol,
+            clean_start,
+            keep_alive,
+            client_id: self.client_id.clone(),
+            will: c.will.clone(),
+            username: c.username.clone(),
+            password: c.password.clone(),
+            properties,
+        }
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Packets
+
+    fn send_packet(&mut self, packet: &Packet, now: Instant) -> bool {
+        match packet.encode(self.config.protocol, &mut self.tx) {
+            Ok(()) => {
+                if let Some(link) = self.link.as_mut() {
+                    link.last_sent = now;
+                }
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn handle_packet(&mut self, packet: Packet, now: Instant) {
+        let awaiting_connack = self.link.as_ref().is_some_and(|l| l.connected_at.is_none());
+        if awaiting_connack {
+            match packet {
+                Packet::ConnAck(ack) => self.on_connack(ack, now),
+                other => self.protocol_violation(
+                    ReasonCode::ProtocolError,
+                    format!("expected CONNACK, received {:?}", other.packet_type()),
+                    now,
+                ),
+            }
+            return;
+        }
+        match packet {
+            Packet::Publish(p) => self.on_publish(p, now),
+            Packet::PubAck(a) => self.on_puback(a, now),
+            Packet::PubRec(r) => self.on_pubrec(r, now),
+            Packet::PubRel(r) => self.on_pubrel(r, now),
+            Packet::PubComp(c) => self.on_pubcomp(c, now),
+            Packet::SubAck(s) => self.on_suback(s, now),
+            Packet::UnsubAck(u) => self.on_unsuback(u, now),
+            Packet::PingResp => {}
+            Packet::Disconnect(d) => {
+                if let Some(link) = self.link.as_mut() {
+                    link.server_reference = d.properties.server_reference.clone();
+                }
+                let reason = Reason::ServerDisconnect {
+                    code: d.reason,
+                    reason_string: d.properties.reason_string,
+                };
+                self.connection_lost(reason, now);
+            }
+            other => self.protocol_violation(
+                ReasonCode::ProtocolError,
+                format!("a server must not send {:?} here", other.packet_type()),
+                now,
+            ),
+        }
+    }
+
+    fn on_connack(&mut self, ack: ConnAck, now: Instant) {
+        if !ack.reason.is_success() {
+            if let Some(link) = self.link.as_mut() {
+                link.server_reference = ack.properties.server_reference.clone();
+            }
+            let reason = Reason::Refused { code: ack.reason, reason_string: ack.properties.reason_string };
+            self.attempt_failed(reason, now);
+            return;
+        }
+        self.timers.stop(Timer::Connect);
+        let p = &ack.properties;
+        let keep_alive = p
+            .server_keep_alive
+            .map(|s| Duration::from_secs(u64::from(s)))
+            .unwrap_or(self.config.keep_alive);
+        if let Some(id) = &p.assigned_client_identifier {
+            self.client_id = id.clone();
+        }
+        let granted = Granted {
+            keep_alive,
+            receive_maximum: p.receive_maximum.unwrap_or(u16::MAX),
+            maximum_packet_size: p.maximum_packet_size,
+            assigned_client_id: p.assigned_client_identifier.clone(),
+            topic_alias_maximum: p.topic_alias_maximum.unwrap_or(0),
+            maximum_qos: p.maximum_qos.and_then(QoS::from_u8).unwrap_or(QoS::ExactlyOnce),
+            retain_available: p.retain_available != Some(0),
+            wildcard_subscription_available: p.wildcard_subscription_available != Some(0),
+            subscription_identifiers_available: p.subscription_identifier_available != Some(0),
+            shared_subscription_available: p.shared_subscription_available != Some(0),
+            response_information: p.response_information.clone(),
+            session_expiry_interval: p.session_expiry_interval,
+        };
+        let ping_timeout = self.config.ping_timeout_for(keep_alive);
+        let server = {
+            let Some(link) = self.link.as_mut() else { return };
+            link.connected_at = Some(now);
+            link.keep_alive = keep_alive;
+            link.ping_timeout = ping_timeout;
+            link.receive_maximum = granted.receive_maximum.max(1);
+            link.max_packet_size = granted.maximum_packet_size;
+            link.max_qos = granted.maximum_qos;
+            link.retain_available = granted.retain_available;
+            link.sub_ids_available = granted.subscription_identifiers_available;
+            link.topic_alias_max = if self.config.outgoing_topic_aliases { granted.topic_alias_maximum } else { 0 };
+            link.server.clone()
+        };
+        self.set_state(if self.disconnect.is_some() { State::Disconnecting } else { State::Connected });
+        self.timers.set(Timer::StableAfter, now + self.config.stable_after);
+        self.redirects = 0;
+        self.redirect_target = None;
+        let attempt = self.attempt;
+        self.attempt = 0;
+        self.emit(
+            now,
+            Lifecycle::Connected {
+                attempt,
+                server,
+                session_present: ack.session_present,
+                granted: Box::new(granted),
+            },
+        );
+        self.connected_once = true;
+
+        if ack.session_present {
+            // Resend in original order with original packet ids: PUBLISH with DUP=1, or PUBREL.
+            self.pump(now);
+        } else {
+            self.incoming_qos2.clear();
+            if !self.inflight.is_empty() {
+                let entries = self.inflight.drain();
+                let mut republished = 0;
+                for out in entries.into_iter().rev() {
+                    self.pkids.release(out.publish.pkid);
+                    if out.state == OutState::AwaitPubComp {
+                        // The broker took the message (PUBREC): it is not sent twice.
+                        self.events.push_back(Event::PublishDone {
+                            token: out.token,
+                            result: Ok(PublishOutcome { reason: ReasonCode::Success }),
+                        });
+                        continue;
+                    }
+                    if self.config.republish_on_session_loss {
+                        republished += 1;
+                        let mut publish = out.publish;
+                        publish.pkid = 0;
+                        publish.dup = false;
+                        self.queue.push_front(Queued { token: out.token, publish, queued_at: now });
+                    } else {
+                        self.events.push_back(Event::PublishDone {
+                            token: out.token,
+                            result: Err(PublishError::SessionLost),
+                        });
+                    }
+                }
+                self.emit(now, Lifecycle::SessionLost { republished });
+            }
+            self.resubscribe(now);
+            self.pump(now);
+        }
+    }
+
+    fn resubscribe(&mut self, now: Instant) {
+        let v5 = self.config.protocol == ProtocolVersion::V5;
+        let confirmed: Vec<Subscription> = self.registry.iter().filter(|s| s.confirmed).cloned().collect();
+        if confirmed.is_empty() {
+            return;
+        }
+        let filters: Vec<ByteStr> = confirmed.iter().map(|s| s.filter.clone()).collect();
+        // One SUBSCRIBE per subscription identifier (MQTT 5 allows one id per packet).
+        let mut groups: Vec<(Option<u32>, Vec<Subscription>)> = Vec::new();
+        for s in confirmed {
+            match groups.iter_mut().find(|(id, _)| *id == s.id) {
+                Some((_, g)) => g.push(s),
+                None => groups.push((s.id, vec![s])),
+            }
+        }
+        for (id, subs) in groups {
+            for chunk in subs.chunks(64) {
+                let Some(pkid) = self.pkids.alloc(Owner::Resubscribe) else { return };
+                let mut properties = Properties::default();
+                if v5 {
+                    if let Some(id) = id {
+                        properties.subscription_identifiers.push(id);
+                    }
+                    properties.user_properties = chunk[0].user_properties.clone();
+                }
+                let filters = chunk
+                    .iter()
+                    .map(|s| SubscribeFilter { filter: s.filter.clone(), options: s.options })
+                    .collect();
+                let mut packet = Subscribe { pkid, filters, properties };
+                self.strip_sub_ids(&mut packet);
+                self.send_packet(&Packet::Subscribe(packet), now);
+            }
+        }
+        self.emit(now, Lifecycle::Resubscribed { filters });
+    }
+
+    fn strip_sub_ids(&self, packet: &mut Subscribe) {
+        if self.link.as_ref().is_some_and(|l| !l.sub_ids_available) {
+            packet.properties.subscription_identifiers.clear();
+        }
+    }
+
+    fn check_against_broker(&self, p: &Publish) -> Option<PublishError> {
+        let link = self.link.as_ref().filter(|l| l.connected_at.is_some())?;
+        if p.qos > link.max_qos {
+            return Some(PublishError::QoSNotSupported { max: link.max_qos as u8 });
+        }
+        if p.retain && !link.retain_available {
+            return Some(PublishError::RetainNotSupported);
+        }
+        if let Some(max) = link.max_packet_size {
+            let size = Packet::Publish(p.clone()).encoded_len(self.config.protocol).unwrap_or(usize::MAX);
+            if size > max as usize {
+                return Some(PublishError::PacketTooLarge { size, max });
+            }
+        }
+        None
+    }
+
+    /// Sends what may be sent now: pending (un)subscribes, in-flight messages not yet sent on
+    /// this connection (DUP=1 / PUBREL), then the queue, all within the broker's Receive Maximum.
+    fn pump(&mut self, now: Instant) {
+        if !self.is_connected() {
+            return;
+        }
+        while let Some(req) = self.requests.pop_front() {
+            let owner = match &req {
+                Request::Subscribe { token, .. } => Owner::Subscribe(*token),
+                Request::Unsubscribe { token, .. } => Owner::Unsubscribe(*token),
+            };
+            let Some(pkid) = self.pkids.alloc(owner) else {
+                self.requests.push_front(req);
+                break;
+            };
+            let packet = match &req {
+                Request::Subscribe { packet, .. } => {
+                    let mut p = packet.clone();
+                    p.pkid = pkid;
+                    self.strip_sub_ids(&mut p);
+                    Packet::Subscribe(p)
+                }
+                Request::Unsubscribe { packet, .. } => {
+                    let mut p = packet.clone();
+                    p.pkid = pkid;
+                    Packet::Unsubscribe(p)
+                }
+            };
+            self.send_packet(&packet, now);
+            self.sent_requests.insert(pkid, req);
+        }
+        let recv_max = self.link.as_ref().map_or(0, |l| usize::from(l.receive_maximum));
+        // Resend in-flight messages in their original order.
+        while self.inflight.sent_count() < recv_max {
+            let Some(seq) = self.inflight.first_unsent() else { break };
+            let Some(out) = self.inflight.get_mut(seq) else { break };
+            let packet = match out.state {
+                OutState::AwaitPubComp => Packet::PubRel(PubRel::new(out.publish.pkid)),
+                _ => {
+                    out.publish.dup = true;
+                    Packet::Publish(out.publish.clone())
+                }
+            };
+            self.inflight.mark_sent(seq);
+            self.send_packet(&packet, now);
+        }
+        // Then the queue.
+        while let Some(front_qos) = self.queue.front().map(|q| q.publish.qos) {
+            if front_qos != QoS::AtMostOnce && self.inflight.sent_count() >= recv_max {
+                break;
+            }
+            let Some(mut q) = self.queue.pop_front() else { break };
+            if q.expired(now) {
+                self.events.push_back(Event::PublishDone { token: q.token, result: Err(PublishError::Expired) });
+                continue;
+            }
+            if let Some(s) = q.publish.properties.message_expiry_interval {
+                let waited = now.saturating_duration_since(q.queued_at).as_secs();
+                q.publish.properties.message_expiry_interval =
+                    Some(s.saturating_sub(u32::try_from(waited).unwrap_or(u32::MAX)).max(1));
+            }
+            if let Some(err) = self.check_against_broker(&q.publish) {
+                self.events.push_back(Event::PublishDone { token: q.token, result: Err(err) });
+                continue;
+            }
+            if q.publish.qos == QoS::AtMostOnce {
+                let wire = self.with_alias(q.publish);
+                let ok = self.send_packet(&Packet::Publish(wire), now);
+                let result = if ok {
+                    Ok(PublishOutcome { reason: ReasonCode::Success })
+                } else {
+                    Err(PublishError::Invalid("message cannot be encoded".into()))
+                };
+                self.events.push_back(Event::PublishDone { token: q.token, result });
+                continue;
+            }
+            let seq_hint = self.inflight_next_seq_hint();
+            let Some(pkid) = self.pkids.alloc(Owner::Publish(seq_hint)) else {
+                self.queue.push_front(q);
+                break;
+            };
+            q.publish.pkid = pkid;
+            let state = if q.publish.qos == QoS::AtLeastOnce { OutState::AwaitPubAck } else { OutState::AwaitPubRec };
+            let wire = self.with_alias(q.publish.clone());
+            if !self.send_packet(&Packet::Publish(wire), now) {
+                self.pkids.release(pkid);
+                self.events.push_back(Event::PublishDone {
+                    token: q.token,
+                    result: Err(PublishError::Invalid("message cannot be encoded".into())),
+                });
+                continue;
+            }
+            let seq = self.inflight.push(Outgoing { token: q.token, publish: q.publish, state, sent: true });
+            debug_assert_eq!(seq, seq_hint);
+        }
+        self.maybe_finish_drain(now);
+    }
+
+    fn inflight_next_seq_hint(&self) -> u64 {
+        self.inflight.next_seq()
+    }
+
+    fn with_alias(&mut self, mut p: Publish) -> Publish {
+        let Some(link) = self.link.as_mut() else { return p };
+        if link.topic_alias_max == 0 {
+            return p;
+        }
+        let key = topic_key(&p.topic);
+        if let Some((topic, alias)) = link.out_aliases.get(&key) {
+            if *topic == p.topic {
+                p.properties.topic_alias = Some(*alias);
+                p.topic = ByteStr::new();
+                return p;
+            }
+        }
+        if link.next_out_alias < link.topic_alias_max {
+            link.next_out_alias += 1;
+            let alias = link.next_out_alias;
+            link.out_aliases.insert(key, (p.topic.clone(), alias));
+            p.properties.topic_alias = Some(alias);
+        }
+        p
+    }
+
+    fn on_publish(&mut self, mut p: Publish, now: Instant) {
+        if let Some(alias) = p.properties.topic_alias {
+            let max = self.config.topic_alias_maximum;
+            if self.config.protocol != ProtocolVersion::V5 || alias == 0 || alias > max {
+                self.protocol_violation(
+                    ReasonCode::TopicAliasInvalid,
+                    format!("topic alias {alias} outside 1..={max}"),
+                    now,
+                );
+                return;
+            }
+            let Some(link) = self.link.as_mut() else { return };
+            if p.topic.is_empty() {
+                match link.in_aliases.get(&alias) {
+                    Some(t) => p.topic = t.clone(),
+                    None => {
+                        self.protocol_violation(
+                            ReasonCode::ProtocolError,
+                            format!("topic alias {alias} used before it was set"),
+                            now,
+                        );
+                        return;
+                    }
+                }
+            } else {
+                link.in_aliases.insert(alias, p.topic.clone());
+            }
+        } else if p.topic.is_empty() {
+            self.protocol_violation(ReasonCode::ProtocolError, "PUBLISH with an empty topic and no alias".into(), now);
+            return;
+        }
+        match p.qos {
+            QoS::AtMostOnce => self.events.push_back(Event::Message(p)),
+            QoS::AtLeastOnce => {
+                let pkid = p.pkid;
+                self.events.push_back(Event::Message(p));
+                self.send_packet(&Packet::PubAck(PubAck::new(pkid)), now);
+            }
+            QoS::ExactlyOnce => {
+                let pkid = p.pkid;
+                if !self.incoming_qos2.contains(&pkid) {
+                    if self.incoming_qos2.len() >= usize::from(self.config.receive_maximum) {
+                        self.protocol_violation(
+                            ReasonCode::ReceiveMaximumExceeded,
+                            format!("more than {} QoS 2 messages awaiting PUBREL", self.config.receive_maximum),
+                            now,
+                        );
+                        return;
+                    }
+                    self.incoming_qos2.insert(pkid);
+                    self.events.push_back(Event::Message(p));
+                }
+                self.send_packet(&Packet::PubRec(PubRec::new(pkid)), now);
+            }
+        }
+    }
+
+    fn owner_seq(&self, pkid: u16) -> Option<u64> {
+        match self.pkids.owner(pkid) {
+            Some(Owner::Publish(seq)) => Some(seq),
+            _ => None,
+        }
+    }
+
+    fn complete(&mut self, seq: u64, result: Result<PublishOutcome, PublishError>, now: Instant) {
+        if let Some(out) = self.inflight.remove(seq) {
+            self.pkids.release(out.publish.pkid);
+            self.events.push_back(Event::PublishDone { token: out.token, result });
+        }
+        self.pump(now);
+    }
+
+    fn on_puback(&mut self, a: PubAck, now: Instant) {
+        let Some(seq) = self.owner_seq(a.pkid) else { return };
+        match self.inflight.get_mut(seq).map(|o| o.state) {
+            Some(OutState::AwaitPubAck) => {
+                let result = if a.reason.is_success() {
+                    Ok(PublishOutcome { reason: a.reason })
+                } else {
+                    Err(PublishError::Rejected(a.reason))
+                };
+                self.complete(seq, result, now);
+            }
+            Some(_) => self.protocol_violation(
+                ReasonCode::ProtocolError,
+                format!("PUBACK for QoS 2 packet id {}", a.pkid),
+                now,
+            ),
+            None => {}
+        }
+    }
+
+    fn on_pubrec(&mut self, r: PubRec, now: Instant) {
+        let Some(seq) = self.owner_seq(r.pkid) else {
+            // Unknown id: answer so the broker can finish its side.
+            self.send_packet(
+                &Packet::PubRel(PubRel {
+                    pkid: r.pkid,
+                    reason: if self.config.protocol == ProtocolVersion::V5 {
+                        ReasonCode::PacketIdentifierNotFound
+                    } else {
+                        ReasonCode::Success
+                    },
+                    properties: Properties::default(),
+                }),
+                now,
+            );
+            return;
+        };
+        match self.inflight.get_mut(seq) {
+            Some(out) if out.state == OutState::AwaitPubRec || out.state == OutState::AwaitPubComp => {
+                if !r.reason.is_success() {
+                    self.complete(seq, Err(PublishError::Rejected(r.reason)), now);
+                    return;
+                }
+                out.state = OutState::AwaitPubComp;
+                out.publish.payload = Bytes::new();
+                self.send_packet(&Packet::PubRel(PubRel::new(r.pkid)), now);
+            }
+            Some(_) => self.protocol_violation(
+                ReasonCode::ProtocolError,
+                format!("PUBREC for QoS 1 packet id {}", r.pkid),
+                now,
+            ),
+            None => {}
+        }
+    }
+
+    fn on_pubrel(&mut self, r: PubRel, now: Instant) {
+        self.incoming_qos2.remove(&r.pkid);
+        let mut comp = PubComp::new(r.pkid);
+        if !r.reason.is_success() && self.config.protocol == ProtocolVersion::V5 {
+            comp.reason = ReasonCode::PacketIdentifierNotFound;
+        }
+        self.send_packet(&Packet::PubComp(comp), now);
+    }
+
+    fn on_pubcomp(&mut self, c: PubComp, now: Instant) {
+        let Some(seq) = self.owner_seq(c.pkid) else { return };
+        match self.inflight.get_mut(seq).map(|o| o.state) {
+            Some(OutState::AwaitPubComp) => {
+                let result = if c.reason.is_success() {
+                    Ok(PublishOutcome { reason: c.reason })
+                } else {
+                    Err(PublishError::Rejected(c.reason))
+                };
+                self.complete(seq, result, now);
+            }
+            Some(_) => self.protocol_violation(
+                ReasonCode::ProtocolError,
+                format!("PUBCOMP before PUBREC for packet id {}", c.pkid),
+                now,
+            ),
+            None => {}
+        }
+    }
+
+    fn on_suback(&mut self, s: SubAck, now: Instant) {
+        match self.pkids.release(s.pkid) {
+            Some(Owner::Subscribe(token)) => {
+                let Some(Request::Subscribe { packet, .. }) = self.sent_requests.remove(&s.pkid) else { return };
+                if s.reasons.len() != packet.filters.len() {
+                    self.protocol_violation(
+                        ReasonCode::ProtocolError,
+                        format!("SUBACK has {} codes for {} filters", s.reasons.len(), packet.filters.len()),
+                        now,
+                    );
+                    return;
+                }
+                for (f, rc) in packet.filters.iter().zip(&s.reasons) {
+                    let ours = self.registry.get(&f.filter).is_some_and(|e| {
+                        e.id == packet.properties.subscription_identifiers.first().copied()
+                            || packet.properties.subscription_identifiers.is_empty()
+                    });
+                    if !ours {
+                        continue;
+                    }
+                    if rc.is_success() {
+                        if let Some(e) = self.registry.get_mut(&f.filter) {
+                            e.confirmed = true;
+                        }
+                    } else {
+                        self.registry.remove(&f.filter);
+                    }
+                }
+                self.events.push_back(Event::SubscribeDone { token, result: Ok(s.reasons) });
+            }
+            Some(Owner::Resubscribe) => {}
+            Some(other) => {
+                self.pkids.claim(s.pkid, other);
+                self.protocol_violation(
+                    ReasonCode::ProtocolError,
+                    format!("SUBACK for packet id {} that is not a SUBSCRIBE", s.pkid),
+                    now,
+                );
+            }
+            None => {}
+        }
+    }
+
+    fn on_unsuback(&mut self, u: UnsubAck, now: Instant) {
+        match self.pkids.release(u.pkid) {
+            Some(Owner::Unsubscribe(token)) => {
+                let n = match self.sent_requests.remove(&u.pkid) {
+                    Some(Request::Unsubscribe { packet, .. }) => packet.filters.len(),
+                    _ => 0,
+                };
+                let reasons = if u.reasons.is_empty() { vec![ReasonCode::Success; n] } else { u.reasons };
+                self.events.push_back(Event::UnsubscribeDone { token, result: Ok(reasons) });
+            }
+            Some(other) => {
+                self.pkids.claim(u.pkid, other);
+                self.protocol_violation(
+                    ReasonCode::ProtocolError,
+                    format!("UNSUBACK for packet id {} that is not an UNSUBSCRIBE", u.pkid),
+                    now,
+                );
+            }
+            None => {}
+        }
+    }
+
+    fn maybe_finish_drain(&mut self, now: Instant) {
+        if self.state == State::Disconnecting && self.inflight.is_empty() && self.queue.is_empty() {
+            self.finish_disconnect(now);
+        }
+    }
+
+    fn finish_disconnect(&mut self, now: Instant) {
+        if self.state == State::Closed {
+            return;
+        }
+        let opts = self.disconnect.take().unwrap_or_default();
+        if self.is_connected() {
+            let mut properties = Properties::default();
+            let reason = if self.config.protocol == ProtocolVersion::V5 {
+                properties.session_expiry_interval = opts.session_expiry_interval;
+                opts.reason
+            } else {
+                ReasonCode::Success
+            };
+            self.send_packet(&Packet::Disconnect(Disconnect { reason, properties }), now);
+        }
+        if self.link.take().is_some() {
+            self.actions.push_back(Action::Close);
+        }
+        self.timers.stop_all();
+        self.set_state(State::Closed);
+        for out in self.inflight.drain() {
+            self.events.push_back(Event::PublishDone { token: out.token, result: Err(PublishError::Closed) });
+        }
+        while let Some(q) = self.queue.pop_front() {
+            self.events.push_back(Event::PublishDone { token: q.token, result: Err(PublishError::Closed) });
+        }
+        let mut reqs: Vec<Request> = self.requests.drain(..).collect();
+        reqs.extend(self.sent_requests.drain().map(|(_, r)| r));
+        for r in reqs {
+            match r {
+                Request::Subscribe { token, .. } => {
+                    self.events.push_back(Event::SubscribeDone { token, result: Err(CommandError::Closed) })
+                }
+                Request::Unsubscribe { token, .. } => {
+                    self.events.push_back(Event::UnsubscribeDone { token, result: Err(CommandError::Closed) })
+                }
+            }
+        }
+        self.pkids = PkidPool::default();
+        self.emit(now, Lifecycle::Disconnected);
+    }
+}
+
+fn topic_key(topic: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    topic.hash(&mut h);
+    h.finish()
+}

@@ -1,0 +1,212 @@
+//! What the core reports to the application: lifecycle transitions, messages and completions.
+
+use std::time::{Duration, Instant};
+
+use crate::error::{CommandError, PublishError, Reason};
+use crate::{ByteStr, Publish, QoS, ReasonCode};
+
+/// The connection state the application can read at any time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum State {
+    /// Not started yet.
+    Idle,
+    /// A connect attempt is under way (transport, TLS, CONNECT to CONNACK).
+    Connecting,
+    /// Connected: CONNACK accepted.
+    Connected,
+    /// A graceful disconnect is draining in-flight messages.
+    Disconnecting,
+    /// Waiting for the backoff delay before the next attempt.
+    Backoff,
+    /// Gave up after `max_attempts`; waits to be woken.
+    Dormant,
+    /// A fatal refusal; the client does not retry by itself.
+    Failed,
+    /// The application disconnected.
+    Closed,
+}
+
+impl State {
+    /// The snake_case name used in logs and JSON.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            State::Idle => "idle",
+            State::Connecting => "connecting",
+            State::Connected => "connected",
+            State::Disconnecting => "disconnecting",
+            State::Backoff => "backoff",
+            State::Dormant => "dormant",
+            State::Failed => "failed",
+            State::Closed => "closed",
+        }
+    }
+}
+
+impl core::fmt::Display for State {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the broker granted in CONNACK (with the MQTT defaults filled in where it was silent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Granted {
+    /// The keep-alive in force: the broker's Server Keep Alive when sent, else ours.
+    pub keep_alive: Duration,
+    /// The broker's Receive Maximum (65,535 when not sent): the cap on QoS 1/2 in flight.
+    pub receive_maximum: u16,
+    /// The broker's Maximum Packet Size, if it set one.
+    pub maximum_packet_size: Option<u32>,
+    /// The client identifier the broker assigned, if it assigned one.
+    pub assigned_client_id: Option<ByteStr>,
+    /// The broker's Topic Alias Maximum (0 when not sent).
+    pub topic_alias_maximum: u16,
+    /// The broker's Maximum QoS.
+    pub maximum_qos: QoS,
+    /// Whether the broker accepts retained messages.
+    pub retain_available: bool,
+    /// Whether the broker accepts wildcard subscriptions.
+    pub wildcard_subscription_available: bool,
+    /// Whether the broker accepts subscription identifiers.
+    pub subscription_identifiers_available: bool,
+    /// Whether the broker accepts shared subscriptions.
+    pub shared_subscription_available: bool,
+    /// Response Information for request/response, if the broker sent it.
+    pub response_information: Option<ByteStr>,
+    /// Session Expiry Interval the broker imposed, if it sent one.
+    pub session_expiry_interval: Option<u32>,
+}
+
+/// A lifecycle transition. Each carries the time it happened (the `now` the core was given).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lifecycle {
+    /// A connect attempt starts. `attempt` is 1 for the first try after a success or start.
+    Connecting {
+        /// Attempt number.
+        attempt: u32,
+        /// Server being tried.
+        server: String,
+    },
+    /// CONNACK accepted.
+    Connected {
+        /// Attempt number that succeeded.
+        attempt: u32,
+        /// Server.
+        server: String,
+        /// Session Present flag.
+        session_present: bool,
+        /// What the broker granted.
+        granted: Box<Granted>,
+    },
+    /// An attempt failed.
+    ConnectFailed {
+        /// Attempt number.
+        attempt: u32,
+        /// Why.
+        reason: Reason,
+    },
+    /// An established connection ended.
+    ConnectionLost {
+        /// Why; [`Reason::initiator`] tells who closed it.
+        reason: Reason,
+        /// How long it had been up.
+        uptime: Duration,
+    },
+    /// The next attempt is scheduled.
+    Reconnecting {
+        /// The attempt number it will have.
+        attempt: u32,
+        /// The chosen delay.
+        delay: Duration,
+    },
+    /// Subscriptions restored because the broker had no session.
+    Resubscribed {
+        /// The filters sent again.
+        filters: Vec<ByteStr>,
+    },
+    /// The broker no longer had the session the client expected.
+    SessionLost {
+        /// How many unacknowledged messages were republished as new publications.
+        republished: usize,
+    },
+    /// `max_attempts` consecutive attempts failed; no more attempts until woken.
+    Dormant {
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// A fatal refusal or disconnect: the client will not retry by itself.
+    Fatal {
+        /// Why.
+        reason: Reason,
+    },
+    /// The application's own clean disconnect completed.
+    Disconnected,
+}
+
+impl Lifecycle {
+    /// The snake_case event name used by the CLI's JSON events.
+    pub const fn name(&self) -> &'static str {
+        match self {
+            Lifecycle::Connecting { .. } => "connecting",
+            Lifecycle::Connected { .. } => "connected",
+            Lifecycle::ConnectFailed { .. } => "connect_failed",
+            Lifecycle::ConnectionLost { .. } => "connection_lost",
+            Lifecycle::Reconnecting { .. } => "reconnecting",
+            Lifecycle::Resubscribed { .. } => "resubscribed",
+            Lifecycle::SessionLost { .. } => "session_lost",
+            Lifecycle::Dormant { .. } => "dormant",
+            Lifecycle::Fatal { .. } => "fatal",
+            Lifecycle::Disconnected => "disconnected",
+        }
+    }
+}
+
+/// Identifies one command (publish, subscribe, unsubscribe) so its completion can be matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Token(pub u64);
+
+/// How a publish completed successfully.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishOutcome {
+    /// The reason code of PUBACK / PUBREC / PUBCOMP (`Success` for QoS 0, or e.g.
+    /// `NoMatchingSubscribers`, which is still a success).
+    pub reason: ReasonCode,
+}
+
+/// Everything the core reports, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A lifecycle transition and when it happened.
+    Lifecycle {
+        /// The `now` at which it happened.
+        at: Instant,
+        /// What happened.
+        event: Lifecycle,
+    },
+    /// An incoming application message (topic aliases already resolved). For QoS 2 it is
+    /// reported exactly once, even across reconnects.
+    Message(Publish),
+    /// A publish finished: acknowledged (PUBACK, PUBCOMP; QoS 0 when written), or failed.
+    PublishDone {
+        /// The token `publish` returned.
+        token: Token,
+        /// The outcome.
+        result: Result<PublishOutcome, PublishError>,
+    },
+    /// A subscribe finished: one reason code per filter, in order.
+    SubscribeDone {
+        /// The token `subscribe` returned.
+        token: Token,
+        /// Granted QoS or failure code per filter; `Err` when the client closed first.
+        result: Result<Vec<ReasonCode>, CommandError>,
+    },
+    /// An unsubscribe finished.
+    UnsubscribeDone {
+        /// The token `unsubscribe` returned.
+        token: Token,
+        /// Reason code per filter (MQTT 5; `Success` per filter for 3.1.1).
+        result: Result<Vec<ReasonCode>, CommandError>,
+    },
+    /// The state changed (also implied by lifecycle events; reported for convenience).
+    StateChanged(State),
+}

@@ -1,0 +1,429 @@
+//! [`ClientBuilder`]: every option of the resilience spec as a typed setter.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use steadfast_proto::backoff::BackoffPolicy;
+use steadfast_proto::connection::ReasonHook;
+use steadfast_proto::policy::ReasonClass;
+use steadfast_proto::session::offline::Overflow;
+use steadfast_proto::{ByteStr, Config, LastWill, Properties, ProtocolVersion, QoS, Reason};
+
+use crate::client::{Client, Events};
+use crate::transport::{Connector, TcpConnector};
+
+/// A URL or option that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildError(pub String);
+
+impl core::fmt::Display for BuildError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BuildError {}
+
+/// Builds a [`Client`] and its [`Events`] stream.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use steadfast::{ClientBuilder, QoS};
+///
+/// let (client, mut events) = ClientBuilder::from_url("mqtt://127.0.0.1:1883?client_id=sensor-1")?
+///     .keep_alive(Duration::from_secs(30))
+///     .max_attempts(10)
+///     .build()?;
+/// client.subscribe("sensors/+/temp", QoS::AtLeastOnce).await?;
+/// while let Some(event) = events.recv().await {
+///     println!("{event:?}");
+/// }
+/// # Ok(()) }
+/// ```
+pub struct ClientBuilder {
+    pub(crate) config: Config,
+    pub(crate) backoff: Option<Box<dyn BackoffPolicy>>,
+    pub(crate) hook: Option<ReasonHook>,
+    pub(crate) connector: Arc<dyn Connector>,
+    pub(crate) seed_pinned: bool,
+    pub(crate) event_capacity: usize,
+}
+
+impl Default for ClientBuilder {
+    fn default() -> Self {
+        ClientBuilder::new()
+    }
+}
+
+impl core::fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ClientBuilder").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+fn secs_u32(d: Duration) -> u32 {
+    u32::try_from(d.as_secs()).unwrap_or(u32::MAX)
+}
+
+impl ClientBuilder {
+    /// A builder for `mqtt://127.0.0.1:1883` with every default of the spec.
+    pub fn new() -> Self {
+        ClientBuilder {
+            config: Config::default(),
+            backoff: None,
+            hook: None,
+            connector: Arc::new(TcpConnector),
+            seed_pinned: false,
+            event_capacity: 1024,
+        }
+    }
+
+    /// A builder from a URL: `mqtt://[user[:pass]@]host[:port][?client_id=..&keep_alive=..&clean_start=..&version=5|311]`.
+    /// The URL's user and password become the credentials; the server keeps only scheme,
+    /// host and port.
+    pub fn from_url(url: &str) -> Result<Self, BuildError> {
+        let mut b = ClientBuilder::new();
+        let parsed = url::Url::parse(url).map_err(|e| BuildError(format!("bad URL {url:?}: {e}")))?;
+        match parsed.scheme() {
+            "mqtt" | "mqtts" | "ws" | "wss" | "tcp" | "ssl" => {}
+            s => return Err(BuildError(format!("bad URL {url:?}: unsupported scheme {s:?}"))),
+        }
+        let host = parsed
+            .host_str()
+            .ok_or_else(|| BuildError(format!("bad URL {url:?}: no host")))?;
+        if !parsed.username().is_empty() {
+            let user = percent_decode(parsed.username());
+            let pass = parsed.password().map(percent_decode);
+            b = b.credentials(user, pass.unwrap_or_default());
+        }
+        let mut server = format!("{}://{}", parsed.scheme(), host);
+        if let Some(p) = parsed.port() {
+            server.push_str(&format!(":{p}"));
+        }
+        if !matches!(parsed.path(), "" | "/") {
+            server.push_str(parsed.path());
+        }
+        b.config.servers = vec![server];
+        for (k, v) in parsed.query_pairs() {
+            match &*k {
+                "client_id" | "clientId" => b = b.client_id(v.to_string()),
+                "keep_alive" => {
+                    let s: u64 = v.parse().map_err(|_| BuildError(format!("bad keep_alive {v:?}")))?;
+                    b = b.keep_alive(Duration::from_secs(s));
+                }
+                "clean_start" | "clean" => b = b.clean_start(matches!(&*v, "true" | "1")),
+                "version" | "protocol" => {
+                    b = b.protocol(parse_version(&v).ok_or_else(|| BuildError(format!("bad version {v:?}")))?)
+                }
+                other => return Err(BuildError(format!("unknown URL option {other:?}"))),
+            }
+        }
+        Ok(b)
+    }
+
+    /// Replaces the server list with one server URL.
+    pub fn server(mut self, url: impl Into<String>) -> Self {
+        self.config.servers = vec![url.into()];
+        self
+    }
+
+    /// Adds a failover server; a failed attempt moves to the next one.
+    pub fn add_server(mut self, url: impl Into<String>) -> Self {
+        self.config.servers.push(url.into());
+        self
+    }
+
+    /// The client identifier. Empty (the default) lets an MQTT 5 broker assign one, which is
+    /// then reused on every reconnect.
+    pub fn client_id(mut self, id: impl Into<String>) -> Self {
+        self.config.client_id = ByteStr::from(id.into());
+        self
+    }
+
+    /// MQTT 5.0 (default) or 3.1.1.
+    pub fn protocol(mut self, v: ProtocolVersion) -> Self {
+        self.config.protocol = v;
+        self
+    }
+
+    /// Clean Start for the first connect (default true).
+    pub fn clean_start(mut self, on: bool) -> Self {
+        self.config.clean_start = on;
+        self
+    }
+
+    /// Keep-alive (default 60 s; whole seconds on the wire; zero turns it off).
+    pub fn keep_alive(mut self, d: Duration) -> Self {
+        self.config.keep_alive = d;
+        self
+    }
+
+    /// How long to wait for any packet after a PINGREQ (default: half the keep-alive, at most 30 s).
+    pub fn ping_timeout(mut self, d: Duration) -> Self {
+        self.config.ping_timeout = Some(d);
+        self
+    }
+
+    /// Timeout of a whole connect attempt (default 20 s).
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.config.connect_timeout = d;
+        self
+    }
+
+    /// How long a connection must stay up before the backoff resets (default 30 s).
+    pub fn stable_after(mut self, d: Duration) -> Self {
+        self.config.stable_after = d;
+        self
+    }
+
+    /// Go dormant after `n` consecutive failed attempts, the first included (0 = never).
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.config.max_attempts = if n == 0 { None } else { Some(n) };
+        self
+    }
+
+    /// Turn automatic reconnection on (default) or off; off goes dormant at the first failure.
+    pub fn auto_reconnect(mut self, on: bool) -> Self {
+        self.config.auto_reconnect = on;
+        self
+    }
+
+    /// The backoff policy (default: exponential with decorrelated jitter, 1 s to 60 s).
+    pub fn backoff(mut self, policy: impl BackoffPolicy + 'static) -> Self {
+        self.backoff = Some(Box::new(policy));
+        self
+    }
+
+    /// Pins the jitter RNG's seed (tests). By default each client seeds from the OS.
+    pub fn rng_seed(mut self, seed: u64) -> Self {
+        self.config.rng_seed = seed;
+        self.seed_pinned = true;
+        self
+    }
+
+    /// Overrides how refusals and disconnects are treated (see [`ReasonHook`]).
+    pub fn reason_hook(
+        mut self,
+        hook: impl FnMut(&Reason, ReasonClass) -> ReasonClass + Send + 'static,
+    ) -> Self {
+        self.hook = Some(Box::new(hook));
+        self
+    }
+
+    /// User name and password. Never printed by `Debug`, logs or events.
+    pub fn credentials(mut self, username: impl Into<String>, password: impl Into<Vec<u8>>) -> Self {
+        self.config.username = Some(ByteStr::from(username.into()));
+        let p: Vec<u8> = password.into();
+        self.config.password = if p.is_empty() { None } else { Some(Bytes::from(p)) };
+        self
+    }
+
+    /// The will message, with an optional MQTT 5 will delay.
+    pub fn will(
+        mut self,
+        topic: impl Into<String>,
+        payload: impl Into<Bytes>,
+        qos: QoS,
+        retain: bool,
+        delay: Option<Duration>,
+    ) -> Self {
+        let mut properties = Properties::default();
+        properties.will_delay_interval = delay.map(secs_u32);
+        self.config.will = Some(LastWill {
+            topic: ByteStr::from(topic.into()),
+            payload: payload.into(),
+            qos,
+            retain,
+            properties,
+        });
+        self
+    }
+
+    /// MQTT 5 Session Expiry Interval (default zero: the session ends with the connection).
+    pub fn session_expiry(mut self, d: Duration) -> Self {
+        self.config.session_expiry_interval = secs_u32(d);
+        self
+    }
+
+    /// Our Receive Maximum (MQTT 5).
+    pub fn receive_maximum(mut self, n: u16) -> Self {
+        self.config.receive_maximum = n.max(1);
+        self
+    }
+
+    /// The largest packet we accept (default 16 MiB).
+    pub fn maximum_packet_size(mut self, bytes: u32) -> Self {
+        self.config.maximum_packet_size = bytes.max(2);
+        self
+    }
+
+    /// Topic aliases accepted from the broker (MQTT 5, default 16).
+    pub fn topic_alias_maximum(mut self, n: u16) -> Self {
+        self.config.topic_alias_maximum = n;
+        self
+    }
+
+    /// Use outgoing topic aliases when the broker allows them (MQTT 5, default off).
+    pub fn outgoing_topic_aliases(mut self, on: bool) -> Self {
+        self.config.outgoing_topic_aliases = on;
+        self
+    }
+
+    /// Ask the broker for Response Information (MQTT 5 request/response).
+    pub fn request_response_information(mut self, on: bool) -> Self {
+        self.config.request_response_information = on;
+        self
+    }
+
+    /// Adds a user property to CONNECT (MQTT 5).
+    pub fn user_property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.config
+            .user_properties
+            .push((ByteStr::from(key.into()), ByteStr::from(value.into())));
+        self
+    }
+
+    /// Offline queue bounds (defaults 10,000 messages and 64 MiB).
+    pub fn offline_queue(mut self, max_messages: usize, max_bytes: usize) -> Self {
+        self.config.queue.max_messages = max_messages;
+        self.config.queue.max_bytes = max_bytes;
+        self
+    }
+
+    /// What a full offline queue does (default [`Overflow::Backpressure`]).
+    pub fn overflow(mut self, policy: Overflow) -> Self {
+        self.config.queue.overflow = policy;
+        self
+    }
+
+    /// Queue QoS 0 messages while disconnected (default true).
+    pub fn queue_qos0(mut self, on: bool) -> Self {
+        self.config.queue.queue_qos0 = on;
+        self
+    }
+
+    /// Republish unacknowledged messages when the broker lost the session (default true).
+    pub fn republish_on_session_loss(mut self, on: bool) -> Self {
+        self.config.republish_on_session_loss = on;
+        self
+    }
+
+    /// Assign MQTT 5 subscription identifiers (default true).
+    pub fn subscription_identifiers(mut self, on: bool) -> Self {
+        self.config.subscription_identifiers = on;
+        self
+    }
+
+    /// How long `disconnect` waits for in-flight messages (default 5 s).
+    pub fn drain_timeout(mut self, d: Duration) -> Self {
+        self.config.drain_timeout = d;
+        self
+    }
+
+    /// Redirects followed in a row (default 3).
+    pub fn max_redirects(mut self, n: u32) -> Self {
+        self.config.max_redirects = n;
+        self
+    }
+
+    /// The transport connector (default TCP).
+    pub fn connector(mut self, c: impl Connector) -> Self {
+        self.connector = Arc::new(c);
+        self
+    }
+
+    /// Capacity of the event channel (default 1024). When the application does not keep up,
+    /// the driver stops reading from the socket rather than buffering without bound.
+    pub fn event_capacity(mut self, n: usize) -> Self {
+        self.event_capacity = n.max(1);
+        self
+    }
+
+    /// The configuration so far.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Validates the options and spawns the driver task on the current tokio runtime.
+    /// Connecting starts at once, and the first connect is retried like any other.
+    pub fn build(mut self) -> Result<(Client, Events), BuildError> {
+        let c = &self.config;
+        if c.servers.is_empty() {
+            return Err(BuildError("no server configured".into()));
+        }
+        if c.protocol == ProtocolVersion::V311 {
+            let v5_only = [
+                (c.session_expiry_interval != 0, "session expiry"),
+                (!c.user_properties.is_empty(), "user properties"),
+                (c.request_response_information, "request/response information"),
+                (c.outgoing_topic_aliases, "topic aliases"),
+                (
+                    c.will.as_ref().is_some_and(|w| !w.properties.is_empty()),
+                    "will properties (will delay)",
+                ),
+            ];
+            if let Some((_, name)) = v5_only.iter().find(|(used, _)| *used) {
+                return Err(BuildError(format!("{name} needs MQTT 5, but the protocol is MQTT 3.1.1")));
+            }
+            if c.client_id.is_empty() && !c.clean_start {
+                return Err(BuildError(
+                    "MQTT 3.1.1 needs a client id to resume a session (clean_start false)".into(),
+                ));
+            }
+            self.config.topic_alias_maximum = 0;
+        }
+        if self.config.client_id.is_empty() && self.config.protocol == ProtocolVersion::V311 {
+            self.config.client_id = ByteStr::from(generated_client_id());
+        }
+        if !self.seed_pinned {
+            self.config.rng_seed = os_seed();
+        }
+        Ok(crate::driver::spawn(self))
+    }
+}
+
+pub(crate) fn parse_version(v: &str) -> Option<ProtocolVersion> {
+    match v {
+        "5" | "mqttv5" | "5.0" => Some(ProtocolVersion::V5),
+        "311" | "mqttv311" | "3.1.1" | "4" => Some(ProtocolVersion::V311),
+        _ => None,
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Some(b) = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A random seed from the OS (std's per-process random hash keys) mixed with the time and pid.
+pub(crate) fn os_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+pub(crate) fn generated_client_id() -> String {
+    format!("steadfast-{:012x}", os_seed() & 0xFFFF_FFFF_FFFF)
+}

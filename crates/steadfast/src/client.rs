@@ -1,0 +1,298 @@
+//! The cloneable [`Client`] handle, the [`Events`] stream and per-filter [`Subscription`]s.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use steadfast_proto::{
+    ByteStr, CommandError, DisconnectOptions, Lifecycle, Properties, Publish, PublishError,
+    PublishOutcome, QoS, ReasonCode, State, SubscribeFilter, SubscriptionOptions,
+};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// An incoming application message.
+pub type Message = Publish;
+
+/// What the application receives on [`Events`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientEvent {
+    /// A lifecycle transition, stamped with wall-clock time.
+    Lifecycle {
+        /// When it happened.
+        at: SystemTime,
+        /// What happened.
+        event: Lifecycle,
+    },
+    /// A message that no [`Subscription`] handle claimed.
+    Message(Message),
+}
+
+/// Why a client call failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientError {
+    /// The publish did not complete.
+    Publish(PublishError),
+    /// The command was refused.
+    Command(CommandError),
+    /// The broker refused a subscription or unsubscription.
+    Refused(ReasonCode),
+    /// The client's driver task has ended (the client was closed).
+    Closed,
+}
+
+impl core::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ClientError::Publish(e) => write!(f, "publish failed: {e}"),
+            ClientError::Command(e) => write!(f, "{e}"),
+            ClientError::Refused(rc) => write!(f, "refused by the broker: {rc}"),
+            ClientError::Closed => f.write_str("client is closed"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+impl From<PublishError> for ClientError {
+    fn from(e: PublishError) -> Self {
+        ClientError::Publish(e)
+    }
+}
+
+impl From<CommandError> for ClientError {
+    fn from(e: CommandError) -> Self {
+        ClientError::Command(e)
+    }
+}
+
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, ClientError>>;
+
+pub(crate) enum Command {
+    Publish { publish: Publish, reply: Reply<PublishOutcome> },
+    Subscribe {
+        filters: Vec<SubscribeFilter>,
+        properties: Properties,
+        route: Option<mpsc::Sender<Message>>,
+        reply: Reply<Vec<ReasonCode>>,
+    },
+    Unsubscribe { filters: Vec<ByteStr>, properties: Properties, reply: Reply<Vec<ReasonCode>> },
+    Disconnect { options: DisconnectOptions, reply: oneshot::Sender<()> },
+    ReconnectNow,
+}
+
+/// A cloneable handle to a running client. Dropping every handle disconnects gracefully.
+#[derive(Clone, Debug)]
+pub struct Client {
+    pub(crate) tx: mpsc::Sender<Command>,
+    pub(crate) state: watch::Receiver<State>,
+}
+
+impl Client {
+    /// Publishes and waits until the message is acknowledged: PUBACK for QoS 1, PUBCOMP for
+    /// QoS 2, written to the socket for QoS 0. While disconnected, the message waits in the
+    /// offline queue and goes out after the reconnect.
+    ///
+    /// ```no_run
+    /// # async fn f(client: steadfast::Client) -> Result<(), steadfast::ClientError> {
+    /// client.publish("sensors/1/temp", steadfast::QoS::AtLeastOnce, false, "21.5").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn publish(
+        &self,
+        topic: impl Into<String>,
+        qos: QoS,
+        retain: bool,
+        payload: impl Into<Bytes>,
+    ) -> Result<PublishOutcome, ClientError> {
+        self.publish_message(Publish {
+            dup: false,
+            qos,
+            retain,
+            topic: ByteStr::from(topic.into()),
+            pkid: 0,
+            properties: Properties::default(),
+            payload: payload.into(),
+        })
+        .await
+    }
+
+    /// Publishes a message with MQTT 5 properties (response topic, correlation data, message
+    /// expiry, content type, user properties, ...). `pkid` and `dup` are ignored.
+    pub async fn publish_message(&self, publish: Publish) -> Result<PublishOutcome, ClientError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Command::Publish { publish, reply }).await.map_err(|_| ClientError::Closed)?;
+        rx.await.map_err(|_| ClientError::Closed)?
+    }
+
+    /// Subscribes to one filter; its messages arrive on [`Events`]. The subscription is restored
+    /// after any reconnect where the broker lost the session. Fails if the broker refuses it.
+    pub async fn subscribe(&self, filter: impl Into<String>, qos: QoS) -> Result<QoS, ClientError> {
+        let codes = self
+            .subscribe_with(vec![filter_with(filter, qos)], Properties::default())
+            .await?;
+        granted(&codes)
+    }
+
+    /// Subscribes to one filter and returns a handle that receives its messages (instead of
+    /// [`Events`]). Messages are matched by subscription identifier (MQTT 5) or by filter.
+    pub async fn subscribe_stream(
+        &self,
+        filter: impl Into<String>,
+        qos: QoS,
+    ) -> Result<Subscription, ClientError> {
+        let filter = filter.into();
+        let (route, rx) = mpsc::channel(1024);
+        let (reply, done) = oneshot::channel();
+        let filters = vec![filter_with(filter.clone(), qos)];
+        self.tx
+            .send(Command::Subscribe { filters, properties: Properties::default(), route: Some(route), reply })
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        let codes = done.await.map_err(|_| ClientError::Closed)??;
+        let qos = granted(&codes)?;
+        Ok(Subscription { filter, granted: qos, rx })
+    }
+
+    /// Subscribes to several filters with full MQTT 5 options in one SUBSCRIBE. Returns the
+    /// broker's code per filter (granted QoS or failure).
+    pub async fn subscribe_with(
+        &self,
+        filters: Vec<SubscribeFilter>,
+        properties: Properties,
+    ) -> Result<Vec<ReasonCode>, ClientError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Subscribe { filters, properties, route: None, reply })
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        rx.await.map_err(|_| ClientError::Closed)?
+    }
+
+    /// Unsubscribes; the filters are no longer restored after a reconnect.
+    pub async fn unsubscribe(&self, filters: Vec<String>) -> Result<Vec<ReasonCode>, ClientError> {
+        let (reply, rx) = oneshot::channel();
+        let filters = filters.into_iter().map(ByteStr::from).collect();
+        self.tx
+            .send(Command::Unsubscribe { filters, properties: Properties::default(), reply })
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        rx.await.map_err(|_| ClientError::Closed)?
+    }
+
+    /// Disconnects gracefully: stops reconnecting, lets in-flight messages finish within the
+    /// drain timeout, sends DISCONNECT, and returns when [`Lifecycle::Disconnected`] was emitted.
+    pub async fn disconnect(&self) -> Result<(), ClientError> {
+        self.disconnect_with(DisconnectOptions::default()).await
+    }
+
+    /// Disconnects with MQTT 5 options (for example reason 0x04 to have the will published).
+    pub async fn disconnect_with(&self, options: DisconnectOptions) -> Result<(), ClientError> {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Command::Disconnect { options, reply }).await.is_err() {
+            return Ok(());
+        }
+        let _ = rx.await;
+        Ok(())
+    }
+
+    /// Skips the current backoff delay, or wakes a dormant (or failed) client: the attempt
+    /// count resets and an attempt starts at once.
+    pub fn reconnect_now(&self) {
+        let _ = self.tx.try_send(Command::ReconnectNow);
+    }
+
+    /// Same as [`Client::reconnect_now`].
+    pub fn wake(&self) {
+        self.reconnect_now();
+    }
+
+    /// The current connection state.
+    pub fn state(&self) -> State {
+        *self.state.borrow()
+    }
+
+    /// Waits until the state satisfies `pred` (or the client ends), returning that state.
+    pub async fn wait_for_state(&self, mut pred: impl FnMut(State) -> bool) -> State {
+        let mut rx = self.state.clone();
+        loop {
+            let s = *rx.borrow_and_update();
+            if pred(s) {
+                return s;
+            }
+            if rx.changed().await.is_err() {
+                return *rx.borrow();
+            }
+        }
+    }
+}
+
+fn filter_with(filter: impl Into<String>, qos: QoS) -> SubscribeFilter {
+    SubscribeFilter {
+        filter: ByteStr::from(filter.into()),
+        options: SubscriptionOptions { qos, ..Default::default() },
+    }
+}
+
+fn granted(codes: &[ReasonCode]) -> Result<QoS, ClientError> {
+    match codes.first() {
+        Some(ReasonCode::Success) => Ok(QoS::AtMostOnce),
+        Some(ReasonCode::GrantedQoS1) => Ok(QoS::AtLeastOnce),
+        Some(ReasonCode::GrantedQoS2) => Ok(QoS::ExactlyOnce),
+        Some(rc) => Err(ClientError::Refused(*rc)),
+        None => Err(ClientError::Refused(ReasonCode::ProtocolError)),
+    }
+}
+
+/// The stream of lifecycle events and unclaimed messages. Implements
+/// [`futures_core::Stream`]; or call [`Events::recv`].
+#[derive(Debug)]
+pub struct Events {
+    pub(crate) rx: mpsc::Receiver<ClientEvent>,
+}
+
+impl Events {
+    /// The next event; `None` once the client has closed and every event was read.
+    pub async fn recv(&mut self) -> Option<ClientEvent> {
+        self.rx.recv().await
+    }
+}
+
+impl futures_core::Stream for Events {
+    type Item = ClientEvent;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<ClientEvent>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+/// Messages of one subscription (see [`Client::subscribe_stream`]).
+#[derive(Debug)]
+pub struct Subscription {
+    filter: String,
+    granted: QoS,
+    rx: mpsc::Receiver<Message>,
+}
+
+impl Subscription {
+    /// The filter.
+    pub fn filter(&self) -> &str {
+        &self.filter
+    }
+
+    /// The QoS the broker granted.
+    pub fn granted_qos(&self) -> QoS {
+        self.granted
+    }
+
+    /// The next message; `None` once the client has closed.
+    pub async fn recv(&mut self) -> Option<Message> {
+        self.rx.recv().await
+    }
+}
+
+impl futures_core::Stream for Subscription {
+    type Item = Message;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        self.rx.poll_recv(cx)
+    }
+}

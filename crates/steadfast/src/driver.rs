@@ -1,0 +1,540 @@
+//! The driver: the one task that owns the transport and the clock.
+//!
+//! It feeds the sans-IO [`Connection`] with bytes, time and commands, writes what it transmits,
+//! opens and closes transports when it asks, and sleeps until its earliest deadline. A reconnect
+//! is not a special path here: the core asks for a new transport and the same session goes on.
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, SystemTime};
+
+use bytes::{Buf, Bytes};
+use steadfast_proto::session::offline::Overflow;
+use steadfast_proto::session::pkid::IdMap;
+use steadfast_proto::topic::matches;
+use steadfast_proto::{
+    Action, Connection, Event, PublishOutcome, ReasonCode, State, Token, TransportError,
+};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use crate::builder::ClientBuilder;
+use crate::client::{Client, ClientError, ClientEvent, Command, Events, Message, Reply};
+use crate::transport::{BoxTransport, ConnectFuture, Connector};
+
+/// Undelivered events beyond which the driver stops reading from the socket.
+const MAX_PENDING: usize = 256;
+/// Bytes read per call at most.
+const READ_CHUNK: usize = 64 * 1024;
+
+struct Route {
+    filter: String,
+    id: Option<u32>,
+    tx: mpsc::Sender<Message>,
+}
+
+enum Target {
+    Events,
+    Route(mpsc::Sender<Message>),
+}
+
+pub(crate) fn spawn(b: ClientBuilder) -> (Client, Events) {
+    let (cmd_tx, cmd_rx) = mpsc::channel(1024);
+    let (ev_tx, ev_rx) = mpsc::channel(b.event_capacity);
+    let (state_tx, state_rx) = watch::channel(State::Idle);
+    let mut conn = match b.backoff {
+        Some(p) => Connection::with_backoff(b.config, p),
+        None => Connection::new(b.config, Instant::now().into_std()),
+    };
+    if let Some(h) = b.hook {
+        conn.set_reason_hook(h);
+    }
+    let driver = Driver {
+        conn,
+        connector: b.connector,
+        cmd_rx,
+        ev_tx,
+        state_tx,
+        pending: VecDeque::new(),
+        publishes: IdMap::default(),
+        subscribes: IdMap::default(),
+        unsubscribes: IdMap::default(),
+        routes: Vec::new(),
+        blocked: VecDeque::new(),
+        disconnect_waiters: Vec::new(),
+        epoch: (Instant::now(), SystemTime::now()),
+        cmd_closed: false,
+    };
+    tokio::spawn(driver.run());
+    (Client { tx: cmd_tx, state: state_rx }, Events { rx: ev_rx })
+}
+
+struct Driver {
+    conn: Connection,
+    connector: Arc<dyn Connector>,
+    cmd_rx: mpsc::Receiver<Command>,
+    ev_tx: mpsc::Sender<ClientEvent>,
+    state_tx: watch::Sender<State>,
+    pending: VecDeque<(Target, ClientEvent)>,
+    publishes: IdMap<u64, Reply<PublishOutcome>>,
+    subscribes: IdMap<u64, (Reply<Vec<ReasonCode>>, Option<mpsc::Sender<Message>>)>,
+    unsubscribes: IdMap<u64, Reply<Vec<ReasonCode>>>,
+    routes: Vec<Route>,
+    blocked: VecDeque<(steadfast_proto::Publish, Reply<PublishOutcome>)>,
+    disconnect_waiters: Vec<oneshot::Sender<()>>,
+    epoch: (Instant, SystemTime),
+    cmd_closed: bool,
+}
+
+enum Wake {
+    Connected(Result<BoxTransport, TransportError>),
+    Io(IoEvent),
+    Timer,
+    Command(Option<Command>),
+    Delivered,
+}
+
+enum IoEvent {
+    Read,
+    Eof,
+    Wrote(usize),
+    Flushed,
+    Error(std::io::Error),
+}
+
+impl Driver {
+    fn now(&self) -> std::time::Instant {
+        Instant::now().into_std()
+    }
+
+    async fn run(mut self) {
+        let mut transport: Option<BoxTransport> = None;
+        let mut connecting: Option<ConnectFuture> = None;
+        let mut wbuf = Bytes::new();
+        let mut needs_flush = false;
+        let now = self.now();
+        self.conn.start(now);
+        loop {
+            while let Some(action) = self.conn.poll_action() {
+                match action {
+                    Action::Connect { server } => {
+                        connecting = Some(self.connector.connect(&server));
+                    }
+                    Action::Close => {
+                        connecting = None;
+                        let mut rest = std::mem::take(&mut wbuf);
+                        if let Some(more) = self.conn.poll_transmit() {
+                            rest = if rest.is_empty() { more } else { [rest, more].concat().into() };
+                        }
+                        if let Some(t) = transport.take() {
+                            close_transport(t, rest).await;
+                        }
+                        needs_flush = false;
+                    }
+                }
+            }
+            if transport.is_some() {
+                if wbuf.is_empty() {
+                    if let Some(b) = self.conn.poll_transmit() {
+                        wbuf = b;
+                    }
+                }
+            } else {
+                // Nothing can carry these bytes; the core resends what matters on reconnect.
+                let _ = self.conn.poll_transmit();
+            }
+            self.dispatch_events();
+            self.retry_blocked();
+            if self.conn.state() == State::Closed && transport.is_none() {
+                // Closed is final: answer the waiters, hand over the last events, and end.
+                for w in self.disconnect_waiters.drain(..) {
+                    let _ = w.send(());
+                }
+                self.flush_pending().await;
+                self.fail_all();
+                return;
+            }
+
+            let deadline = self.conn.poll_timeout().map(Instant::from_std);
+            let can_read = self.pending.len() < MAX_PENDING;
+            let front_tx = match self.pending.front() {
+                Some((Target::Events, _)) => Some(Target::Events),
+                Some((Target::Route(tx), _)) => Some(Target::Route(tx.clone())),
+                None => None,
+            };
+            let ev_tx = self.ev_tx.clone();
+            let accept_cmds = !self.cmd_closed && self.blocked.is_empty();
+
+            let wake = tokio::select! {
+                biased;
+                r = async { connecting.as_mut().expect("guarded").await }, if connecting.is_some() => {
+                    Wake::Connected(r)
+                }
+                ev = poll_io(transport.as_mut(), &wbuf, needs_flush, can_read, self.conn.read_buffer()), if transport.is_some() => {
+                    Wake::Io(ev)
+                }
+                _ = sleep_until_opt(deadline), if deadline.is_some() => Wake::Timer,
+                _ = reserve(front_tx, ev_tx), if self.pending.front().is_some() => Wake::Delivered,
+                cmd = self.cmd_rx.recv(), if accept_cmds => Wake::Command(cmd),
+            };
+            let now = self.now();
+            match wake {
+                Wake::Connected(Ok(t)) => {
+                    connecting = None;
+                    transport = Some(t);
+                    wbuf = Bytes::new();
+                    self.conn.handle_transport_open(now);
+                }
+                Wake::Connected(Err(e)) => {
+                    connecting = None;
+                    self.conn.handle_transport_error(e, now);
+                }
+                Wake::Io(IoEvent::Read) => self.conn.process_input(now),
+                Wake::Io(IoEvent::Eof) => {
+                    self.drop_transport(&mut transport, &mut wbuf);
+                    self.conn.handle_transport_error(TransportError::Closed, now);
+                }
+                Wake::Io(IoEvent::Wrote(n)) => {
+                    wbuf.advance(n);
+                    needs_flush = true;
+                }
+                Wake::Io(IoEvent::Flushed) => needs_flush = false,
+                Wake::Io(IoEvent::Error(e)) => {
+                    self.drop_transport(&mut transport, &mut wbuf);
+                    self.conn.handle_transport_error(TransportError::Io(e.to_string()), now);
+                }
+                Wake::Timer => self.conn.handle_timeout(now),
+                Wake::Delivered => self.deliver_pending(),
+                Wake::Command(Some(cmd)) => self.handle_command(cmd, now),
+                Wake::Command(None) => {
+                    self.cmd_closed = true;
+                    if self.conn.state() != State::Closed {
+                        self.conn.disconnect(Default::default(), now);
+                    }
+                }
+            }
+        }
+    }
+
+    fn drop_transport(&mut self, transport: &mut Option<BoxTransport>, wbuf: &mut Bytes) {
+        transport.take();
+        *wbuf = Bytes::new();
+    }
+
+    fn handle_command(&mut self, cmd: Command, now: std::time::Instant) {
+        match cmd {
+            Command::Publish { publish, reply } => self.publish(publish, reply, now),
+            Command::Subscribe { filters, properties, route, reply } => {
+                let names: Vec<String> = filters.iter().map(|f| f.filter.to_string()).collect();
+                match self.conn.subscribe(filters, properties, now) {
+                    Ok(token) => {
+                        if let Some(tx) = &route {
+                            for name in names {
+                                let id = self
+                                    .conn
+                                    .subscriptions()
+                                    .find(|s| s.filter.as_str() == name)
+                                    .and_then(|s| s.id);
+                                self.routes.retain(|r| r.filter != name);
+                                self.routes.push(Route { filter: name, id, tx: tx.clone() });
+                            }
+                        }
+                        self.subscribes.insert(token.0, (reply, route));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(ClientError::Command(e)));
+                    }
+                }
+            }
+            Command::Unsubscribe { filters, properties, reply } => {
+                for f in &filters {
+                    self.routes.retain(|r| r.filter != f.as_str());
+                }
+                match self.conn.unsubscribe(filters, properties, now) {
+                    Ok(token) => {
+                        self.unsubscribes.insert(token.0, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(ClientError::Command(e)));
+                    }
+                }
+            }
+            Command::Disconnect { options, reply } => {
+                if self.conn.state() == State::Closed {
+                    let _ = reply.send(());
+                } else {
+                    self.disconnect_waiters.push(reply);
+                    self.conn.disconnect(options, now);
+                }
+            }
+            Command::ReconnectNow => self.conn.reconnect_now(now),
+        }
+    }
+
+    fn publish(
+        &mut self,
+        publish: steadfast_proto::Publish,
+        reply: Reply<PublishOutcome>,
+        now: std::time::Instant,
+    ) {
+        match self.conn.publish(publish, now) {
+            Ok(Token(t)) => {
+                self.publishes.insert(t, reply);
+            }
+            Err((steadfast_proto::PublishError::QueueFull, p))
+                if self.conn.config().queue.overflow == Overflow::Backpressure =>
+            {
+                self.blocked.push_back((p, reply));
+            }
+            Err((e, _)) => {
+                let _ = reply.send(Err(ClientError::Publish(e)));
+            }
+        }
+    }
+
+    /// Publishes waiting for room in the offline queue (backpressure) go in as room appears.
+    fn retry_blocked(&mut self) {
+        while let Some((p, _)) = self.blocked.front() {
+            let cost = p.topic.len() + p.payload.len();
+            if !self.conn.queue_has_room(cost) && self.conn.state() != State::Closed {
+                break;
+            }
+            let Some((p, reply)) = self.blocked.pop_front() else { break };
+            let now = self.now();
+            match self.conn.publish(p, now) {
+                Ok(Token(t)) => {
+                    self.publishes.insert(t, reply);
+                }
+                Err((e, p)) => {
+                    if e == steadfast_proto::PublishError::QueueFull {
+                        self.blocked.push_front((p, reply));
+                        break;
+                    }
+                    let _ = reply.send(Err(ClientError::Publish(e)));
+                }
+            }
+        }
+        self.dispatch_events();
+    }
+
+    fn to_system(&self, at: std::time::Instant) -> SystemTime {
+        let base = self.epoch.0.into_std();
+        match at.checked_duration_since(base) {
+            Some(d) => self.epoch.1 + d,
+            None => self.epoch.1 - base.saturating_duration_since(at),
+        }
+    }
+
+    fn dispatch_events(&mut self) {
+        while let Some(ev) = self.conn.poll_event() {
+            match ev {
+                Event::Lifecycle { at, event } => {
+                    let at = self.to_system(at);
+                    self.push(Target::Events, ClientEvent::Lifecycle { at, event });
+                }
+                Event::Message(p) => self.route(p),
+                Event::PublishDone { token, result } => {
+                    if let Some(reply) = self.publishes.remove(&token.0) {
+                        let _ = reply.send(result.map_err(ClientError::Publish));
+                    }
+                }
+                Event::SubscribeDone { token, result } => {
+                    if let Some((reply, route)) = self.subscribes.remove(&token.0) {
+                        if let (Some(tx), Ok(codes)) = (&route, &result) {
+                            if codes.iter().all(|c| !c.is_success()) {
+                                self.routes.retain(|r| !r.tx.same_channel(tx));
+                            }
+                        }
+                        let _ = reply.send(result.map_err(ClientError::Command));
+                    }
+                }
+                Event::UnsubscribeDone { token, result } => {
+                    if let Some(reply) = self.unsubscribes.remove(&token.0) {
+                        let _ = reply.send(result.map_err(ClientError::Command));
+                    }
+                }
+                Event::StateChanged(s) => {
+                    self.state_tx.send_replace(s);
+                }
+            }
+        }
+    }
+
+    fn route(&mut self, p: Message) {
+        if !self.routes.is_empty() {
+            let ids = &p.properties.subscription_identifiers;
+            let mut targets: Vec<mpsc::Sender<Message>> = Vec::new();
+            for r in &self.routes {
+                let hit = match r.id {
+                    Some(id) if !ids.is_empty() => ids.contains(&id),
+                    _ => matches(&r.filter, &p.topic),
+                };
+                if hit && !targets.iter().any(|t| t.same_channel(&r.tx)) {
+                    targets.push(r.tx.clone());
+                }
+            }
+            if !targets.is_empty() {
+                for tx in targets {
+                    self.push(Target::Route(tx), ClientEvent::Message(p.clone()));
+                }
+                return;
+            }
+        }
+        self.push(Target::Events, ClientEvent::Message(p));
+    }
+
+    /// Delivers at once when the channel has room; otherwise keeps the event in order and the
+    /// socket stops being read once too many wait.
+    fn push(&mut self, target: Target, ev: ClientEvent) {
+        if !self.pending.is_empty() {
+            self.pending.push_back((target, ev));
+            return;
+        }
+        if let Some(back) = self.try_deliver(target, ev) {
+            self.pending.push_back(back);
+        }
+    }
+
+    fn try_deliver(&mut self, target: Target, ev: ClientEvent) -> Option<(Target, ClientEvent)> {
+        match target {
+            Target::Events => match self.ev_tx.try_send(ev) {
+                Ok(()) => None,
+                Err(mpsc::error::TrySendError::Full(ev)) => Some((Target::Events, ev)),
+                Err(mpsc::error::TrySendError::Closed(_)) => None,
+            },
+            Target::Route(tx) => {
+                let ClientEvent::Message(m) = ev else { return None };
+                match tx.try_send(m) {
+                    Ok(()) => None,
+                    Err(mpsc::error::TrySendError::Full(m)) => {
+                        Some((Target::Route(tx), ClientEvent::Message(m)))
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                        self.routes.retain(|r| !r.tx.same_channel(&tx));
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    fn deliver_pending(&mut self) {
+        while let Some((target, ev)) = self.pending.pop_front() {
+            if let Some(back) = self.try_deliver(target, ev) {
+                self.pending.push_front(back);
+                break;
+            }
+        }
+    }
+
+    async fn flush_pending(&mut self) {
+        while let Some((target, ev)) = self.pending.pop_front() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                match (target, ev) {
+                    (Target::Events, ev) => {
+                        let _ = self.ev_tx.send(ev).await;
+                    }
+                    (Target::Route(tx), ClientEvent::Message(m)) => {
+                        let _ = tx.send(m).await;
+                    }
+                    _ => {}
+                }
+            })
+            .await;
+        }
+    }
+
+    fn fail_all(&mut self) {
+        for (_, reply) in self.publishes.drain() {
+            let _ = reply.send(Err(ClientError::Closed));
+        }
+        for (_, reply) in self.blocked.drain(..) {
+            let _ = reply.send(Err(ClientError::Closed));
+        }
+        for (_, (reply, _)) in self.subscribes.drain() {
+            let _ = reply.send(Err(ClientError::Closed));
+        }
+        for (_, reply) in self.unsubscribes.drain() {
+            let _ = reply.send(Err(ClientError::Closed));
+        }
+        self.routes.clear();
+    }
+}
+
+async fn close_transport(mut t: BoxTransport, rest: Bytes) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        if !rest.is_empty() {
+            t.write_all(&rest).await?;
+        }
+        t.flush().await?;
+        t.shutdown().await
+    })
+    .await;
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn reserve(target: Option<Target>, ev_tx: mpsc::Sender<ClientEvent>) {
+    match target {
+        Some(Target::Events) => {
+            // A closed channel also resolves: the event is then discarded.
+            let _ = ev_tx.reserve().await;
+        }
+        Some(Target::Route(tx)) => {
+            let _ = tx.reserve().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Writes (and flushes) pending bytes and reads into the core's buffer, whichever is ready.
+/// One stream, no split and no lock.
+async fn poll_io(
+    transport: Option<&mut BoxTransport>,
+    wbuf: &Bytes,
+    needs_flush: bool,
+    can_read: bool,
+    rbuf: &mut bytes::BytesMut,
+) -> IoEvent {
+    let Some(t) = transport else { return std::future::pending().await };
+    poll_fn(|cx| {
+        if !wbuf.is_empty() {
+            match Pin::new(&mut **t).poll_write(cx, wbuf) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(IoEvent::Error(std::io::ErrorKind::WriteZero.into()))
+                }
+                Poll::Ready(Ok(n)) => return Poll::Ready(IoEvent::Wrote(n)),
+                Poll::Ready(Err(e)) => return Poll::Ready(IoEvent::Error(e)),
+                Poll::Pending => {}
+            }
+        } else if needs_flush {
+            match Pin::new(&mut **t).poll_flush(cx) {
+                Poll::Ready(Ok(())) => return Poll::Ready(IoEvent::Flushed),
+                Poll::Ready(Err(e)) => return Poll::Ready(IoEvent::Error(e)),
+                Poll::Pending => {}
+            }
+        }
+        if can_read {
+            if rbuf.capacity() - rbuf.len() < 4096 {
+                rbuf.reserve(READ_CHUNK);
+            }
+            match tokio_util::io::poll_read_buf(Pin::new(&mut **t), cx, rbuf) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(IoEvent::Eof),
+                Poll::Ready(Ok(_)) => return Poll::Ready(IoEvent::Read),
+                Poll::Ready(Err(e)) => return Poll::Ready(IoEvent::Error(e)),
+                Poll::Pending => {}
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
