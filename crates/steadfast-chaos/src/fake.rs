@@ -105,7 +105,9 @@ impl FakeBroker {
     pub async fn accept_timeout(&self, timeout: Duration) -> io::Result<FakeConn> {
         tokio::time::timeout(timeout, self.accept())
             .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no connection to the fake broker"))?
+            .map_err(|_| {
+                io::Error::new(io::ErrorKind::TimedOut, "no connection to the fake broker")
+            })?
     }
 
     /// How many TCP connections have been accepted so far.
@@ -185,7 +187,12 @@ impl FakeConn {
             }
         })
         .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "the client kept the connection open"))
+        .map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client kept the connection open",
+            )
+        })
     }
 
     /// The underlying socket, for anything not covered here.

@@ -308,7 +308,9 @@ mod tests {
                 frame_len: 15
             }
         );
-        let connect31 = [0x10, 0x0a, 0x00, 0x06, b'M', b'Q', b'I', b's', b'd', b'p', 3, 0];
+        let connect31 = [
+            0x10, 0x0a, 0x00, 0x06, b'M', b'Q', b'I', b's', b'd', b'p', 3, 0,
+        ];
         assert_eq!(
             peek_first(&connect31),
             FirstPacket::Connect {

@@ -37,6 +37,9 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 /// A TCP port on 127.0.0.1 that was free a moment ago (picked by binding port
 /// 0). Another process may take it before you bind it: callers that start a
 /// server on it should retry with a new port if the bind fails.
+///
+/// # Panics
+/// If no port of 127.0.0.1 can be bound at all (a broken test machine).
 pub fn free_port() -> u16 {
     for _ in 0..100 {
         if let Ok(l) = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))) {

@@ -31,6 +31,8 @@ pub const MOSQUITTO_PASSWD: &str = "mosquitto_passwd";
 
 const READY_TIMEOUT: Duration = Duration::from_secs(5);
 const PORT_ATTEMPTS: usize = 8;
+/// Readiness without the "running" log line (log sent elsewhere).
+const QUIET_READY: Duration = Duration::from_millis(500);
 
 /// Options for a private broker; see [`Mosquitto::builder`].
 #[derive(Debug, Clone)]
@@ -155,7 +157,10 @@ impl MosquittoBuilder {
             "max_inflight_messages {}\n",
             self.max_inflight_messages
         ));
-        c.push_str(&format!("max_queued_messages {}\n", self.max_queued_messages));
+        c.push_str(&format!(
+            "max_queued_messages {}\n",
+            self.max_queued_messages
+        ));
         for extra in &self.extra {
             c.push_str(extra);
             if !extra.ends_with('\n') {
@@ -347,8 +352,14 @@ fn spawn_and_wait(conf: &Path, log: &Path, port: u16) -> Result<Child, SpawnErro
         .stdout(stdout)
         .stderr(log_file)
         .spawn()
-        .map_err(|e| plain(io::Error::new(e.kind(), format!("cannot run {MOSQUITTO}: {e}"))))?;
-    let deadline = Instant::now() + READY_TIMEOUT;
+        .map_err(|e| {
+            plain(io::Error::new(
+                e.kind(),
+                format!("cannot run {MOSQUITTO}: {e}"),
+            ))
+        })?;
+    let started = Instant::now();
+    let deadline = started + READY_TIMEOUT;
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     loop {
         if let Ok(Some(status)) = child.try_wait() {
@@ -360,8 +371,13 @@ fn spawn_and_wait(conf: &Path, log: &Path, port: u16) -> Result<Child, SpawnErro
                 )),
             });
         }
-        // Connected and still alive: it is our broker that answered.
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+        // Our broker says it runs (so its listener is open: another process
+        // on the port would have made it fail), and the port answers. If the
+        // log goes elsewhere (extra_config), a broker still alive well after
+        // the port answered is ours: a failed bind exits at once.
+        let says_running = run_log().contains(" running");
+        if (says_running || started.elapsed() >= QUIET_READY)
+            && TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
             && matches!(child.try_wait(), Ok(None))
         {
             return Ok(child);

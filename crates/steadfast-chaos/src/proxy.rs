@@ -2,7 +2,7 @@
 
 use crate::frame::{peek_first, v5_to_v311_connack_code, FirstPacket, FrameTracker};
 use bytes::{BufMut, Bytes, BytesMut};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::pending;
 use std::io;
 use std::net::SocketAddr;
@@ -25,6 +25,8 @@ const INJECT_GRACE: Duration = Duration::from_secs(2);
 const DRAIN: Duration = Duration::from_secs(1);
 /// How long the proxy waits for the rest of a CONNECT it is about to reject.
 const READ_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How many records [`ProxyHandle::events`] keeps (the most recent).
+const MAX_EVENTS: usize = 10_000;
 /// Timeout for opening the upstream connection.
 const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -46,7 +48,8 @@ pub struct ProxyStats {
     pub live: usize,
     /// CONNECT packets seen from clients (rejected ones included).
     pub connects_seen: u64,
-    /// When each of those CONNECTs arrived, oldest first.
+    /// When each of those CONNECTs arrived, oldest first (all of them, for
+    /// reconnect-storm measurements).
     pub connect_times: Vec<Instant>,
     /// Connections closed at once because of [`ProxyHandle::refuse`].
     pub refused: u64,
@@ -105,7 +108,7 @@ struct State {
     connect_times: Vec<Instant>,
     refused: u64,
     rejected: u64,
-    events: Vec<FaultRecord>,
+    events: VecDeque<FaultRecord>,
     blackhole_gen: u64,
     refuse_gen: u64,
 }
@@ -133,7 +136,13 @@ impl Inner {
             at: SystemTime::now(),
             fault,
         };
-        self.state().events.push(rec.clone());
+        {
+            let mut st = self.state();
+            if st.events.len() >= MAX_EVENTS {
+                st.events.pop_front();
+            }
+            st.events.push_back(rec.clone());
+        }
         let _ = self.events_tx.send(rec);
     }
 
@@ -215,7 +224,7 @@ impl Proxy {
                 connect_times: Vec::new(),
                 refused: 0,
                 rejected: 0,
-                events: Vec::new(),
+                events: VecDeque::new(),
                 blackhole_gen: 0,
                 refuse_gen: 0,
             }),
@@ -270,6 +279,14 @@ impl Drop for Proxy {
     }
 }
 
+fn conns(n: usize) -> String {
+    if n == 1 {
+        "1 connection".to_string()
+    } else {
+        format!("{n} connections")
+    }
+}
+
 fn fmt_dur(d: Option<Duration>) -> String {
     match d {
         Some(d) => format!("{d:?}"),
@@ -287,7 +304,7 @@ impl ProxyHandle {
     /// (SO_LINGER 0), the upstream side is closed. Returns how many.
     pub fn reset(&self) -> usize {
         let n = self.inner.signal_all(|c| c.reset = true);
-        self.inner.log(format!("reset ({n} connections)"));
+        self.inner.log(format!("reset ({})", conns(n)));
         n
     }
 
@@ -331,6 +348,8 @@ impl ProxyHandle {
 
     /// New connections are closed at once with a TCP RST for `dur`
     /// (`None`: until [`ProxyHandle::clear`]). Live connections are untouched.
+    /// Depending on timing the client sees its connect, its first write or
+    /// its first read fail with "connection reset".
     pub fn refuse(&self, dur: Option<Duration>) {
         let until = Until::from(dur);
         self.inner.faults.send_modify(|f| f.refuse = Some(until));
@@ -377,22 +396,23 @@ impl ProxyHandle {
     /// rejections still pending; `n == 0` cancels them.
     pub fn reject_next_connects(&self, n: u32, reason_code: u8) {
         self.inner.state().reject = (n > 0).then_some((n, reason_code));
-        self.inner.log(format!(
-            "reject next {n} CONNECTs with 0x{reason_code:02x}"
-        ));
+        self.inner
+            .log(format!("reject next {n} CONNECTs with 0x{reason_code:02x}"));
     }
 
     /// On every live connection: at the next packet boundary of the
     /// broker->client stream, sends the client an MQTT 5 DISCONNECT
     /// (`e0 02 <rc> 00`), then closes both sides. MQTT 3.1.1 (and non-MQTT)
-    /// connections are just closed. Returns how many connections were told.
+    /// connections are just closed. The DISCONNECT is sent even during a
+    /// blackhole or delay (queued broker bytes after the boundary are
+    /// dropped); if the broker stays in the middle of a packet for 2 s, the
+    /// connection is closed without it. Returns how many connections were told.
     pub fn send_disconnect(&self, reason_code: u8) -> usize {
         let n = self.inner.signal_all(|c| {
             c.disconnect.get_or_insert(reason_code);
         });
-        self.inner.log(format!(
-            "disconnect 0x{reason_code:02x} ({n} connections)"
-        ));
+        self.inner
+            .log(format!("disconnect 0x{reason_code:02x} ({})", conns(n)));
         n
     }
 
@@ -411,10 +431,10 @@ impl ProxyHandle {
         }
     }
 
-    /// Every fault applied so far (and its effects: refused connections,
-    /// rejected CONNECTs, expiries), oldest first.
+    /// The faults applied so far (and their effects: refused connections,
+    /// rejected CONNECTs, expiries), oldest first; the most recent 10 000.
     pub fn events(&self) -> Vec<FaultRecord> {
-        self.inner.state().events.clone()
+        self.inner.state().events.iter().cloned().collect()
     }
 
     /// A live feed of the records that [`ProxyHandle::events`] collects.
@@ -808,7 +828,14 @@ enum End {
     UpstreamFailed,
 }
 
-async fn handle_conn(guard: ConnGuard, mut client: TcpStream, peer: SocketAddr, mut ctl: watch::Receiver<Ctl>) {
+/// Serves one client connection; the registry entry (`guard`) goes when the
+/// connection is no longer forwarded.
+async fn handle_conn(
+    guard: ConnGuard,
+    mut client: TcpStream,
+    peer: SocketAddr,
+    mut ctl: watch::Receiver<Ctl>,
+) {
     let inner = guard.inner.clone();
     let _ = client.set_nodelay(true);
     let mut faults = inner.faults.subscribe();
@@ -884,8 +911,14 @@ async fn handle_conn(guard: ConnGuard, mut client: TcpStream, peer: SocketAddr, 
                 };
                 inner.log(format!(
                     "rejected CONNECT ({version}) from {peer} with 0x{:02x}",
-                    if level == Some(5) { rc } else { v5_to_v311_connack_code(rc) }
+                    if level == Some(5) {
+                        rc
+                    } else {
+                        v5_to_v311_connack_code(rc)
+                    }
                 ));
+                // No longer a live connection: only its goodbye is left.
+                drop(guard);
                 close_gracefully(&mut client).await;
             }
             return;
@@ -893,7 +926,8 @@ async fn handle_conn(guard: ConnGuard, mut client: TcpStream, peer: SocketAddr, 
     }
 
     // Phase 2: connect upstream.
-    let connect = tokio::time::timeout(UPSTREAM_CONNECT_TIMEOUT, TcpStream::connect(inner.upstream));
+    let connect =
+        tokio::time::timeout(UPSTREAM_CONNECT_TIMEOUT, TcpStream::connect(inner.upstream));
     let mut upstream = tokio::select! {
         c = ctl_signal(&mut ctl, any_ctl) => {
             if c.reset {
@@ -914,7 +948,14 @@ async fn handle_conn(guard: ConnGuard, mut client: TcpStream, peer: SocketAddr, 
     let end = {
         let (cr, cw) = client.split();
         let (ur, uw) = upstream.split();
-        let up = pump(cr, uw, Dir::Up, Some((read_at, first.freeze())), &inner, None);
+        let up = pump(
+            cr,
+            uw,
+            Dir::Up,
+            Some((read_at, first.freeze())),
+            &inner,
+            None,
+        );
         let down = pump(ur, cw, Dir::Down, None, &inner, level5.then(|| ctl.clone()));
         tokio::pin!(up);
         tokio::pin!(down);
@@ -954,8 +995,8 @@ async fn handle_conn(guard: ConnGuard, mut client: TcpStream, peer: SocketAddr, 
         End::ClientFailed => reset_now(upstream),
         End::Injected => {
             drop(upstream);
+            drop(guard);
             close_gracefully(&mut client).await;
         }
     }
-    drop(guard);
 }

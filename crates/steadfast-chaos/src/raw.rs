@@ -201,7 +201,10 @@ impl RawClient {
 
     /// Opens the connection, sends `connect` and reads the reply (normally a
     /// CONNACK) within 5 s.
-    pub async fn mqtt_connect(addr: SocketAddr, connect: &Connect) -> io::Result<(RawClient, Bytes)> {
+    pub async fn mqtt_connect(
+        addr: SocketAddr,
+        connect: &Connect,
+    ) -> io::Result<(RawClient, Bytes)> {
         let mut c = Self::connect(addr).await?;
         c.send(&connect.to_bytes()).await?;
         let reply = c

@@ -1,5 +1,93 @@
-//! The `steadfast` binary. (Being built: see the CLI issue.)
-fn main() {
-    eprintln!("steadfast: the command line is not built yet");
-    std::process::exit(1);
+//! The `steadfast` binary: an MQTT client tool that stays connected, and a
+//! fault-injecting proxy for testing clients.
+//!
+//! One file per subcommand. `-h` means `--host` (like mosquitto_pub and
+//! mosquitto_sub), so help is `--help` only; `-V` is left free for
+//! `--protocol-version`, so the version is `--version` only.
+
+use clap::{ArgAction, Parser, Subcommand};
+use std::process::ExitCode;
+
+mod bench;
+mod chaos;
+mod conn;
+mod demo;
+mod events;
+mod pub_cmd;
+mod sub;
+
+/// Exit codes shared by every subcommand (see the CLI contract).
+pub mod exit {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// Runtime error.
+    pub const RUNTIME: u8 = 1;
+    /// Usage error (clap exits with it too).
+    #[allow(dead_code)] // clap exits with it
+    pub const USAGE: u8 = 2;
+    /// Fatal refusal by the broker.
+    #[allow(dead_code)] // for pub / sub
+    pub const REFUSED: u8 = 3;
+    /// Dormant after `--max-attempts`.
+    #[allow(dead_code)] // for pub / sub
+    pub const DORMANT: u8 = 4;
+}
+
+/// steadfast: an MQTT 3.1.1 / 5.0 client that stays connected.
+#[derive(Parser, Debug)]
+#[command(
+    name = "steadfast",
+    version,
+    disable_help_flag = true,
+    disable_version_flag = true
+)]
+struct Cli {
+    /// Print help (--help only: -h means --host).
+    #[arg(long, action = ArgAction::Help, global = true)]
+    help: Option<bool>,
+    /// Print version.
+    #[arg(long, action = ArgAction::Version)]
+    version: Option<bool>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Publish messages: one, each line of stdin, or generated ones; across outages.
+    Pub(pub_cmd::PubArgs),
+    /// Subscribe and print messages; across outages.
+    Sub(sub::SubArgs),
+    /// Measure throughput and latency against a broker (not implemented yet).
+    Bench(bench::BenchArgs),
+    /// Run an embedded broker, a fault proxy, a publisher and a subscriber; inject four faults and watch them recover.
+    Demo(demo::DemoArgs),
+    /// Run the fault-injecting proxy in front of a broker.
+    Chaos(chaos::ChaosArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp
+            || e.kind() == clap::error::ErrorKind::DisplayVersion
+            || e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand =>
+        {
+            e.exit()
+        }
+        Err(e) => {
+            // A usage error is one line (clap's first), exit 2.
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("error: bad arguments");
+            eprintln!("{first} (see --help)");
+            return ExitCode::from(exit::USAGE);
+        }
+    };
+    match cli.command {
+        Command::Pub(args) => pub_cmd::run(args),
+        Command::Sub(args) => sub::run(args),
+        Command::Bench(args) => bench::run(args),
+        Command::Demo(args) => demo::run(args),
+        Command::Chaos(args) => chaos::run(args),
+    }
 }

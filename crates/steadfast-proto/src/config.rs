@@ -68,6 +68,12 @@ pub struct Config {
     pub subscription_identifiers: bool,
     /// How long `disconnect` waits for in-flight messages (default 5 s).
     pub drain_timeout: Duration,
+    /// Report every session change as an [`crate::Event::Store`] operation for a durable store
+    /// (default false: the in-memory session needs none).
+    pub persistence: bool,
+    /// MQTT 5 enhanced authentication method (sent in CONNECT; an [`crate::connection::Authenticator`]
+    /// answers the broker's challenges).
+    pub authentication_method: Option<ByteStr>,
     /// Seed of the jitter RNG. Different clients must use different seeds (the driver seeds from
     /// the OS); tests pin it.
     pub rng_seed: u64,
@@ -102,6 +108,8 @@ impl Default for Config {
             republish_on_session_loss: true,
             subscription_identifiers: true,
             drain_timeout: Duration::from_secs(5),
+            persistence: false,
+            authentication_method: None,
             rng_seed: 0x5EED,
         }
     }

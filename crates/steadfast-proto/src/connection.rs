@@ -29,12 +29,13 @@ use crate::policy::{classify, ReasonClass};
 use crate::rng::Rng;
 use crate::session::inflight::{Inflight, OutState, Outgoing};
 use crate::session::offline::{OfflineQueue, Overflow, Queued};
+use crate::session::persist::{OutgoingState, SessionSnapshot, StoreOp};
 use crate::session::pkid::{IdMap, Owner, PkidPool};
 use crate::session::subscriptions::{Registry, Subscription};
 use crate::timer::{Timer, TimerTable};
 use crate::topic::{TopicFilter, TopicName};
 use crate::{
-    ByteStr, ConnAck, Connect, Disconnect, Packet, Properties, ProtocolVersion, PubAck, PubComp,
+    Auth, ByteStr, ConnAck, Connect, Disconnect, Packet, Properties, ProtocolVersion, PubAck, PubComp,
     PubRec, PubRel, Publish, QoS, ReasonCode, SubAck, Subscribe, SubscribeFilter, UnsubAck,
     Unsubscribe,
 };
@@ -55,6 +56,25 @@ pub enum Action {
 /// table assigns, return the class to act on. For example, map `Fatal` to `Transient` after
 /// refreshing credentials, or `Takeover` to `Fatal` to stop when another client takes the id.
 pub type ReasonHook = Box<dyn FnMut(&Reason, ReasonClass) -> ReasonClass + Send>;
+
+/// Fresh credentials (user name, password), asked for before every connect attempt. With a
+/// provider installed, a "bad user name or password" / "not authorized" refusal is retried once
+/// with newly provided credentials before it counts as fatal, so a token that expired while
+/// offline is replaced instead of stopping the client.
+pub type CredentialsProvider = Box<dyn FnMut() -> (Option<ByteStr>, Option<Bytes>) + Send>;
+
+/// MQTT 5 enhanced authentication (section 4.12): answers the broker's AUTH challenges.
+/// It runs inside the state machine, so it must not block; compute or look up the answer.
+pub trait Authenticator: Send {
+    /// The Authentication Method (for example `SCRAM-SHA-1`).
+    fn method(&self) -> ByteStr;
+    /// Authentication Data for CONNECT, or for an AUTH 0x19 that starts a re-authentication.
+    fn start(&mut self) -> Option<Bytes>;
+    /// Answers an AUTH 0x18 (continue authentication) challenge; `Err` aborts the exchange.
+    fn challenge(&mut self, data: Option<&Bytes>) -> Result<Option<Bytes>, String>;
+    /// The broker accepted (CONNACK or AUTH 0x00), with its final data if any.
+    fn success(&mut self, _data: Option<&Bytes>) {}
+}
 
 /// Options of a graceful disconnect.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,6 +147,9 @@ pub struct Connection {
     config: Config,
     backoff: Box<dyn BackoffPolicy>,
     hook: Option<ReasonHook>,
+    credentials: Option<CredentialsProvider>,
+    credentials_retried: bool,
+    authenticator: Option<Box<dyn Authenticator>>,
     rng: Rng,
     state: State,
     timers: TimerTable,
@@ -186,6 +209,9 @@ impl Connection {
             config,
             backoff,
             hook: None,
+            credentials: None,
+            credentials_retried: false,
+            authenticator: None,
             rng,
             state: State::Idle,
             timers: TimerTable::default(),
@@ -213,6 +239,84 @@ impl Connection {
             next_sub_id: 0,
             disconnect: None,
         }
+    }
+
+    /// Restores a session a durable store kept (call before [`Connection::start`]): the client
+    /// id, the subscription registry, the offline queue, in-flight messages with their packet
+    /// ids and states (resent after the connect, or republished if the broker lost the session),
+    /// and incoming QoS 2 packet ids awaiting PUBREL (so exactly-once holds across a restart).
+    /// The next connect resumes the session (MQTT 5 Clean Start 0).
+    pub fn restore(&mut self, snapshot: SessionSnapshot, now: Instant) {
+        if let Some(id) = snapshot.client_id.filter(|id| !id.is_empty()) {
+            self.client_id = id;
+        }
+        for mut sub in snapshot.subscriptions {
+            sub.confirmed = true;
+            if let Some(id) = sub.id {
+                self.next_sub_id = self.next_sub_id.max(id);
+            }
+            self.registry.insert(sub);
+        }
+        let mut outgoing = snapshot.outgoing;
+        outgoing.sort_by_key(|o| o.id);
+        for o in outgoing {
+            self.next_token = self.next_token.max(o.id);
+            let token = Token(o.id);
+            let mut publish = o.publish;
+            publish.dup = false;
+            let (pkid, state) = match o.state {
+                OutgoingState::Queued => {
+                    publish.pkid = 0;
+                    self.queue.push_back(Queued { token, publish, queued_at: now });
+                    continue;
+                }
+                OutgoingState::AwaitPubAck(p) => (p, OutState::AwaitPubAck),
+                OutgoingState::AwaitPubRec(p) => (p, OutState::AwaitPubRec),
+                OutgoingState::AwaitPubComp(p) => (p, OutState::AwaitPubComp),
+            };
+            if pkid == 0 || self.pkids.owner(pkid).is_some() {
+                // A damaged record: send it again as a new publication rather than lose it.
+                publish.pkid = 0;
+                self.queue.push_back(Queued { token, publish, queued_at: now });
+                continue;
+            }
+            publish.pkid = pkid;
+            let seq = self.inflight.next_seq();
+            self.pkids.claim(pkid, Owner::Publish(seq));
+            self.inflight.push(Outgoing { token, publish, state, sent: false });
+        }
+        self.incoming_qos2.extend(snapshot.incoming_qos2);
+        self.connected_once = true;
+    }
+
+    /// Installs a credentials provider, asked before every connect attempt.
+    pub fn set_credentials_provider(&mut self, provider: CredentialsProvider) {
+        self.credentials = Some(provider);
+    }
+
+    /// Installs an MQTT 5 enhanced-authentication handler; its method goes into CONNECT.
+    pub fn set_authenticator(&mut self, auth: Box<dyn Authenticator>) {
+        self.authenticator = Some(auth);
+    }
+
+    /// Starts an MQTT 5 re-authentication (AUTH 0x19) on the current connection.
+    pub fn reauthenticate(&mut self, now: Instant) -> Result<(), CommandError> {
+        if self.config.protocol != ProtocolVersion::V5 {
+            return Err(CommandError::Invalid("re-authentication needs MQTT 5".into()));
+        }
+        if !self.is_connected() {
+            return Err(CommandError::Invalid("not connected".into()));
+        }
+        let Some(auth) = self.authenticator.as_mut() else {
+            return Err(CommandError::Invalid("no authenticator installed".into()));
+        };
+        let properties = Properties {
+            authentication_method: Some(auth.method()),
+            authentication_data: auth.start(),
+            ..Properties::default()
+        };
+        self.send_packet(&Packet::Auth(Auth { reason: ReasonCode::ReAuthenticate, properties }), now);
+        Ok(())
     }
 
     /// Installs a hook that may override how refusals and disconnects are classified.
@@ -357,6 +461,11 @@ impl Connection {
             in_aliases: IdMap::default(),
             server_reference: None,
         });
+        if let Some(provider) = self.credentials.as_mut() {
+            let (user, pass) = provider();
+            self.config.username = user;
+            self.config.password = pass;
+        }
         let connect = self.build_connect();
         if let Err(e) = Packet::Connect(connect).encode(self.config.protocol, &mut self.tx) {
             let reason = Reason::ProtocolViolation {
@@ -490,6 +599,7 @@ impl Connection {
     /// While disconnected the message is queued, bounded by the queue limits; on overflow the
     /// message is handed back with the error (`QueueFull` under `Reject` and `Backpressure`;
     /// the driver makes a backpressured publish wait for room and try again).
+    #[allow(clippy::result_large_err)] // the refused message is handed back by value, on purpose
     pub fn publish(&mut self, mut publish: Publish, now: Instant) -> Result<Token, (PublishError, Publish)> {
         if matches!(self.state, State::Closed | State::Disconnecting) {
             return Err((PublishError::Closed, publish));
@@ -532,12 +642,14 @@ impl Connection {
                     return Err((PublishError::QueueFull, q.publish));
                 }
                 Overflow::DropOldest => {
+                    // A message that would not fit even in an empty queue must not evict
+                    // anything: it is refused on its own.
+                    if !OfflineQueue::default().has_room(cost, &self.config.queue) {
+                        return Err((PublishError::QueueFull, q.publish));
+                    }
                     while !self.queue.has_room(cost, &self.config.queue) {
                         match self.queue.pop_front() {
-                            Some(old) => self.events.push_back(Event::PublishDone {
-                                token: old.token,
-                                result: Err(PublishError::Dropped),
-                            }),
+                            Some(old) => self.finish_publish(old.token, Err(PublishError::Dropped)),
                             None => return Err((PublishError::QueueFull, q.publish)),
                         }
                     }
@@ -545,6 +657,7 @@ impl Connection {
             }
         }
         let token = self.token();
+        self.store(|| StoreOp::Accepted { id: token.0, publish: q.publish.clone() });
         self.queue.push_back(Queued { token, ..q });
         self.pump(now);
         Ok(token)
@@ -636,7 +749,9 @@ impl Connection {
         for f in &filters {
             TopicFilter::new(f.clone())
                 .map_err(|e| CommandError::Invalid(format!("{:?}: {e}", f.as_str())))?;
-            self.registry.remove(f);
+            if self.registry.remove(f).is_some() {
+                self.store(|| StoreOp::SubscriptionRemove(f.clone()));
+            }
         }
         let token = self.token();
         let packet = Unsubscribe { pkid: 0, filters, properties };
@@ -663,7 +778,8 @@ impl Connection {
             }
             _ => {
                 self.disconnect = Some(options);
-                if self.link.is_some() {
+                // Also while the transport is still being opened: the driver must drop it.
+                if self.link.is_some() || self.state == State::Connecting {
                     self.link = None;
                     self.actions.push_back(Action::Close);
                 }
@@ -790,7 +906,7 @@ impl Connection {
 
     fn classify_reason(&mut self, reason: &Reason) -> ReasonClass {
         let class = match reason {
-            Reason::Transport(TransportError::TlsFatal(_)) => ReasonClass::Fatal,
+            Reason::Transport(TransportError::TlsFatal(_)) | Reason::Authentication(_) => ReasonClass::Fatal,
             Reason::Refused { code, .. } | Reason::ServerDisconnect { code, .. } => classify(*code),
             _ => ReasonClass::Transient,
         };
@@ -807,7 +923,20 @@ impl Connection {
         failed_attempt: bool,
         now: Instant,
     ) {
-        let class = self.classify_reason(&reason);
+        let mut class = self.classify_reason(&reason);
+        let credential_refusal = matches!(
+            reason.reason_code(),
+            Some(ReasonCode::BadUserNameOrPassword | ReasonCode::NotAuthorized)
+        );
+        if class == ReasonClass::Fatal
+            && credential_refusal
+            && self.credentials.is_some()
+            && !self.credentials_retried
+        {
+            // Retry once with freshly provided credentials before giving up.
+            self.credentials_retried = true;
+            class = ReasonClass::Transient;
+        }
         if class == ReasonClass::Fatal {
             self.set_state(State::Failed);
             self.emit(now, Lifecycle::Fatal { reason });
@@ -886,7 +1015,7 @@ impl Connection {
         }
     }
 
-    fn build_connect(&self) -> Connect {
+    fn build_connect(&mut self) -> Connect {
         let c = &self.config;
         let v5 = c.protocol == ProtocolVersion::V5;
         let clean_start = if v5 && self.connected_once { false } else { c.clean_start };
@@ -911,6 +1040,12 @@ impl Connection {
                 properties.request_problem_information = Some(u8::from(p));
             }
             properties.user_properties = c.user_properties.clone();
+            if let Some(auth) = self.authenticator.as_mut() {
+                properties.authentication_method = Some(auth.method());
+                properties.authentication_data = auth.start();
+            } else if let Some(m) = &c.authentication_method {
+                properties.authentication_method = Some(m.clone());
+            }
         }
         let keep_alive = u16::try_from(c.keep_alive.as_secs()).unwrap_or(u16::MAX);
         Connect {
@@ -945,6 +1080,7 @@ impl Connection {
         if awaiting_connack {
             match packet {
                 Packet::ConnAck(ack) => self.on_connack(ack, now),
+                Packet::Auth(a) => self.on_auth(a, now),
                 other => self.protocol_violation(
                     ReasonCode::ProtocolError,
                     format!("expected CONNACK, received {:?}", other.packet_type()),
@@ -962,6 +1098,7 @@ impl Connection {
             Packet::SubAck(s) => self.on_suback(s, now),
             Packet::UnsubAck(u) => self.on_unsuback(u, now),
             Packet::PingResp => {}
+            Packet::Auth(a) => self.on_auth(a, now),
             Packet::Disconnect(d) => {
                 if let Some(link) = self.link.as_mut() {
                     link.server_reference = d.properties.server_reference.clone();
@@ -980,6 +1117,57 @@ impl Connection {
         }
     }
 
+    fn on_auth(&mut self, a: Auth, now: Instant) {
+        let connected = self.is_connected();
+        let Some(auth) = self.authenticator.as_mut() else {
+            self.protocol_violation(
+                ReasonCode::ProtocolError,
+                "AUTH received without enhanced authentication".into(),
+                now,
+            );
+            return;
+        };
+        match a.reason {
+            ReasonCode::ContinueAuthentication => {
+                match auth.challenge(a.properties.authentication_data.as_ref()) {
+                    Ok(data) => {
+                        let properties = Properties {
+                            authentication_method: Some(auth.method()),
+                            authentication_data: data,
+                            ..Properties::default()
+                        };
+                        let reply = Auth { reason: ReasonCode::ContinueAuthentication, properties };
+                        self.send_packet(&Packet::Auth(reply), now);
+                    }
+                    Err(e) => {
+                        let reason = Reason::Authentication(e);
+                        if self.link.as_ref().is_some_and(|l| l.connected_at.is_some()) {
+                            self.send_packet(
+                                &Packet::Disconnect(Disconnect {
+                                    reason: ReasonCode::NotAuthorized,
+                                    properties: Properties::default(),
+                                }),
+                                now,
+                            );
+                            self.connection_lost(reason, now);
+                        } else {
+                            self.attempt_failed(reason, now);
+                        }
+                    }
+                }
+            }
+            ReasonCode::Success if connected => {
+                auth.success(a.properties.authentication_data.as_ref());
+                self.events.push_back(Event::Reauthenticated);
+            }
+            other => self.protocol_violation(
+                ReasonCode::ProtocolError,
+                format!("unexpected AUTH reason {other}"),
+                now,
+            ),
+        }
+    }
+
     fn on_connack(&mut self, ack: ConnAck, now: Instant) {
         if !ack.reason.is_success() {
             if let Some(link) = self.link.as_mut() {
@@ -990,6 +1178,10 @@ impl Connection {
             return;
         }
         self.timers.stop(Timer::Connect);
+        self.credentials_retried = false;
+        if let Some(auth) = self.authenticator.as_mut() {
+            auth.success(ack.properties.authentication_data.as_ref());
+        }
         let p = &ack.properties;
         let keep_alive = p
             .server_keep_alive
@@ -997,6 +1189,8 @@ impl Connection {
             .unwrap_or(self.config.keep_alive);
         if let Some(id) = &p.assigned_client_identifier {
             self.client_id = id.clone();
+            let id = id.clone();
+            self.store(|| StoreOp::ClientId(id));
         }
         let granted = Granted {
             keep_alive,
@@ -1047,7 +1241,10 @@ impl Connection {
             // Resend in original order with original packet ids: PUBLISH with DUP=1, or PUBREL.
             self.pump(now);
         } else {
-            self.incoming_qos2.clear();
+            if !self.incoming_qos2.is_empty() {
+                self.incoming_qos2.clear();
+                self.store(|| StoreOp::IncomingQos2Clear);
+            }
             if !self.inflight.is_empty() {
                 let entries = self.inflight.drain();
                 let mut republished = 0;
@@ -1055,10 +1252,7 @@ impl Connection {
                     self.pkids.release(out.publish.pkid);
                     if out.state == OutState::AwaitPubComp {
                         // The broker took the message (PUBREC): it is not sent twice.
-                        self.events.push_back(Event::PublishDone {
-                            token: out.token,
-                            result: Ok(PublishOutcome { reason: ReasonCode::Success }),
-                        });
+                        self.finish_publish(out.token, Ok(PublishOutcome { reason: ReasonCode::Success }));
                         continue;
                     }
                     if self.config.republish_on_session_loss {
@@ -1066,12 +1260,11 @@ impl Connection {
                         let mut publish = out.publish;
                         publish.pkid = 0;
                         publish.dup = false;
+                        let id = out.token.0;
+                        self.store(|| StoreOp::Outgoing { id, state: OutgoingState::Queued });
                         self.queue.push_front(Queued { token: out.token, publish, queued_at: now });
                     } else {
-                        self.events.push_back(Event::PublishDone {
-                            token: out.token,
-                            result: Err(PublishError::SessionLost),
-                        });
+                        self.finish_publish(out.token, Err(PublishError::SessionLost));
                     }
                 }
                 self.emit(now, Lifecycle::SessionLost { republished });
@@ -1133,7 +1326,13 @@ impl Connection {
             return Some(PublishError::RetainNotSupported);
         }
         if let Some(max) = link.max_packet_size {
-            let size = Packet::Publish(p.clone()).encoded_len(self.config.protocol).unwrap_or(usize::MAX);
+            // Measured before a packet id is assigned: stand one in, or the encoder refuses a
+            // QoS 1/2 PUBLISH with id 0 and every such message would look too large.
+            let mut probe = p.clone();
+            if probe.qos != QoS::AtMostOnce && probe.pkid == 0 {
+                probe.pkid = 1;
+            }
+            let size = Packet::Publish(probe).encoded_len(self.config.protocol).unwrap_or(usize::MAX);
             if size > max as usize {
                 return Some(PublishError::PacketTooLarge { size, max });
             }
@@ -1176,6 +1375,19 @@ impl Connection {
         // Resend in-flight messages in their original order.
         while self.inflight.sent_count() < recv_max {
             let Some(seq) = self.inflight.first_unsent() else { break };
+            // This broker may grant less than the one the message was first sent to (Maximum
+            // QoS, Retain Available, Maximum Packet Size): a PUBLISH it would refuse fails.
+            let refused = match self.inflight.get(seq) {
+                Some(out) if out.state != OutState::AwaitPubComp => self.check_against_broker(&out.publish),
+                _ => None,
+            };
+            if let Some(err) = refused {
+                if let Some(out) = self.inflight.remove(seq) {
+                    self.pkids.release(out.publish.pkid);
+                    self.finish_publish(out.token, Err(err));
+                }
+                continue;
+            }
             let Some(out) = self.inflight.get_mut(seq) else { break };
             let packet = match out.state {
                 OutState::AwaitPubComp => Packet::PubRel(PubRel::new(out.publish.pkid)),
@@ -1194,7 +1406,7 @@ impl Connection {
             }
             let Some(mut q) = self.queue.pop_front() else { break };
             if q.expired(now) {
-                self.events.push_back(Event::PublishDone { token: q.token, result: Err(PublishError::Expired) });
+                self.finish_publish(q.token, Err(PublishError::Expired));
                 continue;
             }
             if let Some(s) = q.publish.properties.message_expiry_interval {
@@ -1203,7 +1415,7 @@ impl Connection {
                     Some(s.saturating_sub(u32::try_from(waited).unwrap_or(u32::MAX)).max(1));
             }
             if let Some(err) = self.check_against_broker(&q.publish) {
-                self.events.push_back(Event::PublishDone { token: q.token, result: Err(err) });
+                self.finish_publish(q.token, Err(err));
                 continue;
             }
             if q.publish.qos == QoS::AtMostOnce {
@@ -1214,7 +1426,7 @@ impl Connection {
                 } else {
                     Err(PublishError::Invalid("message cannot be encoded".into()))
                 };
-                self.events.push_back(Event::PublishDone { token: q.token, result });
+                self.finish_publish(q.token, result);
                 continue;
             }
             let seq_hint = self.inflight_next_seq_hint();
@@ -1227,12 +1439,18 @@ impl Connection {
             let wire = self.with_alias(q.publish.clone());
             if !self.send_packet(&Packet::Publish(wire), now) {
                 self.pkids.release(pkid);
-                self.events.push_back(Event::PublishDone {
-                    token: q.token,
-                    result: Err(PublishError::Invalid("message cannot be encoded".into())),
-                });
+                self.finish_publish(q.token, Err(PublishError::Invalid("message cannot be encoded".into())));
                 continue;
             }
+            let id = q.token.0;
+            self.store(|| StoreOp::Outgoing {
+                id,
+                state: if state == OutState::AwaitPubAck {
+                    OutgoingState::AwaitPubAck(pkid)
+                } else {
+                    OutgoingState::AwaitPubRec(pkid)
+                },
+            });
             let seq = self.inflight.push(Outgoing { token: q.token, publish: q.publish, state, sent: true });
             debug_assert_eq!(seq, seq_hint);
         }
@@ -1243,24 +1461,37 @@ impl Connection {
         self.inflight.next_seq()
     }
 
-    fn with_alias(&mut self, mut p: Publish) -> Publish {
+    fn with_alias(&mut self, p: Publish) -> Publish {
+        let protocol = self.config.protocol;
         let Some(link) = self.link.as_mut() else { return p };
         if link.topic_alias_max == 0 {
             return p;
         }
+        // The 3-byte alias property can make a packet longer (it is added to the topic the
+        // first time, and outweighs a topic shorter than 3 bytes): never past the broker's
+        // Maximum Packet Size, which was checked without it.
+        let max = link.max_packet_size;
+        let fits = |c: &Publish| match max {
+            None => true,
+            Some(max) => Packet::Publish(c.clone()).encoded_len(protocol).is_ok_and(|n| n <= max as usize),
+        };
         let key = topic_key(&p.topic);
         if let Some((topic, alias)) = link.out_aliases.get(&key) {
             if *topic == p.topic {
-                p.properties.topic_alias = Some(*alias);
-                p.topic = ByteStr::new();
-                return p;
+                let mut c = p.clone();
+                c.properties.topic_alias = Some(*alias);
+                c.topic = ByteStr::new();
+                return if fits(&c) { c } else { p };
             }
         }
         if link.next_out_alias < link.topic_alias_max {
-            link.next_out_alias += 1;
-            let alias = link.next_out_alias;
-            link.out_aliases.insert(key, (p.topic.clone(), alias));
-            p.properties.topic_alias = Some(alias);
+            let mut c = p.clone();
+            c.properties.topic_alias = Some(link.next_out_alias + 1);
+            if fits(&c) {
+                link.next_out_alias += 1;
+                link.out_aliases.insert(key, (c.topic.clone(), link.next_out_alias));
+                return c;
+            }
         }
         p
     }
@@ -1306,19 +1537,37 @@ impl Connection {
             QoS::ExactlyOnce => {
                 let pkid = p.pkid;
                 if !self.incoming_qos2.contains(&pkid) {
-                    if self.incoming_qos2.len() >= usize::from(self.config.receive_maximum) {
+                    // Only MQTT 5 tells the broker our Receive Maximum (at least 1 is sent).
+                    let recv_max = self.config.receive_maximum.max(1);
+                    if self.config.protocol == ProtocolVersion::V5
+                        && self.incoming_qos2.len() >= usize::from(recv_max)
+                    {
                         self.protocol_violation(
                             ReasonCode::ReceiveMaximumExceeded,
-                            format!("more than {} QoS 2 messages awaiting PUBREL", self.config.receive_maximum),
+                            format!("more than {recv_max} QoS 2 messages awaiting PUBREL"),
                             now,
                         );
                         return;
                     }
                     self.incoming_qos2.insert(pkid);
+                    self.store(|| StoreOp::IncomingQos2Add(pkid));
                     self.events.push_back(Event::Message(p));
                 }
                 self.send_packet(&Packet::PubRec(PubRec::new(pkid)), now);
             }
+        }
+    }
+
+    /// Reports a finished publish, and tells a durable store to forget it.
+    fn finish_publish(&mut self, token: Token, result: Result<PublishOutcome, PublishError>) {
+        self.store(|| StoreOp::Completed { id: token.0 });
+        self.events.push_back(Event::PublishDone { token, result });
+    }
+
+    /// Records a session change for a durable store (only with `Config::persistence`).
+    fn store(&mut self, op: impl FnOnce() -> StoreOp) {
+        if self.config.persistence {
+            self.events.push_back(Event::Store(op()));
         }
     }
 
@@ -1332,7 +1581,7 @@ impl Connection {
     fn complete(&mut self, seq: u64, result: Result<PublishOutcome, PublishError>, now: Instant) {
         if let Some(out) = self.inflight.remove(seq) {
             self.pkids.release(out.publish.pkid);
-            self.events.push_back(Event::PublishDone { token: out.token, result });
+            self.finish_publish(out.token, result);
         }
         self.pump(now);
     }
@@ -1382,6 +1631,8 @@ impl Connection {
                 }
                 out.state = OutState::AwaitPubComp;
                 out.publish.payload = Bytes::new();
+                let id = out.token.0;
+                self.store(|| StoreOp::Outgoing { id, state: OutgoingState::AwaitPubComp(r.pkid) });
                 self.send_packet(&Packet::PubRel(PubRel::new(r.pkid)), now);
             }
             Some(_) => self.protocol_violation(
@@ -1394,7 +1645,9 @@ impl Connection {
     }
 
     fn on_pubrel(&mut self, r: PubRel, now: Instant) {
-        self.incoming_qos2.remove(&r.pkid);
+        if self.incoming_qos2.remove(&r.pkid) {
+            self.store(|| StoreOp::IncomingQos2Remove(r.pkid));
+        }
         let mut comp = PubComp::new(r.pkid);
         if !r.reason.is_success() && self.config.protocol == ProtocolVersion::V5 {
             comp.reason = ReasonCode::PacketIdentifierNotFound;
@@ -1427,11 +1680,12 @@ impl Connection {
             Some(Owner::Subscribe(token)) => {
                 let Some(Request::Subscribe { packet, .. }) = self.sent_requests.remove(&s.pkid) else { return };
                 if s.reasons.len() != packet.filters.len() {
-                    self.protocol_violation(
-                        ReasonCode::ProtocolError,
-                        format!("SUBACK has {} codes for {} filters", s.reasons.len(), packet.filters.len()),
-                        now,
-                    );
+                    let detail = format!("SUBACK has {} codes for {} filters", s.reasons.len(), packet.filters.len());
+                    // Keep the request: the link closes and it is sent again on the next one
+                    // (otherwise its token would never complete).
+                    self.pkids.claim(s.pkid, Owner::Subscribe(token));
+                    self.sent_requests.insert(s.pkid, Request::Subscribe { token, packet });
+                    self.protocol_violation(ReasonCode::ProtocolError, detail, now);
                     return;
                 }
                 for (f, rc) in packet.filters.iter().zip(&s.reasons) {
@@ -1445,9 +1699,11 @@ impl Connection {
                     if rc.is_success() {
                         if let Some(e) = self.registry.get_mut(&f.filter) {
                             e.confirmed = true;
+                            let sub = e.clone();
+                            self.store(|| StoreOp::SubscriptionUpsert(sub));
                         }
-                    } else {
-                        self.registry.remove(&f.filter);
+                    } else if self.registry.remove(&f.filter).is_some() {
+                        self.store(|| StoreOp::SubscriptionRemove(f.filter.clone()));
                     }
                 }
                 self.events.push_back(Event::SubscribeDone { token, result: Ok(s.reasons) });

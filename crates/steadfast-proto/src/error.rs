@@ -87,6 +87,10 @@ pub enum Reason {
         /// What exactly was wrong.
         detail: String,
     },
+    /// The enhanced-authentication exchange failed on our side (the authenticator refused).
+    Authentication(String),
+    /// The durable session store failed; the client stops rather than lose messages.
+    Storage(String),
     /// The application asked for it.
     Local,
 }
@@ -110,7 +114,9 @@ impl Reason {
             }
             Reason::ConnectTimeout(_)
             | Reason::KeepAliveTimeout(_)
-            | Reason::ProtocolViolation { .. } => Initiator::Library,
+            | Reason::ProtocolViolation { .. }
+            | Reason::Authentication(_)
+            | Reason::Storage(_) => Initiator::Library,
             Reason::Local => Initiator::Local,
         }
     }
@@ -141,6 +147,8 @@ impl fmt::Display for Reason {
             Reason::ProtocolViolation { code, detail } => {
                 write!(f, "broker violated the protocol ({}): {detail}", code.name())
             }
+            Reason::Authentication(e) => write!(f, "authentication failed: {e}"),
+            Reason::Storage(e) => write!(f, "session store failed: {e}"),
             Reason::Local => f.write_str("closed by the application"),
         }
     }

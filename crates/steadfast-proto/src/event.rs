@@ -209,4 +209,9 @@ pub enum Event {
     },
     /// The state changed (also implied by lifecycle events; reported for convenience).
     StateChanged(State),
+    /// A session change a durable store must record before the bytes produced with it are
+    /// written (only with `Config::persistence`).
+    Store(crate::session::persist::StoreOp),
+    /// The broker completed an MQTT 5 re-authentication (AUTH 0x00).
+    Reauthenticated,
 }

@@ -11,7 +11,8 @@ use steadfast_proto::session::offline::Overflow;
 use steadfast_proto::{ByteStr, Config, LastWill, Properties, ProtocolVersion, QoS, Reason};
 
 use crate::client::{Client, Events};
-use crate::transport::{Connector, TcpConnector};
+use crate::store::{SessionSnapshot, Store};
+use crate::transport::{Connector, DefaultConnector};
 
 /// A URL or option that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +50,12 @@ pub struct ClientBuilder {
     pub(crate) connector: Arc<dyn Connector>,
     pub(crate) seed_pinned: bool,
     pub(crate) event_capacity: usize,
+    pub(crate) tls: Option<crate::transport::TlsOptions>,
+    pub(crate) store: Option<Box<dyn Store>>,
+    pub(crate) clean_start_explicit: bool,
+    pub(crate) credentials: Option<steadfast_proto::connection::CredentialsProvider>,
+    pub(crate) authenticator: Option<Box<dyn steadfast_proto::connection::Authenticator>>,
+    pub(crate) snapshot: Option<SessionSnapshot>,
 }
 
 impl Default for ClientBuilder {
@@ -74,9 +81,15 @@ impl ClientBuilder {
             config: Config::default(),
             backoff: None,
             hook: None,
-            connector: Arc::new(TcpConnector),
+            connector: Arc::new(DefaultConnector::new()),
             seed_pinned: false,
             event_capacity: 1024,
+            tls: None,
+            store: None,
+            clean_start_explicit: false,
+            credentials: None,
+            authenticator: None,
+            snapshot: None,
         }
     }
 
@@ -151,6 +164,7 @@ impl ClientBuilder {
     /// Clean Start for the first connect (default true).
     pub fn clean_start(mut self, on: bool) -> Self {
         self.config.clean_start = on;
+        self.clean_start_explicit = true;
         self
     }
 
@@ -328,7 +342,41 @@ impl ClientBuilder {
         self
     }
 
-    /// The transport connector (default TCP).
+    /// Keeps the session in `store` so it survives a crash or a restart (see [`crate::store`]).
+    /// On start, a stored session is resumed: its client id is used (unless one was configured,
+    /// which must then match), Clean Start is off unless set explicitly, in-flight messages are
+    /// resent and the offline queue is drained.
+    pub fn store(mut self, store: impl Store) -> Self {
+        self.store = Some(Box::new(store));
+        self
+    }
+
+    /// Asks `provider` for fresh credentials before every connect attempt. A "bad user name or
+    /// password" or "not authorized" refusal is then retried once with new credentials before it
+    /// is fatal: a token that expired while offline is replaced, not a reason to stop.
+    pub fn credentials_provider(
+        mut self,
+        mut provider: impl FnMut() -> (String, Vec<u8>) + Send + 'static,
+    ) -> Self {
+        self.credentials = Some(Box::new(move || {
+            let (user, pass) = provider();
+            let user = (!user.is_empty()).then(|| ByteStr::from(user));
+            let pass = (!pass.is_empty()).then(|| Bytes::from(pass));
+            (user, pass)
+        }));
+        self
+    }
+
+    /// MQTT 5 enhanced authentication: `auth` answers the broker's AUTH challenges, at connect
+    /// and on [`Client::reauthenticate`].
+    pub fn authenticator(mut self, auth: impl steadfast_proto::connection::Authenticator + 'static) -> Self {
+        self.authenticator = Some(Box::new(auth));
+        self
+    }
+
+    /// The transport connector (default [`DefaultConnector`]: TCP, TLS or WebSocket by URL
+    /// scheme). TLS options set on this builder replace it with a configured
+    /// [`DefaultConnector`] at [`build`](Self::build).
     pub fn connector(mut self, c: impl Connector) -> Self {
         self.connector = Arc::new(c);
         self
@@ -374,11 +422,37 @@ impl ClientBuilder {
             }
             self.config.topic_alias_maximum = 0;
         }
+        if self.config.protocol == ProtocolVersion::V311 && self.authenticator.is_some() {
+            return Err(BuildError("enhanced authentication needs MQTT 5".into()));
+        }
+        if let Some(store) = self.store.as_mut() {
+            let snapshot = store
+                .load(self.config.client_id.as_str())
+                .map_err(|e| BuildError(e.to_string()))?;
+            let resumes = snapshot.client_id.is_some()
+                && (!snapshot.outgoing.is_empty()
+                    || !snapshot.subscriptions.is_empty()
+                    || !snapshot.incoming_qos2.is_empty());
+            if self.config.client_id.is_empty() {
+                if let Some(id) = &snapshot.client_id {
+                    self.config.client_id = id.clone();
+                }
+            }
+            if resumes && !self.clean_start_explicit {
+                self.config.clean_start = false;
+            }
+            self.config.persistence = true;
+            self.snapshot = Some(snapshot);
+        }
         if self.config.client_id.is_empty() && self.config.protocol == ProtocolVersion::V311 {
             self.config.client_id = ByteStr::from(generated_client_id());
         }
         if !self.seed_pinned {
             self.config.rng_seed = os_seed();
+        }
+        if let Some(tls) = self.tls.take() {
+            let connector = DefaultConnector::with_tls(tls).map_err(|e| BuildError(e.to_string()))?;
+            self.connector = Arc::new(connector);
         }
         Ok(crate::driver::spawn(self))
     }

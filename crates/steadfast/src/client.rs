@@ -69,7 +69,12 @@ impl From<CommandError> for ClientError {
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, ClientError>>;
 
 pub(crate) enum Command {
-    Publish { publish: Publish, reply: Reply<PublishOutcome> },
+    Publish {
+        publish: Publish,
+        reply: Reply<PublishOutcome>,
+        accepted: Option<oneshot::Sender<()>>,
+    },
+    Reauthenticate { reply: Reply<()> },
     Subscribe {
         filters: Vec<SubscribeFilter>,
         properties: Properties,
@@ -121,7 +126,46 @@ impl Client {
     /// expiry, content type, user properties, ...). `pkid` and `dup` are ignored.
     pub async fn publish_message(&self, publish: Publish) -> Result<PublishOutcome, ClientError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Command::Publish { publish, reply }).await.map_err(|_| ClientError::Closed)?;
+        self.tx
+            .send(Command::Publish { publish, reply, accepted: None })
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        rx.await.map_err(|_| ClientError::Closed)?
+    }
+
+    /// Publishes in two steps: this resolves when the message is *accepted* — durable in the
+    /// session store when one is configured (it will be delivered, even across a crash), or
+    /// queued in memory otherwise — and the returned [`PendingAck`] resolves when the broker
+    /// acknowledged it (PUBACK / PUBCOMP).
+    ///
+    /// ```no_run
+    /// # async fn f(client: steadfast::Client, msg: steadfast::Publish) -> Result<(), steadfast::ClientError> {
+    /// let pending = client.publish_accepted(msg).await?; // durable from here on
+    /// let outcome = pending.await?;                       // acknowledged by the broker
+    /// # Ok(()) }
+    /// ```
+    pub async fn publish_accepted(&self, publish: Publish) -> Result<PendingAck, ClientError> {
+        let (reply, rx) = oneshot::channel();
+        let (accepted, acc_rx) = oneshot::channel();
+        self.tx
+            .send(Command::Publish { publish, reply, accepted: Some(accepted) })
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        match acc_rx.await {
+            Ok(()) => Ok(PendingAck { rx }),
+            // Not accepted: the reply says why.
+            Err(_) => match rx.await {
+                Ok(Err(e)) => Err(e),
+                _ => Err(ClientError::Closed),
+            },
+        }
+    }
+
+    /// Starts an MQTT 5 re-authentication with the configured authenticator; resolves once the
+    /// AUTH exchange has been started (the broker's answer arrives as events / a disconnect).
+    pub async fn reauthenticate(&self) -> Result<(), ClientError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Command::Reauthenticate { reply }).await.map_err(|_| ClientError::Closed)?;
         rx.await.map_err(|_| ClientError::Closed)?
     }
 
@@ -241,6 +285,23 @@ fn granted(codes: &[ReasonCode]) -> Result<QoS, ClientError> {
         Some(ReasonCode::GrantedQoS2) => Ok(QoS::ExactlyOnce),
         Some(rc) => Err(ClientError::Refused(*rc)),
         None => Err(ClientError::Refused(ReasonCode::ProtocolError)),
+    }
+}
+
+/// The acknowledgement of an accepted publish (see [`Client::publish_accepted`]).
+#[derive(Debug)]
+pub struct PendingAck {
+    rx: oneshot::Receiver<Result<PublishOutcome, ClientError>>,
+}
+
+impl std::future::Future for PendingAck {
+    type Output = Result<PublishOutcome, ClientError>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match Pin::new(&mut self.rx).poll(cx) {
+            Poll::Ready(Ok(r)) => Poll::Ready(r),
+            Poll::Ready(Err(_)) => Poll::Ready(Err(ClientError::Closed)),
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 

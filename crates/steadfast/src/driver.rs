@@ -24,12 +24,15 @@ use tokio::time::Instant;
 
 use crate::builder::ClientBuilder;
 use crate::client::{Client, ClientError, ClientEvent, Command, Events, Message, Reply};
+use crate::store::{Store, StoreOp};
 use crate::transport::{BoxTransport, ConnectFuture, Connector};
 
 /// Undelivered events beyond which the driver stops reading from the socket.
 const MAX_PENDING: usize = 256;
 /// Bytes read per call at most.
 const READ_CHUNK: usize = 64 * 1024;
+
+type Blocked = (steadfast_proto::Publish, Reply<PublishOutcome>, Option<oneshot::Sender<()>>);
 
 struct Route {
     filter: String,
@@ -42,7 +45,11 @@ enum Target {
     Route(mpsc::Sender<Message>),
 }
 
-pub(crate) fn spawn(b: ClientBuilder) -> (Client, Events) {
+pub(crate) fn spawn(mut b: ClientBuilder) -> (Client, Events) {
+    let store = b.store.take();
+    let snapshot = b.snapshot.take();
+    let credentials = b.credentials.take();
+    let authenticator = b.authenticator.take();
     let (cmd_tx, cmd_rx) = mpsc::channel(1024);
     let (ev_tx, ev_rx) = mpsc::channel(b.event_capacity);
     let (state_tx, state_rx) = watch::channel(State::Idle);
@@ -52,6 +59,19 @@ pub(crate) fn spawn(b: ClientBuilder) -> (Client, Events) {
     };
     if let Some(h) = b.hook {
         conn.set_reason_hook(h);
+    }
+    if let Some(c) = credentials {
+        conn.set_credentials_provider(c);
+    }
+    if let Some(a) = authenticator {
+        conn.set_authenticator(a);
+    }
+    let mut batch = Vec::new();
+    if let Some(snapshot) = snapshot {
+        conn.restore(snapshot, Instant::now().into_std());
+        if !conn.client_id().is_empty() {
+            batch.push(StoreOp::ClientId(conn.client_id().clone()));
+        }
     }
     let driver = Driver {
         conn,
@@ -68,6 +88,9 @@ pub(crate) fn spawn(b: ClientBuilder) -> (Client, Events) {
         disconnect_waiters: Vec::new(),
         epoch: (Instant::now(), SystemTime::now()),
         cmd_closed: false,
+        store,
+        batch,
+        accepted: IdMap::default(),
     };
     tokio::spawn(driver.run());
     (Client { tx: cmd_tx, state: state_rx }, Events { rx: ev_rx })
@@ -84,10 +107,13 @@ struct Driver {
     subscribes: IdMap<u64, (Reply<Vec<ReasonCode>>, Option<mpsc::Sender<Message>>)>,
     unsubscribes: IdMap<u64, Reply<Vec<ReasonCode>>>,
     routes: Vec<Route>,
-    blocked: VecDeque<(steadfast_proto::Publish, Reply<PublishOutcome>)>,
+    blocked: VecDeque<Blocked>,
     disconnect_waiters: Vec<oneshot::Sender<()>>,
     epoch: (Instant, SystemTime),
     cmd_closed: bool,
+    store: Option<Box<dyn Store>>,
+    batch: Vec<StoreOp>,
+    accepted: IdMap<u64, oneshot::Sender<()>>,
 }
 
 enum Wake {
@@ -119,6 +145,11 @@ impl Driver {
         let now = self.now();
         self.conn.start(now);
         loop {
+            self.retry_blocked();
+            if let Err(e) = self.process_events().await {
+                self.store_failed(e).await;
+                return;
+            }
             while let Some(action) = self.conn.poll_action() {
                 match action {
                     Action::Connect { server } => {
@@ -147,8 +178,6 @@ impl Driver {
                 // Nothing can carry these bytes; the core resends what matters on reconnect.
                 let _ = self.conn.poll_transmit();
             }
-            self.dispatch_events();
-            self.retry_blocked();
             if self.conn.state() == State::Closed && transport.is_none() {
                 // Closed is final: answer the waiters, hand over the last events, and end.
                 for w in self.disconnect_waiters.drain(..) {
@@ -167,7 +196,10 @@ impl Driver {
                 None => None,
             };
             let ev_tx = self.ev_tx.clone();
-            let accept_cmds = !self.cmd_closed && self.blocked.is_empty();
+            // Commands are read even while publishes wait for room in the offline queue: a
+            // blocked publish must not hold up disconnect, wake/reconnect_now or subscribe
+            // (later publishes queue up behind it, in order; see `handle_command`).
+            let accept_cmds = !self.cmd_closed;
 
             let wake = tokio::select! {
                 biased;
@@ -209,7 +241,16 @@ impl Driver {
                 }
                 Wake::Timer => self.conn.handle_timeout(now),
                 Wake::Delivered => self.deliver_pending(),
-                Wake::Command(Some(cmd)) => self.handle_command(cmd, now),
+                Wake::Command(Some(cmd)) => {
+                    self.handle_command(cmd, now);
+                    // Take what else is waiting, so one store commit covers a whole batch.
+                    for _ in 0..512 {
+                        match self.cmd_rx.try_recv() {
+                            Ok(cmd) => self.handle_command(cmd, now),
+                            Err(_) => break,
+                        }
+                    }
+                }
                 Wake::Command(None) => {
                     self.cmd_closed = true;
                     if self.conn.state() != State::Closed {
@@ -227,7 +268,18 @@ impl Driver {
 
     fn handle_command(&mut self, cmd: Command, now: std::time::Instant) {
         match cmd {
-            Command::Publish { publish, reply } => self.publish(publish, reply, now),
+            Command::Publish { publish, reply, accepted } => {
+                if self.blocked.is_empty() {
+                    self.publish(publish, reply, accepted, now)
+                } else {
+                    // Behind a publish that waits for room: keep the order.
+                    self.blocked.push_back((publish, reply, accepted));
+                }
+            }
+            Command::Reauthenticate { reply } => {
+                let r = self.conn.reauthenticate(now).map_err(ClientError::Command);
+                let _ = reply.send(r);
+            }
             Command::Subscribe { filters, properties, route, reply } => {
                 let names: Vec<String> = filters.iter().map(|f| f.filter.to_string()).collect();
                 match self.conn.subscribe(filters, properties, now) {
@@ -279,16 +331,24 @@ impl Driver {
         &mut self,
         publish: steadfast_proto::Publish,
         reply: Reply<PublishOutcome>,
+        accepted: Option<oneshot::Sender<()>>,
         now: std::time::Instant,
     ) {
         match self.conn.publish(publish, now) {
             Ok(Token(t)) => {
                 self.publishes.insert(t, reply);
+                if let Some(acc) = accepted {
+                    if self.store.is_some() {
+                        self.accepted.insert(t, acc);
+                    } else {
+                        let _ = acc.send(());
+                    }
+                }
             }
             Err((steadfast_proto::PublishError::QueueFull, p))
                 if self.conn.config().queue.overflow == Overflow::Backpressure =>
             {
-                self.blocked.push_back((p, reply));
+                self.blocked.push_back((p, reply, accepted));
             }
             Err((e, _)) => {
                 let _ = reply.send(Err(ClientError::Publish(e)));
@@ -298,27 +358,79 @@ impl Driver {
 
     /// Publishes waiting for room in the offline queue (backpressure) go in as room appears.
     fn retry_blocked(&mut self) {
-        while let Some((p, _)) = self.blocked.front() {
+        while let Some((p, _, _)) = self.blocked.front() {
             let cost = p.topic.len() + p.payload.len();
             if !self.conn.queue_has_room(cost) && self.conn.state() != State::Closed {
                 break;
             }
-            let Some((p, reply)) = self.blocked.pop_front() else { break };
+            let Some((p, reply, accepted)) = self.blocked.pop_front() else { break };
             let now = self.now();
             match self.conn.publish(p, now) {
                 Ok(Token(t)) => {
                     self.publishes.insert(t, reply);
+                    if let Some(acc) = accepted {
+                        if self.store.is_some() {
+                            self.accepted.insert(t, acc);
+                        } else {
+                            let _ = acc.send(());
+                        }
+                    }
                 }
                 Err((e, p)) => {
                     if e == steadfast_proto::PublishError::QueueFull {
-                        self.blocked.push_front((p, reply));
+                        self.blocked.push_front((p, reply, accepted));
                         break;
                     }
                     let _ = reply.send(Err(ClientError::Publish(e)));
                 }
             }
         }
-        self.dispatch_events();
+    }
+
+    /// Takes the core's events: store operations are committed first (one batch), then the
+    /// other events go to the application, so nothing is shown or acknowledged before it is
+    /// durable.
+    async fn process_events(&mut self) -> Result<(), crate::store::StoreError> {
+        let mut events = Vec::new();
+        let mut newly_accepted = Vec::new();
+        while let Some(ev) = self.conn.poll_event() {
+            match ev {
+                Event::Store(op) => {
+                    if let StoreOp::Accepted { id, .. } = &op {
+                        newly_accepted.push(*id);
+                    }
+                    self.batch.push(op);
+                }
+                other => events.push(other),
+            }
+        }
+        if !self.batch.is_empty() {
+            let batch = std::mem::take(&mut self.batch);
+            if let Some(store) = self.store.as_mut() {
+                store.commit(batch).await?;
+            }
+        }
+        for id in newly_accepted {
+            if let Some(acc) = self.accepted.remove(&id) {
+                let _ = acc.send(());
+            }
+        }
+        for ev in events {
+            self.dispatch(ev);
+        }
+        Ok(())
+    }
+
+    async fn store_failed(&mut self, e: crate::store::StoreError) {
+        let at = SystemTime::now();
+        let event = steadfast_proto::Lifecycle::Fatal { reason: steadfast_proto::Reason::Storage(e.to_string()) };
+        self.push(Target::Events, ClientEvent::Lifecycle { at, event });
+        self.state_tx.send_replace(State::Failed);
+        self.flush_pending().await;
+        self.fail_all();
+        for w in self.disconnect_waiters.drain(..) {
+            let _ = w.send(());
+        }
     }
 
     fn to_system(&self, at: std::time::Instant) -> SystemTime {
@@ -329,8 +441,8 @@ impl Driver {
         }
     }
 
-    fn dispatch_events(&mut self) {
-        while let Some(ev) = self.conn.poll_event() {
+    fn dispatch(&mut self, ev: Event) {
+        {
             match ev {
                 Event::Lifecycle { at, event } => {
                     let at = self.to_system(at);
@@ -360,6 +472,7 @@ impl Driver {
                 Event::StateChanged(s) => {
                     self.state_tx.send_replace(s);
                 }
+                Event::Store(_) | Event::Reauthenticated => {}
             }
         }
     }
@@ -452,7 +565,7 @@ impl Driver {
         for (_, reply) in self.publishes.drain() {
             let _ = reply.send(Err(ClientError::Closed));
         }
-        for (_, reply) in self.blocked.drain(..) {
+        for (_, reply, _) in self.blocked.drain(..) {
             let _ = reply.send(Err(ClientError::Closed));
         }
         for (_, (reply, _)) in self.subscribes.drain() {

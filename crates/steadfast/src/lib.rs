@@ -26,10 +26,13 @@
 mod builder;
 mod client;
 mod driver;
+mod tls_options;
+pub mod store;
 pub mod transport;
 
 pub use builder::{BuildError, ClientBuilder};
-pub use client::{Client, ClientError, ClientEvent, Events, Message, Subscription};
+pub use client::{Client, ClientError, ClientEvent, Events, Message, PendingAck, Subscription};
+pub use steadfast_proto::connection::Authenticator;
 pub use steadfast_proto as proto;
 pub use steadfast_proto::backoff::{self, BackoffPolicy, Constant, Exponential, Jitter, Stepped, UniformRandom};
 pub use steadfast_proto::policy::ReasonClass;

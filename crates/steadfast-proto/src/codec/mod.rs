@@ -73,7 +73,21 @@ impl Packet {
     /// `out` unchanged, when the packet cannot be encoded for `version` (see [`EncodeError`]).
     /// MQTT 5 acknowledgements, DISCONNECT and AUTH are written in their short form when the
     /// reason is Success and there are no properties.
+    #[inline]
     pub fn encode(&self, version: ProtocolVersion, out: &mut BytesMut) -> Result<(), EncodeError> {
+        match self {
+            // The hot path: validated, measured and written in one go.
+            Packet::Publish(p) => p.encode(version, out),
+            _ => self.encode_other(version, out),
+        }
+    }
+
+    #[inline(never)]
+    fn encode_other(
+        &self,
+        version: ProtocolVersion,
+        out: &mut BytesMut,
+    ) -> Result<(), EncodeError> {
         let (byte1, sizes) = self.measure(version)?;
         let rl = sizes.remaining;
         let total = 1 + varint::len_unchecked(rl) + rl;
@@ -182,27 +196,42 @@ impl Packet {
         let mut frame = buf.split_to(total).freeze();
         frame.advance(header.header_len);
         let r = Reader::new(frame, ptype);
-        let flags = header.flags;
-        let packet = match ptype {
-            PacketType::Publish => Publish::decode(flags, r, version).map(Packet::Publish),
-            PacketType::Connect => Connect::decode(r).map(Packet::Connect),
-            PacketType::ConnAck => ConnAck::decode(r, version).map(Packet::ConnAck),
-            PacketType::PubAck => PubAck::decode(r, version).map(Packet::PubAck),
-            PacketType::PubRec => PubRec::decode(r, version).map(Packet::PubRec),
-            PacketType::PubRel => PubRel::decode(r, version).map(Packet::PubRel),
-            PacketType::PubComp => PubComp::decode(r, version).map(Packet::PubComp),
-            PacketType::Subscribe => Subscribe::decode(r, version).map(Packet::Subscribe),
-            PacketType::SubAck => SubAck::decode(r, version).map(Packet::SubAck),
-            PacketType::Unsubscribe => Unsubscribe::decode(r, version).map(Packet::Unsubscribe),
-            PacketType::UnsubAck => UnsubAck::decode(r, version).map(Packet::UnsubAck),
-            PacketType::Disconnect => Disconnect::decode(r, version).map(Packet::Disconnect),
-            PacketType::Auth => Auth::decode(r, version).map(Packet::Auth),
-            // Checked against the remaining length in `parse_fixed_header`.
-            PacketType::PingReq | PacketType::PingResp => {
-                Err(strings::trailing(ptype, r.remaining(), "fixed header"))
-            }
-        };
-        packet.map_err(DecodeError::Malformed)
+        if ptype == PacketType::Publish {
+            // The hot path, inlined so the packet is built in place.
+            return match Publish::decode(header.flags, r, version) {
+                Ok(p) => Ok(Packet::Publish(p)),
+                Err(e) => Err(DecodeError::Malformed(e)),
+            };
+        }
+        decode_body(ptype, r, version).map_err(DecodeError::Malformed)
+    }
+}
+
+/// Every packet but PUBLISH, from its body.
+#[inline(never)]
+fn decode_body(
+    ptype: PacketType,
+    r: Reader,
+    version: ProtocolVersion,
+) -> Result<Packet, Malformed> {
+    match ptype {
+        PacketType::Publish => Publish::decode(0, r, version).map(Packet::Publish),
+        PacketType::Connect => Connect::decode(r).map(Packet::Connect),
+        PacketType::ConnAck => ConnAck::decode(r, version).map(Packet::ConnAck),
+        PacketType::PubAck => PubAck::decode(r, version).map(Packet::PubAck),
+        PacketType::PubRec => PubRec::decode(r, version).map(Packet::PubRec),
+        PacketType::PubRel => PubRel::decode(r, version).map(Packet::PubRel),
+        PacketType::PubComp => PubComp::decode(r, version).map(Packet::PubComp),
+        PacketType::Subscribe => Subscribe::decode(r, version).map(Packet::Subscribe),
+        PacketType::SubAck => SubAck::decode(r, version).map(Packet::SubAck),
+        PacketType::Unsubscribe => Unsubscribe::decode(r, version).map(Packet::Unsubscribe),
+        PacketType::UnsubAck => UnsubAck::decode(r, version).map(Packet::UnsubAck),
+        PacketType::Disconnect => Disconnect::decode(r, version).map(Packet::Disconnect),
+        PacketType::Auth => Auth::decode(r, version).map(Packet::Auth),
+        // Checked against the remaining length in `parse_fixed_header`.
+        PacketType::PingReq | PacketType::PingResp => {
+            Err(strings::trailing(ptype, r.remaining(), "fixed header"))
+        }
     }
 }
 
@@ -410,5 +439,78 @@ pub(crate) mod checks {
                 field: "properties",
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::Properties;
+
+    /// The fused PUBLISH encoder and the generic path (measure, then write) agree byte for byte,
+    /// and with `encoded_len`.
+    #[test]
+    fn fused_publish_path_matches_generic_path() {
+        for (v, p) in fuzzing::sample_packets() {
+            let mut fast = BytesMut::new();
+            p.encode(v, &mut fast).unwrap();
+            let mut generic = BytesMut::new();
+            p.encode_other(v, &mut generic).unwrap();
+            assert_eq!(fast, generic, "{p:?}");
+            assert_eq!(p.encoded_len(v).unwrap(), fast.len());
+        }
+        // Remaining lengths of every varint size, with and without properties.
+        for (size, props) in [(10, false), (200, true), (20_000, false), (2_100_000, true)] {
+            let p = Packet::Publish(Publish {
+                dup: false,
+                qos: crate::QoS::AtLeastOnce,
+                retain: true,
+                topic: "t/1".into(),
+                pkid: 1,
+                properties: if props {
+                    Properties {
+                        topic_alias: Some(1),
+                        ..Properties::default()
+                    }
+                } else {
+                    Properties::default()
+                },
+                payload: bytes::Bytes::from(vec![7u8; size]),
+            });
+            let mut fast = BytesMut::new();
+            p.encode(ProtocolVersion::V5, &mut fast).unwrap();
+            let mut generic = BytesMut::new();
+            p.encode_other(ProtocolVersion::V5, &mut generic).unwrap();
+            assert_eq!(fast, generic);
+            let back = Packet::decode(&mut fast, ProtocolVersion::V5, u32::MAX).unwrap();
+            assert_eq!(back, p);
+        }
+    }
+
+    /// Errors leave the output untouched, on both paths.
+    #[test]
+    fn encode_errors_leave_output_unchanged() {
+        let bad = Packet::Publish(Publish {
+            dup: false,
+            qos: crate::QoS::AtMostOnce,
+            retain: false,
+            topic: "a/+".into(),
+            pkid: 0,
+            properties: Properties::default(),
+            payload: bytes::Bytes::new(),
+        });
+        let mut out = BytesMut::from(&b"prefix"[..]);
+        assert!(matches!(
+            bad.encode(ProtocolVersion::V5, &mut out),
+            Err(EncodeError::InvalidTopic { .. })
+        ));
+        assert_eq!(&out[..], b"prefix");
+        let bad = Packet::Subscribe(Subscribe {
+            pkid: 1,
+            filters: vec![],
+            properties: Properties::default(),
+        });
+        assert!(bad.encode(ProtocolVersion::V5, &mut out).is_err());
+        assert_eq!(&out[..], b"prefix");
     }
 }

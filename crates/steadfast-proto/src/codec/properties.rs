@@ -497,7 +497,19 @@ fn unknown(id: u32, ctx: PropCtx) -> Malformed {
 }
 
 /// Reads a property block (length prefix included) for `ctx`.
+///
+/// The empty block (a single 0 byte, by far the most common) is handled inline, so that the
+/// large `Properties` value is built in place rather than returned through memory.
+#[inline(always)]
 pub(crate) fn decode(r: &mut Reader, ctx: PropCtx) -> Result<Properties, Malformed> {
+    if r.skip_zero_byte() {
+        return Ok(Properties::default());
+    }
+    decode_block(r, ctx)
+}
+
+#[inline(never)]
+fn decode_block(r: &mut Reader, ctx: PropCtx) -> Result<Properties, Malformed> {
     let len = r.varint("property length")? as usize;
     let mut p = Properties::default();
     if len == 0 {

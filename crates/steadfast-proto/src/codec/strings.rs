@@ -40,6 +40,17 @@ impl Reader {
         self.buf.is_empty()
     }
 
+    /// Skips the next byte if it is 0 (an empty property block); true if it did.
+    #[inline]
+    pub(crate) fn skip_zero_byte(&mut self) -> bool {
+        if self.buf.first() == Some(&0) {
+            self.buf.advance(1);
+            true
+        } else {
+            false
+        }
+    }
+
     #[inline]
     pub(crate) fn u8(&mut self, what: &'static str) -> Result<u8, Malformed> {
         if self.buf.is_empty() {

@@ -52,30 +52,24 @@ pub fn encode(value: u32, out: &mut BytesMut) -> Result<usize, EncodeError> {
     Ok(n)
 }
 
-/// Appends a value already known to be at most [`MAX`].
+/// Appends a value already known to be at most [`MAX`]. Fixed-size writes only.
 #[inline]
 pub(crate) fn put_unchecked(value: usize, out: &mut BytesMut) {
     debug_assert!(value <= MAX as usize);
-    if value < 0x80 {
-        out.put_u8(value as u8);
-        return;
+    let v = value as u32;
+    let b0 = (v & 0x7F) as u8;
+    let b1 = ((v >> 7) & 0x7F) as u8;
+    let b2 = ((v >> 14) & 0x7F) as u8;
+    let b3 = ((v >> 21) & 0x7F) as u8;
+    if v < 0x80 {
+        out.put_u8(b0);
+    } else if v < 0x4000 {
+        out.put_slice(&[b0 | 0x80, b1]);
+    } else if v < 0x20_0000 {
+        out.put_slice(&[b0 | 0x80, b1 | 0x80, b2]);
+    } else {
+        out.put_slice(&[b0 | 0x80, b1 | 0x80, b2 | 0x80, b3]);
     }
-    let mut x = value;
-    let mut tmp = [0u8; 4];
-    let mut n = 0;
-    while n < 4 {
-        let mut byte = (x & 0x7F) as u8;
-        x >>= 7;
-        if x > 0 {
-            byte |= 0x80;
-        }
-        tmp[n] = byte;
-        n += 1;
-        if x == 0 {
-            break;
-        }
-    }
-    out.put_slice(&tmp[..n]);
 }
 
 /// Parses a variable byte integer at the start of `buf`.

@@ -106,9 +106,10 @@ pub struct Properties {
 
 impl Properties {
     /// True when no property is set.
+    #[inline]
     pub fn is_empty(&self) -> bool {
-        // Field by field rather than `== Properties::default()`: this runs for every packet
-        // encoded for MQTT 3.1.1.
+        // Field by field rather than `== Properties::default()`, and with `&` rather than `&&`
+        // (branch-free): this runs for every PUBLISH encoded.
         let Properties {
             payload_format_indicator,
             message_expiry_interval,
@@ -139,32 +140,32 @@ impl Properties {
             shared_subscription_available,
         } = self;
         payload_format_indicator.is_none()
-            && message_expiry_interval.is_none()
-            && content_type.is_none()
-            && response_topic.is_none()
-            && correlation_data.is_none()
-            && subscription_identifiers.is_empty()
-            && session_expiry_interval.is_none()
-            && assigned_client_identifier.is_none()
-            && server_keep_alive.is_none()
-            && authentication_method.is_none()
-            && authentication_data.is_none()
-            && request_problem_information.is_none()
-            && will_delay_interval.is_none()
-            && request_response_information.is_none()
-            && response_information.is_none()
-            && server_reference.is_none()
-            && reason_string.is_none()
-            && receive_maximum.is_none()
-            && topic_alias_maximum.is_none()
-            && topic_alias.is_none()
-            && maximum_qos.is_none()
-            && retain_available.is_none()
-            && user_properties.is_empty()
-            && maximum_packet_size.is_none()
-            && wildcard_subscription_available.is_none()
-            && subscription_identifier_available.is_none()
-            && shared_subscription_available.is_none()
+            & message_expiry_interval.is_none()
+            & content_type.is_none()
+            & response_topic.is_none()
+            & correlation_data.is_none()
+            & subscription_identifiers.is_empty()
+            & session_expiry_interval.is_none()
+            & assigned_client_identifier.is_none()
+            & server_keep_alive.is_none()
+            & authentication_method.is_none()
+            & authentication_data.is_none()
+            & request_problem_information.is_none()
+            & will_delay_interval.is_none()
+            & request_response_information.is_none()
+            & response_information.is_none()
+            & server_reference.is_none()
+            & reason_string.is_none()
+            & receive_maximum.is_none()
+            & topic_alias_maximum.is_none()
+            & topic_alias.is_none()
+            & maximum_qos.is_none()
+            & retain_available.is_none()
+            & user_properties.is_empty()
+            & maximum_packet_size.is_none()
+            & wildcard_subscription_available.is_none()
+            & subscription_identifier_available.is_none()
+            & shared_subscription_available.is_none()
     }
 }
 

@@ -29,8 +29,10 @@ mod codec {
     use super::Publish;
     use crate::codec::checks;
     use crate::codec::properties::{self, PropCtx};
-    use crate::codec::strings::{put_str, Reader};
-    use crate::codec::{EncodeError, Malformed, MalformedKind, Sizes};
+    use crate::codec::strings::{put_str, Reader, MAX_FIELD_LEN};
+    use crate::codec::{
+        varint, EncodeError, Malformed, MalformedKind, Sizes, MAX_REMAINING_LENGTH,
+    };
     use crate::packet::{PacketType, ProtocolVersion, QoS, ReasonCode};
     use crate::topic::{self, TopicError};
 
@@ -41,9 +43,41 @@ mod codec {
             (u8::from(self.dup) << 3) | ((self.qos as u8) << 1) | u8::from(self.retain)
         }
 
-        #[inline]
-        pub(crate) fn measure(&self, v: ProtocolVersion) -> Result<Sizes, EncodeError> {
-            let mut remaining = 2 + self.topic.len() + self.payload.len();
+        /// Checks the packet identifier, DUP, the topic and the properties; returns the
+        /// property length. The common case (no properties, a valid topic) is one branch-light
+        /// test; anything else goes to [`Publish::check_slow`], which finds the error.
+        #[inline(always)]
+        fn check(&self, v: ProtocolVersion) -> Result<usize, EncodeError> {
+            let qos0 = self.qos == QoS::AtMostOnce;
+            let fast = self.properties.is_empty()
+                & (qos0 == (self.pkid == 0))
+                & !(qos0 & self.dup)
+                & !self.topic.is_empty()
+                & (self.topic.len() <= MAX_FIELD_LEN)
+                && topic::check_name_allow_empty_bytes(self.topic.as_bytes()).is_ok();
+            if fast {
+                Ok(0)
+            } else {
+                self.check_slow(v)
+            }
+        }
+
+        #[cold]
+        #[inline(never)]
+        fn check_slow(&self, v: ProtocolVersion) -> Result<usize, EncodeError> {
+            let props = if self.properties.is_empty() {
+                0
+            } else {
+                match v {
+                    ProtocolVersion::V5 => properties::measure(&self.properties, PropCtx::Publish)?,
+                    ProtocolVersion::V311 => {
+                        return Err(EncodeError::UnsupportedInV311 {
+                            packet: PacketType::Publish,
+                            field: "properties",
+                        })
+                    }
+                }
+            };
             if self.qos == QoS::AtMostOnce {
                 if self.pkid != 0 {
                     return Err(EncodeError::UnexpectedPacketId);
@@ -53,17 +87,6 @@ mod codec {
                 }
             } else {
                 checks::pkid_nonzero(PacketType::Publish, self.pkid)?;
-                remaining += 2;
-            }
-            let mut props = 0;
-            match v {
-                ProtocolVersion::V5 => {
-                    props = properties::measure(&self.properties, PropCtx::Publish)?;
-                    remaining += properties::block_len(props);
-                }
-                ProtocolVersion::V311 => {
-                    checks::no_props_v311(PacketType::Publish, &self.properties)?
-                }
             }
             let empty_ok = v == ProtocolVersion::V5 && self.properties.topic_alias.is_some();
             let valid = if self.topic.is_empty() && !empty_ok {
@@ -77,14 +100,88 @@ mod codec {
                     error,
                 });
             }
+            Ok(props)
+        }
+
+        #[inline(always)]
+        fn remaining(&self, v: ProtocolVersion, props: usize) -> usize {
+            let mut remaining = 2 + self.topic.len() + self.payload.len();
+            if self.qos != QoS::AtMostOnce {
+                remaining += 2;
+            }
+            if v == ProtocolVersion::V5 {
+                remaining += properties::block_len(props);
+            }
+            remaining
+        }
+
+        pub(crate) fn measure(&self, v: ProtocolVersion) -> Result<Sizes, EncodeError> {
+            let props = self.check(v)?;
             Ok(Sizes {
-                remaining,
+                remaining: self.remaining(v, props),
                 props,
                 will_props: 0,
             })
         }
 
-        #[inline]
+        /// Validates, measures and writes the whole packet (fixed header included), with one
+        /// reservation and as few writes as possible: the encoding hot path. `out` is left
+        /// unchanged on error.
+        #[inline(always)]
+        pub(crate) fn encode(
+            &self,
+            v: ProtocolVersion,
+            out: &mut BytesMut,
+        ) -> Result<(), EncodeError> {
+            let props = self.check(v)?;
+            let remaining = self.remaining(v, props);
+            if remaining > MAX_REMAINING_LENGTH {
+                return Err(EncodeError::PacketTooLarge {
+                    remaining_length: remaining,
+                });
+            }
+            out.reserve(1 + varint::len_unchecked(remaining) + remaining);
+
+            // Few, fixed-size writes (each compiles to plain stores; every `BytesMut` write also
+            // updates its length through memory, so fewer is faster). The only variable-length
+            // copies are the topic and the payload.
+            let b0 = 0x30 | self.flags();
+            let [t0, t1] = (self.topic.len() as u16).to_be_bytes();
+            let r = remaining as u32;
+            let (r0, r1, r2, r3) = (
+                r as u8 & 0x7F,
+                (r >> 7) as u8 & 0x7F,
+                (r >> 14) as u8 & 0x7F,
+                (r >> 21) as u8,
+            );
+            if r < 0x80 {
+                out.put_slice(&[b0, r0, t0, t1]);
+            } else if r < 0x4000 {
+                out.put_slice(&[b0, r0 | 0x80, r1, t0, t1]);
+            } else if r < 0x20_0000 {
+                out.put_slice(&[b0, r0 | 0x80, r1 | 0x80, r2, t0, t1]);
+            } else {
+                out.put_slice(&[b0, r0 | 0x80, r1 | 0x80, r2 | 0x80, r3, t0, t1]);
+            }
+            out.put_slice(self.topic.as_bytes());
+            let [p0, p1] = self.pkid.to_be_bytes();
+            match (self.qos != QoS::AtMostOnce, v, props) {
+                (true, ProtocolVersion::V5, 0) => out.put_slice(&[p0, p1, 0]),
+                (true, ProtocolVersion::V311, _) => out.put_slice(&[p0, p1]),
+                (false, ProtocolVersion::V5, 0) => out.put_u8(0),
+                (false, ProtocolVersion::V311, _) => {}
+                (has_pkid, ProtocolVersion::V5, _) => {
+                    if has_pkid {
+                        out.put_slice(&[p0, p1]);
+                    }
+                    properties::write(&self.properties, props, out);
+                }
+            }
+            out.put_slice(&self.payload);
+            Ok(())
+        }
+
+        /// Writes the body, after the fixed header (for `Packet::encode_other`'s callers).
         pub(crate) fn write(&self, v: ProtocolVersion, s: &Sizes, out: &mut BytesMut) {
             put_str(out, &self.topic);
             if self.qos != QoS::AtMostOnce {
@@ -96,7 +193,7 @@ mod codec {
             out.put_slice(&self.payload);
         }
 
-        #[inline]
+        #[inline(always)]
         pub(crate) fn decode(
             flags: u8,
             mut r: Reader,

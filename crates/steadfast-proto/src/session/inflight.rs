@@ -55,6 +55,11 @@ impl Inflight {
     }
 
     /// Looks up an entry.
+    pub fn get(&self, seq: u64) -> Option<&Outgoing> {
+        self.entries.get(&seq)
+    }
+
+    /// Looks up an entry.
     pub fn get_mut(&mut self, seq: u64) -> Option<&mut Outgoing> {
         self.entries.get_mut(&seq)
     }

@@ -3,5 +3,6 @@
 
 pub mod inflight;
 pub mod offline;
+pub mod persist;
 pub mod pkid;
 pub mod subscriptions;

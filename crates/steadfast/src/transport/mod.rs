@@ -1,18 +1,34 @@
 //! How bytes travel: the [`Connector`] trait and its implementations.
 //!
 //! The session core never sees a socket; the driver asks a connector for a [`Transport`] to a
-//! server URL and hands the bytes to the core. TLS and WebSocket connectors come with the
-//! transports issue; today `mqtt://` (TCP) is supported and other schemes fail clearly.
+//! server URL and hands the bytes to the core. [`DefaultConnector`], the builder's default,
+//! picks the transport from the URL scheme:
+//!
+//! | scheme | transport | default port |
+//! |---|---|---|
+//! | `mqtt://`, `tcp://` | TCP | 1883 |
+//! | `mqtts://`, `ssl://` | TLS over TCP (rustls) | 8883 |
+//! | `ws://` | WebSocket (subprotocol `mqtt`, path default `/mqtt`) | 80 |
+//! | `wss://` | WebSocket over TLS | 443 |
+//!
+//! Every handshake (TCP, TLS, WebSocket) happens inside the connect future, so the core's
+//! connect timeout covers all of it. Certificate problems come back as
+//! [`TransportError::TlsFatal`], which the core never retries; see [`TlsOptions`] for the
+//! TLS settings.
 
 mod tcp;
+mod tls;
+mod ws;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 
 use steadfast_proto::TransportError;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 pub use tcp::TcpConnector;
+pub use tls::{TlsConfigError, TlsOptions};
 
 /// A bidirectional byte stream to a broker.
 pub trait Transport: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
@@ -30,25 +46,184 @@ pub trait Connector: Send + Sync + 'static {
     fn connect(&self, server: &str) -> ConnectFuture;
 }
 
-/// Host and port of a server URL, with the scheme's default port.
-pub(crate) fn host_port(server: &str) -> Result<(String, u16, String), TransportError> {
-    let url = url::Url::parse(server)
-        .map_err(|e| TransportError::Io(format!("bad server URL {server:?}: {e}")))?;
-    let scheme = url.scheme().to_string();
-    let default_port = match scheme.as_str() {
-        "mqtt" | "tcp" => 1883,
-        "mqtts" | "ssl" => 8883,
-        "ws" => 80,
-        "wss" => 443,
-        other => {
-            return Err(TransportError::Io(format!("unsupported URL scheme {other:?}")));
+/// The transport a URL scheme asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scheme {
+    Tcp,
+    Tls,
+    Ws,
+    Wss,
+}
+
+/// A server URL taken apart.
+#[derive(Debug, Clone)]
+pub(crate) struct ServerUrl {
+    pub(crate) scheme: Scheme,
+    /// The scheme as written (`mqtts`, `ssl`, ...), for messages.
+    pub(crate) scheme_name: String,
+    /// Host name or IP address, without IPv6 brackets.
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    /// Path and query for WebSocket (`/mqtt` when the URL has none).
+    pub(crate) path: String,
+}
+
+impl ServerUrl {
+    pub(crate) fn parse(server: &str) -> Result<ServerUrl, TransportError> {
+        let url = url::Url::parse(server)
+            .map_err(|e| TransportError::Io(format!("bad server URL {server:?}: {e}")))?;
+        let scheme_name = url.scheme().to_string();
+        let (scheme, default_port) = match scheme_name.as_str() {
+            "mqtt" | "tcp" => (Scheme::Tcp, 1883),
+            "mqtts" | "ssl" => (Scheme::Tls, 8883),
+            "ws" => (Scheme::Ws, 80),
+            "wss" => (Scheme::Wss, 443),
+            other => {
+                return Err(TransportError::Io(format!(
+                    "unsupported URL scheme {other:?}"
+                )));
+            }
+        };
+        let host = url
+            .host_str()
+            .ok_or_else(|| TransportError::Io(format!("server URL {server:?} has no host")))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let mut path = match url.path() {
+            "" | "/" => "/mqtt".to_string(),
+            p => p.to_string(),
+        };
+        if let Some(q) = url.query() {
+            path.push('?');
+            path.push_str(q);
         }
-    };
-    let host = url
-        .host_str()
-        .ok_or_else(|| TransportError::Io(format!("server URL {server:?} has no host")))?
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
-    Ok((host, url.port().unwrap_or(default_port), scheme))
+        Ok(ServerUrl {
+            scheme,
+            scheme_name,
+            host,
+            port: url.port().unwrap_or(default_port),
+            path,
+        })
+    }
+}
+
+/// The connector [`ClientBuilder`](crate::ClientBuilder) uses unless told otherwise: it picks
+/// TCP, TLS, WebSocket or WebSocket over TLS from each server URL's scheme (see the
+/// [module docs](self)), so failover between, say, `mqtts://` and `wss://` servers works.
+///
+/// TLS settings come from [`TlsOptions`]. Without any, TLS verifies the server against the
+/// operating system's root certificates, which are loaded at the first TLS connect.
+///
+/// ```
+/// use steadfast::transport::{DefaultConnector, TlsOptions};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let plain = DefaultConnector::new();
+/// # let _ = plain;
+/// # let dir = std::env::temp_dir().join(format!("steadfast-doc-{}", std::process::id()));
+/// # std::fs::create_dir_all(&dir)?;
+/// # let ca = dir.join("ca.pem");
+/// # std::fs::write(&ca, "")?;
+/// // A private CA instead of the system roots (fails here: the file holds no certificate).
+/// let tls = DefaultConnector::with_tls(TlsOptions::new().ca_file(&ca));
+/// assert!(tls.is_err());
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Default)]
+pub struct DefaultConnector {
+    options: Arc<TlsOptions>,
+    tls: Arc<OnceLock<Result<Arc<tls::TlsContext>, TlsConfigError>>>,
+}
+
+impl core::fmt::Debug for DefaultConnector {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("DefaultConnector")
+            .field("tls", &*self.options)
+            .finish()
+    }
+}
+
+impl DefaultConnector {
+    /// A connector with default TLS settings (system roots, full verification).
+    pub fn new() -> Self {
+        DefaultConnector::default()
+    }
+
+    /// A connector with these TLS settings. The CA file, client certificate and key are read
+    /// and checked now, so a bad path or a key that does not match its certificate is an error
+    /// here rather than at every connect attempt. With
+    /// [`danger_accept_invalid_certs`](TlsOptions::danger_accept_invalid_certs) this prints a
+    /// warning to stderr (once per process).
+    pub fn with_tls(options: TlsOptions) -> Result<Self, TlsConfigError> {
+        let context = tls::TlsContext::new(&options)?;
+        let cell = OnceLock::new();
+        let _ = cell.set(Ok(Arc::new(context)));
+        Ok(DefaultConnector {
+            options: Arc::new(options),
+            tls: Arc::new(cell),
+        })
+    }
+
+    /// The TLS settings.
+    pub fn tls_options(&self) -> &TlsOptions {
+        &self.options
+    }
+
+    fn tls_context(&self) -> Result<Arc<tls::TlsContext>, TransportError> {
+        self.tls
+            .get_or_init(|| tls::TlsContext::new(&self.options).map(Arc::new))
+            .clone()
+            .map_err(|e| TransportError::TlsFatal(format!("TLS configuration: {e}")))
+    }
+}
+
+impl Connector for DefaultConnector {
+    fn connect(&self, server: &str) -> ConnectFuture {
+        let parsed = ServerUrl::parse(server);
+        let this = self.clone();
+        Box::pin(async move {
+            let url = parsed?;
+            match url.scheme {
+                Scheme::Tcp => {
+                    Ok(Box::new(tcp::connect_tcp(&url.host, url.port).await?) as BoxTransport)
+                }
+                Scheme::Tls => this.tls_context()?.connect(&url.host, url.port).await,
+                Scheme::Ws => {
+                    let tcp = tcp::connect_tcp(&url.host, url.port).await?;
+                    ws::connect(Box::new(tcp), &url).await
+                }
+                Scheme::Wss => {
+                    let stream = this.tls_context()?.connect(&url.host, url.port).await?;
+                    ws::connect(stream, &url).await
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_pick_scheme_port_and_path() {
+        let u = ServerUrl::parse("mqtts://broker.example").unwrap();
+        assert_eq!((u.scheme, u.port), (Scheme::Tls, 8883));
+        let u = ServerUrl::parse("ssl://broker.example:1234").unwrap();
+        assert_eq!((u.scheme, u.port), (Scheme::Tls, 1234));
+        let u = ServerUrl::parse("ws://[::1]:9001").unwrap();
+        assert_eq!(
+            (u.scheme, u.host.as_str(), u.port, u.path.as_str()),
+            (Scheme::Ws, "::1", 9001, "/mqtt")
+        );
+        let u = ServerUrl::parse("wss://h/custom/path?x=1").unwrap();
+        assert_eq!(
+            (u.scheme, u.port, u.path.as_str()),
+            (Scheme::Wss, 443, "/custom/path?x=1")
+        );
+        let u = ServerUrl::parse("tcp://h").unwrap();
+        assert_eq!((u.scheme, u.port), (Scheme::Tcp, 1883));
+        assert!(ServerUrl::parse("http://h").is_err());
+    }
 }

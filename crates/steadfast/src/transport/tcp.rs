@@ -1,39 +1,48 @@
-//! Plain TCP (`mqtt://`).
+//! Plain TCP (`mqtt://`, `tcp://`), and the TCP leg under TLS and WebSocket.
 
 use steadfast_proto::TransportError;
 use tokio::net::TcpStream;
 
-use super::{host_port, BoxTransport, ConnectFuture, Connector};
+use super::{BoxTransport, ConnectFuture, Connector, Scheme, ServerUrl};
 
-/// Connects over TCP with `TCP_NODELAY`. Schemes other than `mqtt://` / `tcp://` are refused
-/// with a clear error until their transport exists.
+/// Connects over TCP with `TCP_NODELAY`, and only over TCP: other schemes are refused with a
+/// clear error. [`DefaultConnector`](super::DefaultConnector) (the builder's default) speaks
+/// every scheme.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct TcpConnector;
 
 impl Connector for TcpConnector {
     fn connect(&self, server: &str) -> ConnectFuture {
-        let parsed = host_port(server);
+        let parsed = ServerUrl::parse(server);
         Box::pin(async move {
-            let (host, port, scheme) = parsed?;
-            if scheme != "mqtt" && scheme != "tcp" {
+            let url = parsed?;
+            if url.scheme != Scheme::Tcp {
                 return Err(TransportError::Io(format!(
-                    "{scheme}:// is not supported yet by this build (TLS and WebSocket transports are pending)"
+                    "TcpConnector only speaks mqtt:// and tcp://, not {}:// (use DefaultConnector)",
+                    url.scheme_name
                 )));
             }
-            let addrs = tokio::net::lookup_host((host.as_str(), port))
-                .await
-                .map_err(|e| TransportError::Dns(format!("{host}: {e}")))?;
-            let mut last = None;
-            for addr in addrs {
-                match TcpStream::connect(addr).await {
-                    Ok(s) => {
-                        let _ = s.set_nodelay(true);
-                        return Ok(Box::new(s) as BoxTransport);
-                    }
-                    Err(e) => last = Some(format!("{addr}: {e}")),
-                }
-            }
-            Err(TransportError::Io(last.unwrap_or_else(|| format!("{host}: no address"))))
+            Ok(Box::new(connect_tcp(&url.host, url.port).await?) as BoxTransport)
         })
     }
+}
+
+/// Resolves `host` and connects to the first address that answers, with `TCP_NODELAY`.
+pub(crate) async fn connect_tcp(host: &str, port: u16) -> Result<TcpStream, TransportError> {
+    let addrs = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| TransportError::Dns(format!("{host}: {e}")))?;
+    let mut last = None;
+    for addr in addrs {
+        match TcpStream::connect(addr).await {
+            Ok(s) => {
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
+            Err(e) => last = Some(format!("{addr}: {e}")),
+        }
+    }
+    Err(TransportError::Io(
+        last.unwrap_or_else(|| format!("{host}: no address")),
+    ))
 }

@@ -1,0 +1,207 @@
+//! `steadfast bench`: throughput and latency of publishers and subscribers through a broker,
+//! or (`--clients N`) a fleet of idle connections: memory per connection, fleet connect time,
+//! and a reconnect storm after a broker crash, compared across backoff policies.
+//!
+//! - [`throughput`]: `--publishers` x `--subscribers` in one process; every payload carries
+//!   the publisher, a sequence number and a send timestamp (monotonic ns since a shared start),
+//!   so loss, duplicates and latency come from the payloads themselves.
+//! - [`fleet`]: N idle clients; the broker (`--spawn-broker`) is killed with SIGKILL and
+//!   restarted after `--outage`, and fault proxies in front of it record every CONNECT.
+//! - [`shard`]: the proxy shard, a child process of the bench (each process may hold only
+//!   `RLIMIT_NOFILE` sockets, and a proxied connection costs two).
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+use crate::conn::{parse_duration, parse_qos, usage_exit, ConnArgs, UsageError};
+
+mod fleet;
+mod plot;
+mod shard;
+mod throughput;
+mod util;
+
+const AFTER_HELP: &str = "\
+Throughput mode (the default): --publishers clients publish --count messages in all (split
+evenly) to <topic>/<run>/<publisher>; --subscribers clients subscribe to <topic>/<run>/# and
+each should receive every message. elapsed_s runs from the first publish to the last message
+received; msgs_per_s = messages received / elapsed_s. Latency is measured per message from a
+timestamp in its payload. With --json the last stdout line is one JSON object:
+  {\"qos\",\"count\",\"payload_size\",\"publishers\",\"subscribers\",\"elapsed_s\",\"msgs_per_s\",
+   \"sent\",\"received\",\"expected\",\"lost\",\"duplicates\",\"p50_us\",\"p99_us\",\"p999_us\",\"max_us\"}
+
+Fleet mode (--clients N): N idle clients, each subscribed to one filter, report memory per
+connection (VmRSS delta / N) and the fleet's connect time. With --spawn-broker the bench runs
+its own Mosquitto, puts fault proxies in front of it, and for each --policy (default: all three,
+one fleet after the other in the same run) kills the broker (SIGKILL), restarts it after
+--outage on the same port, and reports every CONNECT the broker side saw: the peak per second
+(in any one-second window) against the ideal uniform spread N / --reconnect-max, and the time
+until the whole fleet is back and resubscribed.
+  default  the library default: --backoff/--jitter with --reconnect-min/--reconnect-max
+           (exponential, decorrelated jitter)
+  none     no backoff: reconnect at once (Constant 0)
+  fixed    a fixed interval, --fixed-interval (Constant; what a hand-written loop does)
+
+Examples:
+  steadfast bench --spawn-broker -q 1 --count 200000 --payload-size 64
+  steadfast bench -L mqtt://127.0.0.1:1884 --publishers 4 --subscribers 2 -q 2 --json
+  steadfast bench --spawn-broker --clients 10000 --outage 5s --reconnect-max 10s \\
+      --storm-json storm.json --storm-svg docs/img/storm.svg";
+
+/// Which backoff policy a fleet uses (`--policy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PolicyKind {
+    /// The library default (the --backoff flags): exponential with decorrelated jitter.
+    Default,
+    /// No backoff: reconnect at once.
+    None,
+    /// A fixed interval (--fixed-interval).
+    Fixed,
+}
+
+impl PolicyKind {
+    fn name(self) -> &'static str {
+        match self {
+            PolicyKind::Default => "default",
+            PolicyKind::None => "none",
+            PolicyKind::Fixed => "fixed",
+        }
+    }
+}
+
+/// Arguments of `steadfast bench`.
+#[derive(Args, Debug)]
+#[command(after_help = AFTER_HELP)]
+pub struct BenchArgs {
+    /// Connection flags.
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    /// Topic prefix.
+    #[arg(short = 't', long = "topic", value_name = "PREFIX", default_value = "steadfast/bench")]
+    pub topic: String,
+    /// QoS: 0, 1 or 2.
+    #[arg(short = 'q', long = "qos", value_name = "QOS", default_value = "0", value_parser = parse_qos)]
+    pub qos: steadfast::QoS,
+    /// Messages to publish in all (split among the publishers).
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    pub count: u64,
+    /// Payload size in bytes (at least 20: publisher, sequence number and timestamp).
+    #[arg(long, value_name = "BYTES", default_value_t = 64)]
+    pub payload_size: usize,
+    /// Publishing clients.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub publishers: usize,
+    /// Subscribing clients (each receives every message).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub subscribers: usize,
+    /// Messages per second in all (0: as fast as possible).
+    #[arg(long, value_name = "R", default_value_t = 0.0)]
+    pub rate: f64,
+    /// Publishes awaiting their acknowledgement per publisher, at most.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub window: usize,
+    /// Give up when no message arrived for this long.
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// Print the result as one JSON object on the last stdout line.
+    #[arg(long)]
+    pub json: bool,
+    /// Start a private Mosquitto on a free loopback port for the run (and, in fleet mode,
+    /// kill and restart it for the reconnect storm).
+    #[arg(long)]
+    pub spawn_broker: bool,
+
+    /// Fleet mode: open N idle connections.
+    #[arg(long, value_name = "N", help_heading = "Fleet")]
+    pub clients: Option<usize>,
+    /// How long the broker stays down (needs --spawn-broker; 0 skips the storm).
+    #[arg(long, value_name = "DUR", default_value = "5s", value_parser = parse_duration,
+          help_heading = "Fleet")]
+    pub outage: Duration,
+    /// Backoff policies to compare, one fleet each (repeatable) [default: default, none, fixed].
+    #[arg(long, value_name = "POLICY", value_enum, help_heading = "Fleet")]
+    pub policy: Vec<PolicyKind>,
+    /// The interval of --policy fixed.
+    #[arg(long, value_name = "DUR", default_value = "1s", value_parser = parse_duration,
+          help_heading = "Fleet")]
+    pub fixed_interval: Duration,
+    /// Connection attempts in progress at once while the fleet is being opened.
+    #[arg(long, value_name = "N", default_value_t = 500, help_heading = "Fleet")]
+    pub connect_concurrency: usize,
+    /// How long to wait for the fleet to connect, and again to recover after the restart.
+    #[arg(long, value_name = "DUR", default_value = "180s", value_parser = parse_duration,
+          help_heading = "Fleet")]
+    pub fleet_timeout: Duration,
+    /// Write the full storm report (per-second curves included) as JSON to FILE.
+    #[arg(long, value_name = "FILE", help_heading = "Fleet")]
+    pub storm_json: Option<std::path::PathBuf>,
+    /// Render the connection attempts per second of each policy as an SVG plot to FILE.
+    #[arg(long, value_name = "FILE", help_heading = "Fleet")]
+    pub storm_svg: Option<std::path::PathBuf>,
+    /// Internal: run as a proxy shard in front of ADDR (a child process of the bench).
+    #[arg(long, value_name = "ADDR", hide = true)]
+    pub proxy_shard: Option<std::net::SocketAddr>,
+}
+
+/// Runs `steadfast bench`.
+pub fn run(args: BenchArgs) -> ExitCode {
+    if let Some(upstream) = args.proxy_shard {
+        return shard::run(upstream);
+    }
+    if let Err(e) = check(&args) {
+        return usage_exit(e);
+    }
+    util::raise_nofile_limit();
+    let rt = match crate::conn::runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("steadfast bench: cannot start the runtime: {e}");
+            return ExitCode::from(crate::exit::RUNTIME);
+        }
+    };
+    let result = match args.clients {
+        Some(n) => rt.block_on(fleet::run(&args, n)),
+        None => rt.block_on(throughput::run(&args)),
+    };
+    // Fleet mode leaves many driver tasks winding down; do not wait for them.
+    rt.shutdown_timeout(Duration::from_secs(2));
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("steadfast bench: {e}");
+            ExitCode::from(crate::exit::RUNTIME)
+        }
+    }
+}
+
+fn check(args: &BenchArgs) -> Result<(), UsageError> {
+    // The connection flags are checked (and the builder made) once up front.
+    args.conn.builder()?;
+    if args.payload_size < util::HEADER_LEN {
+        return Err(UsageError(format!(
+            "--payload-size must be at least {} (publisher, sequence number, timestamp)",
+            util::HEADER_LEN
+        )));
+    }
+    if args.publishers == 0 || args.subscribers == 0 {
+        return Err(UsageError("--publishers and --subscribers must be at least 1".into()));
+    }
+    if args.count == 0 {
+        return Err(UsageError("--count must be at least 1".into()));
+    }
+    if args.window == 0 {
+        return Err(UsageError("--window must be at least 1".into()));
+    }
+    if !(args.rate.is_finite() && args.rate >= 0.0) {
+        return Err(UsageError("--rate must be a number of messages per second (0: no limit)".into()));
+    }
+    if args.clients == Some(0) {
+        return Err(UsageError("--clients must be at least 1".into()));
+    }
+    if args.connect_concurrency == 0 {
+        return Err(UsageError("--connect-concurrency must be at least 1".into()));
+    }
+    Ok(())
+}

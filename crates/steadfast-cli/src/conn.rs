@@ -1,0 +1,513 @@
+//! The connection flags every connecting subcommand shares (`#[command(flatten)]` a
+//! [`ConnArgs`]), and their translation into a [`ClientBuilder`].
+//!
+//! Flags that mosquitto_pub / mosquitto_sub also have use the same letters and mean the same
+//! thing. Secrets (passwords, also those inside URLs) never appear in any message.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgAction, Args, ValueEnum};
+use steadfast::transport::{DefaultConnector, TlsOptions};
+use steadfast::{
+    BackoffPolicy, ClientBuilder, Constant, Exponential, Jitter, ProtocolVersion, Stepped,
+    UniformRandom,
+};
+
+/// A usage error: one line on stderr, exit code 2.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Prints a usage error as one line and returns exit code 2.
+pub fn usage_exit(e: UsageError) -> std::process::ExitCode {
+    eprintln!("steadfast: {e}");
+    std::process::ExitCode::from(crate::exit::USAGE)
+}
+
+/// `--backoff`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackoffKind {
+    /// From --reconnect-min doubling up to --reconnect-max, with --jitter.
+    Exponential,
+    /// Uniformly random in [--reconnect-min, --reconnect-max] (Paho's style).
+    Random,
+    /// Steps --reconnect-min, 2x, 4x, ... up to --reconnect-max, each +/- 20 % (--jitter none: exact).
+    Stepped,
+    /// Always --reconnect-min.
+    Constant,
+}
+
+/// `--jitter`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum JitterKind {
+    /// No jitter.
+    None,
+    /// Uniform in [min, exponential delay].
+    Full,
+    /// Half the exponential delay plus up to half of it at random.
+    Equal,
+    /// min(max, uniform[min, 3 x previous delay]) (AWS "decorrelated jitter").
+    Decorrelated,
+}
+
+/// The connection flags (see the CLI contract).
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Connection")]
+pub struct ConnArgs {
+    /// Broker URL: mqtt://[user[:pass]@]host[:port] (also mqtts://, ws://, wss://). As with
+    /// mosquitto, a path in an mqtt:// or mqtts:// URL is the topic.
+    #[arg(short = 'L', long = "url", value_name = "URL", conflicts_with_all = ["host", "port"])]
+    pub url: Option<String>,
+    /// Broker host, when no --url is given [default: 127.0.0.1].
+    #[arg(short = 'h', long = "host", value_name = "HOST")]
+    pub host: Option<String>,
+    /// Broker port, when no --url is given [default: 1883, or 8883 with TLS flags].
+    #[arg(short = 'p', long = "port", value_name = "PORT")]
+    pub port: Option<u16>,
+    /// An extra server URL for failover, tried in order after the first (repeatable).
+    #[arg(long = "server", value_name = "URL", action = ArgAction::Append)]
+    pub servers: Vec<String>,
+    /// Client id [default: generated; with MQTT 5, assigned by the broker].
+    #[arg(short = 'i', long = "id", value_name = "ID")]
+    pub id: Option<String>,
+    /// MQTT version: 5 or 311 (also mqttv5, mqttv311).
+    #[arg(short = 'V', long = "protocol-version", value_name = "VERSION", default_value = "5",
+          value_parser = parse_protocol)]
+    pub protocol: ProtocolVersion,
+    /// Keep-alive in seconds (0 turns it off).
+    #[arg(short = 'k', long = "keepalive", value_name = "SECS", default_value_t = 60)]
+    pub keepalive: u16,
+    /// Clean start off: resume the broker-side session. With MQTT 5 and no -x, the session
+    /// then never expires (as with mosquitto).
+    #[arg(short = 'c', long = "disable-clean-session")]
+    pub disable_clean_session: bool,
+    /// MQTT 5 session expiry interval in seconds (-1 or "inf": never) [default: 0].
+    #[arg(short = 'x', long = "session-expiry", value_name = "SECS", value_parser = parse_expiry,
+          allow_hyphen_values = true)]
+    pub session_expiry: Option<u32>,
+    /// User name (overrides the URL's).
+    #[arg(short = 'u', long = "username", value_name = "USER")]
+    pub username: Option<String>,
+    /// Password (overrides the URL's). Never printed.
+    #[arg(short = 'P', long = "pw", value_name = "PASSWORD")]
+    pub password: Option<String>,
+    /// TLS: CA certificates (PEM) to verify the broker with, instead of the system roots.
+    #[arg(long, value_name = "FILE")]
+    pub cafile: Option<PathBuf>,
+    /// TLS: client certificate (PEM); needs --key.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// TLS: client private key (PEM); needs --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// TLS: do not verify the broker's certificate (encrypted, not authenticated).
+    #[arg(long)]
+    pub insecure: bool,
+    /// Smallest reconnect delay (human duration: 100ms, 2s, 1m).
+    #[arg(long, value_name = "DUR", default_value = "1s", value_parser = parse_duration)]
+    pub reconnect_min: Duration,
+    /// Largest reconnect delay.
+    #[arg(long, value_name = "DUR", default_value = "60s", value_parser = parse_duration)]
+    pub reconnect_max: Duration,
+    /// Backoff policy.
+    #[arg(long, value_name = "POLICY", value_enum, default_value_t = BackoffKind::Exponential)]
+    pub backoff: BackoffKind,
+    /// Jitter of the exponential (and stepped) policy [default: decorrelated].
+    #[arg(long, value_name = "MODE", value_enum)]
+    pub jitter: Option<JitterKind>,
+    /// Give up (exit 4) after N consecutive failed attempts, the first included; 0 = never.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub max_attempts: u32,
+    /// Exit on the first failed connect or lost connection (exit 1, or 3 if refused).
+    #[arg(long)]
+    pub no_reconnect: bool,
+    /// Keep the session (queued and in-flight messages, subscriptions) in DIR, so it
+    /// survives a crash or a restart [default: memory].
+    #[arg(long, value_name = "DIR")]
+    pub store: Option<PathBuf>,
+    /// Print lifecycle events to stderr, one JSON object per line.
+    #[arg(long)]
+    pub events: bool,
+}
+
+/// What the connection flags produced.
+pub struct Conn {
+    /// The builder, with every connection flag applied.
+    pub builder: ClientBuilder,
+    /// The topic given as the path of an mqtt:// URL (mosquitto's `-L`), if any.
+    pub url_topic: Option<String>,
+    /// The protocol version (the events writer maps 3.1.1 return codes with it).
+    pub protocol: ProtocolVersion,
+}
+
+/// `-q`: 0, 1 or 2.
+pub fn parse_qos(s: &str) -> Result<steadfast::QoS, String> {
+    s.parse::<u8>()
+        .ok()
+        .and_then(steadfast::QoS::from_u8)
+        .ok_or_else(|| "expected 0, 1 or 2".to_string())
+}
+
+fn parse_protocol(s: &str) -> Result<ProtocolVersion, String> {
+    match s {
+        "5" | "mqttv5" => Ok(ProtocolVersion::V5),
+        "311" | "mqttv311" => Ok(ProtocolVersion::V311),
+        _ => Err("expected 5, 311, mqttv5 or mqttv311".into()),
+    }
+}
+
+fn parse_expiry(s: &str) -> Result<u32, String> {
+    match s {
+        "-1" | "inf" | "infinity" | "∞" => Ok(u32::MAX),
+        _ => s
+            .parse::<u32>()
+            .map_err(|_| "expected seconds (0 to 4294967295), or -1 for never".into()),
+    }
+}
+
+/// Parses a human duration: `100ms`, `2s`, `1m`, `1h 30m`; a bare number is seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    if let Ok(secs) = t.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(t).map_err(|e| format!("{e} (examples: 100ms, 2s, 1m)"))
+}
+
+/// Replaces the password of a `scheme://user:pass@host` URL with `***`, so a URL can be
+/// named in a message.
+pub fn redact_url(url: &str) -> String {
+    let Some(start) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let rest = &url[start..];
+    let auth_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let Some(at) = rest[..auth_end].rfind('@') else {
+        return url.to_string();
+    };
+    match rest[..at].find(':') {
+        Some(colon) => format!("{}{}:***{}", &url[..start], &rest[..colon], &rest[at..]),
+        None => url.to_string(),
+    }
+}
+
+fn is_tls_scheme(url: &str) -> bool {
+    ["mqtts://", "ssl://", "wss://"].iter().any(|s| url.starts_with(s))
+}
+
+/// A URL checked for its scheme and host; the error never repeats a password.
+fn check_url(url: &str) -> Result<url::Url, UsageError> {
+    let shown = redact_url(url);
+    let parsed =
+        url::Url::parse(url).map_err(|e| UsageError(format!("bad URL {shown:?}: {e}")))?;
+    match parsed.scheme() {
+        "mqtt" | "mqtts" | "ws" | "wss" | "tcp" | "ssl" => {}
+        s => {
+            return Err(UsageError(format!(
+                "bad URL {shown:?}: unsupported scheme {s:?} (use mqtt, mqtts, ws or wss)"
+            )))
+        }
+    }
+    if parsed.host_str().map_or(true, str::is_empty) {
+        return Err(UsageError(format!("bad URL {shown:?}: no host")));
+    }
+    Ok(parsed)
+}
+
+impl ConnArgs {
+    fn tls_requested(&self) -> bool {
+        self.cafile.is_some() || self.cert.is_some() || self.insecure
+    }
+
+    /// The backoff policy of --backoff, --jitter, --reconnect-min and --reconnect-max.
+    pub fn backoff_policy(&self) -> Result<Box<dyn BackoffPolicy>, UsageError> {
+        let (min, max) = (self.reconnect_min, self.reconnect_max);
+        if min > max {
+            return Err(UsageError(format!(
+                "--reconnect-min ({}) is above --reconnect-max ({})",
+                humantime::format_duration(min),
+                humantime::format_duration(max)
+            )));
+        }
+        let jitter = self.jitter.unwrap_or(JitterKind::Decorrelated);
+        if self.jitter.is_some() && matches!(self.backoff, BackoffKind::Random | BackoffKind::Constant)
+        {
+            return Err(UsageError(
+                "--jitter applies to --backoff exponential and stepped only".into(),
+            ));
+        }
+        Ok(match self.backoff {
+            BackoffKind::Exponential => Box::new(Exponential::new(min, max).jitter(match jitter {
+                JitterKind::None => Jitter::None,
+                JitterKind::Full => Jitter::Full,
+                JitterKind::Equal => Jitter::Equal,
+                JitterKind::Decorrelated => Jitter::Decorrelated,
+            })),
+            BackoffKind::Random => Box::new(UniformRandom::new(min, max)),
+            BackoffKind::Constant => Box::new(Constant::new(min)),
+            BackoffKind::Stepped => {
+                let mut steps = Vec::new();
+                let mut d = min;
+                while steps.len() < 64 {
+                    steps.push(d.min(max));
+                    if d >= max {
+                        break;
+                    }
+                    d = if d.is_zero() { Duration::from_millis(100) } else { d.saturating_mul(2) };
+                }
+                let fraction = if jitter == JitterKind::None { 0.0 } else { 0.2 };
+                Box::new(Stepped::new(steps, fraction).map_err(|e| UsageError(e.to_string()))?)
+            }
+        })
+    }
+
+    /// Applies every connection flag to a new [`ClientBuilder`].
+    pub fn builder(&self) -> Result<Conn, UsageError> {
+        let tls = self.tls_requested();
+        let mut url_topic = None;
+        let first = match &self.url {
+            Some(u) => {
+                let parsed = check_url(u)?;
+                let mut u = u.clone();
+                if matches!(parsed.scheme(), "mqtt" | "mqtts" | "tcp" | "ssl")
+                    && (!matches!(parsed.path(), "" | "/") || parsed.fragment().is_some())
+                {
+                    // mosquitto's -L: mqtt(s)://host[:port]/topic.
+                    let mut topic = percent_decode(parsed.path().trim_start_matches('/'));
+                    if let Some(f) = parsed.fragment() {
+                        // `#` in a topic filter starts the URL's fragment.
+                        topic.push('#');
+                        topic.push_str(&percent_decode(f));
+                    }
+                    url_topic = Some(topic);
+                    let mut base = parsed.clone();
+                    base.set_path("");
+                    base.set_fragment(None);
+                    u = base.to_string();
+                }
+                u
+            }
+            None => {
+                let host = self.host.as_deref().unwrap_or("127.0.0.1");
+                if host.is_empty() {
+                    return Err(UsageError("-h/--host: empty host name".into()));
+                }
+                let host = if host.contains(':') && !host.starts_with('[') {
+                    format!("[{host}]")
+                } else {
+                    host.to_string()
+                };
+                let (scheme, default_port) = if tls { ("mqtts", 8883) } else { ("mqtt", 1883) };
+                let u = format!("{scheme}://{host}:{}", self.port.unwrap_or(default_port));
+                check_url(&u)?;
+                u
+            }
+        };
+        let mut b = ClientBuilder::from_url(&first)
+            .map_err(|e| UsageError(format!("bad URL {:?}: {e}", redact_url(&first))))?;
+        // The builder printed the URL back in its message only on error; it is kept without
+        // credentials in its server list.
+        let mut all_servers = b.config().servers.clone();
+        for s in &self.servers {
+            let parsed = check_url(s)?;
+            if !parsed.username().is_empty() || parsed.password().is_some() {
+                return Err(UsageError(format!(
+                    "--server {:?}: credentials in a failover URL are not supported; use -u/-P",
+                    redact_url(s)
+                )));
+            }
+            let one = ClientBuilder::from_url(s)
+                .map_err(|e| UsageError(format!("bad URL {:?}: {e}", redact_url(s))))?;
+            for server in &one.config().servers {
+                b = b.add_server(server.clone());
+                all_servers.push(server.clone());
+            }
+        }
+        if tls && !all_servers.iter().any(|s| is_tls_scheme(s)) {
+            return Err(UsageError(
+                "--cafile/--cert/--key/--insecure need a TLS server (mqtts:// or wss://)".into(),
+            ));
+        }
+        b = b.protocol(self.protocol);
+        if let Some(id) = &self.id {
+            b = b.client_id(id.clone());
+        }
+        b = b.keep_alive(Duration::from_secs(u64::from(self.keepalive)));
+        if self.disable_clean_session {
+            b = b.clean_start(false);
+        }
+        let expiry = match self.session_expiry {
+            Some(x) => Some(x),
+            // mosquitto: -c without -x on MQTT 5 keeps the session for ever.
+            None if self.disable_clean_session && self.protocol == ProtocolVersion::V5 => {
+                Some(u32::MAX)
+            }
+            None => None,
+        };
+        if let Some(x) = expiry {
+            if self.protocol == ProtocolVersion::V311 && self.session_expiry.is_some() {
+                return Err(UsageError("-x/--session-expiry needs MQTT 5 (-V 5)".into()));
+            }
+            if self.protocol == ProtocolVersion::V5 {
+                b = b.session_expiry(Duration::from_secs(u64::from(x)));
+            }
+        }
+        if self.username.is_some() || self.password.is_some() {
+            let user = match &self.username {
+                Some(u) => Some(u.clone()),
+                None => b.config().username.as_ref().map(|u| u.to_string()),
+            };
+            let pass: Vec<u8> = match &self.password {
+                Some(p) => p.clone().into_bytes(),
+                None => b.config().password.as_ref().map(|p| p.to_vec()).unwrap_or_default(),
+            };
+            let Some(user) = user else {
+                return Err(UsageError("-P/--pw needs a user name (-u)".into()));
+            };
+            b = b.credentials(user, pass);
+        }
+        if self.protocol == ProtocolVersion::V311
+            && b.config().client_id.is_empty()
+            && self.disable_clean_session
+        {
+            return Err(UsageError(
+                "-c with MQTT 3.1.1 needs a client id (-i) to resume the session".into(),
+            ));
+        }
+        // Transports: TCP, TLS, WebSocket, chosen per server by scheme.
+        let connector = if tls {
+            let mut o = TlsOptions::new();
+            if let Some(ca) = &self.cafile {
+                o = o.ca_file(ca);
+            }
+            if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
+                o = o.client_cert_files(cert, key);
+            }
+            if self.insecure {
+                o = o.danger_accept_invalid_certs(true);
+            }
+            DefaultConnector::with_tls(o).map_err(|e| UsageError(format!("TLS: {e}")))?
+        } else {
+            DefaultConnector::new()
+        };
+        b = b.connector(connector);
+        b = b.backoff(self.backoff_policy()?);
+        if self.no_reconnect {
+            b = b.auto_reconnect(false);
+        } else {
+            b = b.max_attempts(self.max_attempts);
+        }
+        if let Some(dir) = &self.store {
+            b = crate::conn::with_store(b, dir)?;
+        }
+        Ok(Conn { builder: b, url_topic, protocol: self.protocol })
+    }
+}
+
+/// `--store DIR`.
+fn with_store(_b: ClientBuilder, _dir: &std::path::Path) -> Result<ClientBuilder, UsageError> {
+    Err(UsageError(
+        "--store: the durable session store is not available in this build yet".into(),
+    ))
+}
+
+/// The tokio runtime the connecting subcommands run on.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()
+}
+
+/// SIGINT (Ctrl-C) and SIGTERM.
+pub struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Installs the handlers (inside the runtime).
+    pub fn new() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals { int: signal(SignalKind::interrupt())?, term: signal(SignalKind::terminate())? })
+    }
+
+    /// The next SIGINT or SIGTERM.
+    pub async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+        }
+    }
+}
+
+/// Starts a graceful disconnect in the background; the events loop goes on until
+/// `disconnected` (or a safety deadline well past the drain timeout).
+pub fn start_close(client: &steadfast::Client, outcome: crate::events::Outcome) -> (crate::events::Outcome, tokio::time::Instant) {
+    let c = client.clone();
+    tokio::spawn(async move {
+        let _ = c.disconnect().await;
+    });
+    (outcome, tokio::time::Instant::now() + Duration::from_secs(15))
+}
+
+pub async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Some(b) = std::str::from_utf8(&bytes[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(redact_url("mqtt://u:secret@h:1/x"), "mqtt://u:***@h:1/x");
+        assert_eq!(redact_url("mqtt://u@h"), "mqtt://u@h");
+        assert_eq!(redact_url("mqtt://h:1"), "mqtt://h:1");
+        assert_eq!(redact_url("nonsense"), "nonsense");
+        assert_eq!(redact_url("mqtt://u:p@ss@h"), "mqtt://u:***@h");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("100ms").unwrap(), Duration::from_millis(100));
+        assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
+        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
+        assert!(parse_duration("fast").is_err());
+    }
+
+    #[test]
+    fn percent() {
+        assert_eq!(percent_decode("a%2Fb"), "a/b");
+        assert_eq!(percent_decode("a%2"), "a%2");
+        assert_eq!(percent_decode("%41"), "A");
+    }
+}

@@ -1,0 +1,277 @@
+//! `--events`: lifecycle events as JSON lines on stderr, and what each event means for the
+//! process (keep going, or exit with which code and which one-line message).
+//!
+//! Every object has `"event"` (snake_case) and `"ts"` (Unix milliseconds), then exactly the
+//! fields of the CLI contract:
+//!
+//! | event | fields |
+//! |---|---|
+//! | `connecting` | attempt, server |
+//! | `connected` | attempt, server, session_present |
+//! | `connect_failed` | attempt, reason, reason_code? |
+//! | `connection_lost` | reason, reason_code?, initiator |
+//! | `reconnecting` | attempt, delay_ms |
+//! | `resubscribed` | filters |
+//! | `session_lost` | republished |
+//! | `dormant` | attempts |
+//! | `fatal` | reason, reason_code? |
+//! | `disconnected` | |
+//!
+//! `reason` names the cause; for a broker refusal it is the reason code's name in lower case
+//! ("bad user name or password"). `reason_code` is the numeric code the broker sent where
+//! one exists: the MQTT 5 reason code, or the MQTT 3.1.1 CONNACK return code (4 for bad
+//! user name or password) on a 3.1.1 connection.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+use steadfast::{Lifecycle, ProtocolVersion, Reason};
+
+/// A JSON object whose keys stay in the order they were added.
+#[derive(Debug, Default)]
+pub struct Obj(String);
+
+impl Obj {
+    /// An empty object.
+    pub fn new() -> Obj {
+        Obj(String::from("{"))
+    }
+
+    /// Adds `"key": value`.
+    pub fn field(mut self, key: &str, value: impl Into<Value>) -> Obj {
+        if self.0.len() > 1 {
+            self.0.push(',');
+        }
+        self.0.push_str(&Value::from(key).to_string());
+        self.0.push(':');
+        self.0.push_str(&value.into().to_string());
+        self
+    }
+
+    /// Adds `"key": <raw JSON>` (an object built with [`Obj`]).
+    pub fn raw(mut self, key: &str, json: String) -> Obj {
+        if self.0.len() > 1 {
+            self.0.push(',');
+        }
+        self.0.push_str(&Value::from(key).to_string());
+        self.0.push(':');
+        self.0.push_str(&json);
+        self
+    }
+
+    /// True when no field was added.
+    pub fn is_empty(&self) -> bool {
+        self.0.len() == 1
+    }
+
+    /// The finished JSON text.
+    pub fn finish(mut self) -> String {
+        self.0.push('}');
+        self.0
+    }
+}
+
+/// Unix milliseconds.
+pub fn unix_ms(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// The `reason` text of an event: what caused it, without the broker's free-form reason string
+/// for a refusal (then it is exactly the reason code's name, in lower case).
+pub fn reason_text(reason: &Reason) -> String {
+    match reason {
+        Reason::Refused { code, .. } => code.name().to_lowercase(),
+        other => other.to_string(),
+    }
+}
+
+/// The numeric code of a reason, if it has one: the 3.1.1 CONNACK return code for a 3.1.1
+/// refusal, the MQTT 5 reason code otherwise.
+pub fn reason_code(reason: &Reason, protocol: ProtocolVersion) -> Option<u8> {
+    let code = reason.reason_code()?;
+    if protocol == ProtocolVersion::V311 {
+        if let Reason::Refused { .. } = reason {
+            return Some(code.to_v311_connack().unwrap_or(code as u8));
+        }
+    }
+    Some(code as u8)
+}
+
+fn with_reason(obj: Obj, reason: &Reason, protocol: ProtocolVersion) -> Obj {
+    let obj = obj.field("reason", reason_text(reason));
+    match reason_code(reason, protocol) {
+        Some(c) => obj.field("reason_code", c),
+        None => obj,
+    }
+}
+
+/// The JSON line of a lifecycle event (without the newline).
+pub fn event_json(at: SystemTime, event: &Lifecycle, protocol: ProtocolVersion) -> String {
+    let o = Obj::new().field("event", event.name()).field("ts", unix_ms(at));
+    let o = match event {
+        Lifecycle::Connecting { attempt, server } => {
+            o.field("attempt", *attempt).field("server", server.as_str())
+        }
+        Lifecycle::Connected { attempt, server, session_present, .. } => o
+            .field("attempt", *attempt)
+            .field("server", server.as_str())
+            .field("session_present", *session_present),
+        Lifecycle::ConnectFailed { attempt, reason } => {
+            with_reason(o.field("attempt", *attempt), reason, protocol)
+        }
+        Lifecycle::ConnectionLost { reason, .. } => {
+            with_reason(o, reason, protocol).field("initiator", reason.initiator().to_string())
+        }
+        Lifecycle::Reconnecting { attempt, delay } => o
+            .field("attempt", *attempt)
+            .field("delay_ms", u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)),
+        Lifecycle::Resubscribed { filters } => o.field(
+            "filters",
+            filters.iter().map(|f| Value::from(f.as_str())).collect::<Vec<_>>(),
+        ),
+        Lifecycle::SessionLost { republished } => o.field("republished", *republished),
+        Lifecycle::Dormant { attempts } => o.field("attempts", *attempts),
+        Lifecycle::Fatal { reason } => with_reason(o, reason, protocol),
+        Lifecycle::Disconnected => o,
+    };
+    o.finish()
+}
+
+/// How the process ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Exit 0.
+    Ok,
+    /// Exit 1 with this line.
+    Failed(String),
+    /// Exit 3 with this line (a fatal refusal by the broker).
+    Refused(String),
+    /// Exit 4 with this line (dormant after --max-attempts).
+    Dormant(String),
+}
+
+impl Outcome {
+    /// Prints the outcome's line (if any) to stderr and returns its exit code.
+    pub fn exit(self) -> ExitCode {
+        let (code, line) = match self {
+            Outcome::Ok => (crate::exit::OK, None),
+            Outcome::Failed(l) => (crate::exit::RUNTIME, Some(l)),
+            Outcome::Refused(l) => (crate::exit::REFUSED, Some(l)),
+            Outcome::Dormant(l) => (crate::exit::DORMANT, Some(l)),
+        };
+        if let Some(l) = line {
+            eprintln!("steadfast: {l}");
+        }
+        ExitCode::from(code)
+    }
+}
+
+/// Prints events (with `--events`) and decides when a lifecycle event ends the process.
+#[derive(Debug)]
+pub struct Tracker {
+    print: bool,
+    protocol: ProtocolVersion,
+    no_reconnect: bool,
+    last_failure: Option<String>,
+    /// Set once `disconnected` has been seen.
+    pub disconnected: bool,
+}
+
+impl Tracker {
+    /// A tracker; `print` is `--events`.
+    pub fn new(print: bool, protocol: ProtocolVersion, no_reconnect: bool) -> Tracker {
+        Tracker { print, protocol, no_reconnect, last_failure: None, disconnected: false }
+    }
+
+    /// Prints one event line (with `--events`), then says whether the process must end:
+    /// `fatal` ends it with exit 3 (1 for a failed session store), `dormant` with exit 4
+    /// (exit 1 with `--no-reconnect`, which goes dormant at the first failure).
+    pub fn on_lifecycle(&mut self, at: SystemTime, event: &Lifecycle) -> Option<Outcome> {
+        if self.print {
+            let mut line = event_json(at, event, self.protocol);
+            line.push('\n');
+            let mut err = std::io::stderr().lock();
+            let _ = err.write_all(line.as_bytes());
+            let _ = err.flush();
+        }
+        match event {
+            Lifecycle::ConnectFailed { reason, .. } => {
+                self.last_failure = Some(format!("connection failed: {reason}"));
+                None
+            }
+            Lifecycle::ConnectionLost { reason, .. } => {
+                self.last_failure = Some(format!("connection lost: {reason}"));
+                None
+            }
+            Lifecycle::Fatal { reason } => Some(match reason {
+                Reason::Refused { .. } => Outcome::Refused(format!("connection refused: {reason}")),
+                Reason::Storage(_) => Outcome::Failed(reason.to_string()),
+                _ => Outcome::Refused(reason.to_string()),
+            }),
+            Lifecycle::Dormant { attempts } => {
+                let last = self.last_failure.clone().unwrap_or_else(|| "no connection".into());
+                Some(if self.no_reconnect {
+                    Outcome::Failed(last)
+                } else {
+                    let s = if *attempts == 1 { "" } else { "s" };
+                    Outcome::Dormant(format!("gave up after {attempts} attempt{s}; last: {last}"))
+                })
+            }
+            Lifecycle::Disconnected => {
+                self.disconnected = true;
+                None
+            }
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use steadfast::proto::TransportError;
+    use steadfast::ReasonCode;
+
+    fn parse(s: &str) -> serde_json::Map<String, Value> {
+        serde_json::from_str::<Value>(s).unwrap().as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn refusal_names_the_code() {
+        let at = UNIX_EPOCH + Duration::from_millis(1234);
+        let reason = Reason::Refused {
+            code: ReasonCode::BadUserNameOrPassword,
+            reason_string: Some("nope".into()),
+        };
+        let ev = Lifecycle::ConnectFailed { attempt: 2, reason: reason.clone() };
+        let o = parse(&event_json(at, &ev, ProtocolVersion::V5));
+        assert_eq!(o["event"], "connect_failed");
+        assert_eq!(o["ts"], 1234);
+        assert_eq!(o["attempt"], 2);
+        assert_eq!(o["reason"], "bad user name or password");
+        assert_eq!(o["reason_code"], 0x86);
+        assert_eq!(o.len(), 5);
+        let o = parse(&event_json(at, &ev, ProtocolVersion::V311));
+        assert_eq!(o["reason_code"], 4);
+        let ev = Lifecycle::ConnectionLost {
+            reason: Reason::Transport(TransportError::Closed),
+            uptime: Duration::from_secs(1),
+        };
+        let o = parse(&event_json(at, &ev, ProtocolVersion::V5));
+        assert_eq!(o["initiator"], "remote");
+        assert!(!o.contains_key("reason_code"));
+        assert_eq!(o.len(), 4);
+    }
+
+    #[test]
+    fn obj_keeps_order_and_escapes() {
+        let s = Obj::new().field("b", 1).field("a", "x\"y").finish();
+        assert_eq!(s, r#"{"b":1,"a":"x\"y"}"#);
+        assert_eq!(Obj::new().finish(), "{}");
+    }
+}

@@ -1,0 +1,306 @@
+//! `steadfast sub`: subscribe and print messages, like mosquitto_sub, across outages.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use base64::Engine as _;
+use clap::{ArgAction, Args};
+use steadfast::proto::CommandError;
+use steadfast::{
+    ClientError, ClientEvent, Message, Properties, QoS, ReasonCode, SubscribeFilter,
+    SubscriptionOptions,
+};
+use tokio::time::Instant;
+
+use crate::conn::{
+    parse_duration, parse_qos, sleep_until_opt, start_close, usage_exit, ConnArgs, Signals,
+    UsageError,
+};
+use crate::events::{Obj, Outcome, Tracker};
+
+const AFTER_HELP: &str = "\
+Output (stdout, flushed per message):
+  default   one payload per line, like mosquitto_sub
+  -v        \"topic payload\"
+  --json    one JSON object per message:
+            {\"topic\",\"qos\",\"retain\",\"dup\",\"payload\"} (\"payload_b64\" instead of \"payload\"
+            for bytes that are not UTF-8), plus \"properties\" when the MQTT 5 message has any:
+            payload_format_indicator, message_expiry_interval, content_type, response_topic,
+            correlation_data (base64), subscription_identifiers, user_properties ([[key, value], ...])
+
+The subscriber keeps running across outages: it reconnects with backoff and restores its
+subscriptions. Ctrl-C or SIGTERM disconnects gracefully and exits 0.
+
+Exit codes: 0 ok (also after -C COUNT, -W SECS, Ctrl-C), 1 runtime error, 2 usage error,
+3 refused by the broker (bad credentials, not authorized, banned, ...), 4 gave up after
+--max-attempts.
+
+Examples:
+  # Everything under sensors/, with topics
+  steadfast sub -h broker.local -t 'sensors/#' -v
+
+  # Two filters at QoS 1, as JSON, with lifecycle events on stderr
+  steadfast sub -L mqtt://user:pass@broker.local -t a/+ -t b/# -q 1 --json --events
+
+  # Wait for one message (at most 10 s without one) and exit
+  steadfast sub -t jobs/done -C 1 -W 10
+
+  # Resume a persistent session across restarts
+  steadfast sub -i worker-1 -c -q 1 -t jobs/#
+
+  # Give up after 5 failed attempts (exit 4), retrying every 2 s
+  steadfast sub -t x --backoff constant --reconnect-min 2s --max-attempts 5";
+
+/// Arguments of `steadfast sub`.
+#[derive(Args, Debug)]
+#[command(after_help = AFTER_HELP)]
+pub struct SubArgs {
+    /// Topic filter to subscribe to (repeatable).
+    #[arg(short = 't', long = "topic", value_name = "FILTER", action = ArgAction::Append)]
+    pub topics: Vec<String>,
+    /// Maximum QoS of the subscriptions: 0, 1 or 2.
+    #[arg(short = 'q', long = "qos", value_name = "QOS", default_value = "0", value_parser = parse_qos)]
+    pub qos: QoS,
+    /// Exit 0 after COUNT messages.
+    #[arg(short = 'C', long = "count", value_name = "COUNT")]
+    pub count: Option<u64>,
+    /// Exit 0 after SECS without a message (also a human duration: 500ms, 1m).
+    #[arg(short = 'W', long = "timeout", value_name = "SECS", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Print "topic payload".
+    #[arg(short = 'v', long = "verbose")]
+    pub verbose: bool,
+    /// Print one JSON object per message.
+    #[arg(long, conflicts_with = "verbose")]
+    pub json: bool,
+    /// Connection.
+    #[command(flatten)]
+    pub conn: ConnArgs,
+}
+
+/// Runs `steadfast sub`.
+pub fn run(args: SubArgs) -> ExitCode {
+    match crate::conn::runtime() {
+        Ok(rt) => rt.block_on(sub(args)),
+        Err(e) => Outcome::Failed(format!("cannot start the runtime: {e}")).exit(),
+    }
+}
+
+fn qos_u8(q: QoS) -> u8 {
+    q as u8
+}
+
+fn b64(b: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+/// The MQTT 5 properties of a message as a JSON object, or `None` when it has none.
+fn properties_json(p: &Properties) -> Option<String> {
+    let mut o = Obj::new();
+    if let Some(v) = p.payload_format_indicator {
+        o = o.field("payload_format_indicator", v);
+    }
+    if let Some(v) = p.message_expiry_interval {
+        o = o.field("message_expiry_interval", v);
+    }
+    if let Some(v) = &p.content_type {
+        o = o.field("content_type", v.as_str());
+    }
+    if let Some(v) = &p.response_topic {
+        o = o.field("response_topic", v.as_str());
+    }
+    if let Some(v) = &p.correlation_data {
+        o = o.field("correlation_data", b64(v));
+    }
+    if !p.subscription_identifiers.is_empty() {
+        o = o.field("subscription_identifiers", p.subscription_identifiers.clone());
+    }
+    if !p.user_properties.is_empty() {
+        let pairs: Vec<serde_json::Value> = p
+            .user_properties
+            .iter()
+            .map(|(k, v)| serde_json::json!([k.as_str(), v.as_str()]))
+            .collect();
+        o = o.field("user_properties", pairs);
+    }
+    (!o.is_empty()).then(|| o.finish())
+}
+
+/// The `--json` line of a message (without the newline).
+pub fn message_json(m: &Message) -> String {
+    let mut o = Obj::new()
+        .field("topic", m.topic.as_str())
+        .field("qos", qos_u8(m.qos))
+        .field("retain", m.retain)
+        .field("dup", m.dup);
+    o = match std::str::from_utf8(&m.payload) {
+        Ok(s) => o.field("payload", s),
+        Err(_) => o.field("payload_b64", b64(&m.payload)),
+    };
+    if let Some(p) = properties_json(&m.properties) {
+        o = o.raw("properties", p);
+    }
+    o.finish()
+}
+
+fn format_message(args: &SubArgs, m: &Message) -> Vec<u8> {
+    let mut out = Vec::with_capacity(m.payload.len() + m.topic.len() + 2);
+    if args.json {
+        out.extend_from_slice(message_json(m).as_bytes());
+    } else {
+        if args.verbose {
+            out.extend_from_slice(m.topic.as_str().as_bytes());
+            out.push(b' ');
+        }
+        out.extend_from_slice(&m.payload);
+    }
+    out.push(b'\n');
+    out
+}
+
+async fn sub(args: SubArgs) -> ExitCode {
+    let conn = match args.conn.builder() {
+        Ok(c) => c,
+        Err(e) => return usage_exit(e),
+    };
+    let mut filters = args.topics.clone();
+    if let Some(t) = conn.url_topic.clone() {
+        filters.push(t);
+    }
+    if filters.is_empty() {
+        return usage_exit(UsageError("sub needs a topic filter: -t FILTER".into()));
+    }
+    for f in &filters {
+        if let Err(e) = steadfast::proto::topic::validate_filter(f) {
+            return usage_exit(UsageError(format!("bad topic filter {f:?}: {e}")));
+        }
+    }
+    if args.count == Some(0) {
+        return usage_exit(UsageError("-C COUNT must be at least 1".into()));
+    }
+    if args.timeout == Some(Duration::ZERO) {
+        return usage_exit(UsageError("-W SECS must be above 0".into()));
+    }
+    let mut signals = match Signals::new() {
+        Ok(s) => s,
+        Err(e) => return Outcome::Failed(format!("cannot install signal handlers: {e}")).exit(),
+    };
+    // Subscription identifiers only route messages inside a client; sub has no use for them
+    // and they would show up in every message's properties.
+    let builder = conn.builder.subscription_identifiers(false);
+    let (client, mut events) = match builder.build() {
+        Ok(x) => x,
+        Err(e) => return usage_exit(UsageError(e.to_string())),
+    };
+    let mut tracker = Tracker::new(args.conn.events, conn.protocol, args.conn.no_reconnect);
+
+    let subscribe = {
+        let client = client.clone();
+        let list: Vec<SubscribeFilter> = filters
+            .iter()
+            .map(|f| SubscribeFilter {
+                filter: f.as_str().into(),
+                options: SubscriptionOptions { qos: args.qos, ..Default::default() },
+            })
+            .collect();
+        tokio::spawn(async move { client.subscribe_with(list, Properties::default()).await })
+    };
+    let mut subscribe = Some(subscribe);
+
+    let mut received: u64 = 0;
+    let mut idle_deadline = args.timeout.map(|t| Instant::now() + t);
+    // Set once we are closing: the outcome to report after `disconnected`.
+    let mut closing: Option<(Outcome, Instant)> = None;
+    let stdout = std::io::stdout();
+
+    loop {
+        let hard_deadline = closing.as_ref().map(|c| c.1);
+        let ev = tokio::select! {
+            ev = events.recv() => ev,
+            r = async { subscribe.as_mut().expect("guarded").await }, if subscribe.is_some() => {
+                subscribe = None;
+                match r {
+                    Ok(Ok(codes)) => {
+                        let mut refused = 0;
+                        for (f, rc) in filters.iter().zip(&codes) {
+                            if !rc.is_success() {
+                                refused += 1;
+                                eprintln!("steadfast: subscription to {f:?} refused: {}", rc.name().to_lowercase());
+                            }
+                        }
+                        if refused == filters.len() && closing.is_none() {
+                            closing = Some(start_close(&client, Outcome::Failed("every subscription was refused".into())));
+                        }
+                    }
+                    Ok(Err(ClientError::Command(CommandError::Invalid(e)))) => {
+                        return usage_exit(UsageError(e));
+                    }
+                    Ok(Err(ClientError::Refused(rc))) => {
+                        if closing.is_none() {
+                            closing = Some(start_close(&client, Outcome::Failed(format!("subscription refused: {}", rc_name(rc)))));
+                        }
+                    }
+                    // The client closed: its lifecycle events say why.
+                    Ok(Err(_)) | Err(_) => {}
+                }
+                continue;
+            }
+            _ = sleep_until_opt(idle_deadline), if idle_deadline.is_some() && closing.is_none() => {
+                closing = Some(start_close(&client, Outcome::Ok));
+                continue;
+            }
+            _ = signals.recv() => {
+                if closing.is_some() {
+                    // A second signal: stop waiting for the graceful close.
+                    return Outcome::Failed("interrupted again; exiting without waiting".into()).exit();
+                }
+                closing = Some(start_close(&client, Outcome::Ok));
+                continue;
+            }
+            _ = sleep_until_opt(hard_deadline), if hard_deadline.is_some() => {
+                let (outcome, _) = closing.take().expect("guarded");
+                return outcome.exit();
+            }
+        };
+        match ev {
+            None => {
+                return match closing {
+                    Some((outcome, _)) => outcome.exit(),
+                    None => Outcome::Failed("the client ended unexpectedly".into()).exit(),
+                }
+            }
+            Some(ClientEvent::Lifecycle { at, event }) => {
+                if let Some(outcome) = tracker.on_lifecycle(at, &event) {
+                    return outcome.exit();
+                }
+                if tracker.disconnected {
+                    return closing.map(|c| c.0).unwrap_or(Outcome::Ok).exit();
+                }
+            }
+            Some(ClientEvent::Message(m)) => {
+                if closing.is_some() {
+                    continue;
+                }
+                let line = format_message(&args, &m);
+                let mut out = stdout.lock();
+                if out.write_all(&line).and_then(|_| out.flush()).is_err() {
+                    // stdout is gone (a closed pipe): stop quietly.
+                    closing = Some(start_close(&client, Outcome::Ok));
+                    continue;
+                }
+                received += 1;
+                if let Some(t) = args.timeout {
+                    idle_deadline = Some(Instant::now() + t);
+                }
+                if args.count.is_some_and(|c| received >= c) {
+                    closing = Some(start_close(&client, Outcome::Ok));
+                }
+            }
+        }
+    }
+}
+
+fn rc_name(rc: ReasonCode) -> String {
+    rc.name().to_lowercase()
+}

@@ -1,0 +1,329 @@
+//! `steadfast chaos` as a user runs it: the built binary in front of a
+//! private Mosquitto, driven through stdin and flags, checked with raw MQTT
+//! clients and its log lines.
+
+use std::io;
+use std::net::SocketAddr;
+use std::process::{Command as StdCommand, Stdio};
+use std::time::{Duration, Instant};
+use steadfast_chaos::mosquitto::Mosquitto;
+use steadfast_chaos::raw::{self, Connect, RawClient};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
+
+const BIN: &str = env!("CARGO_BIN_EXE_steadfast");
+const T: Duration = Duration::from_secs(5);
+const SILENCE: Duration = Duration::from_millis(300);
+
+struct Chaos {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    out: Lines<BufReader<ChildStdout>>,
+    err: Lines<BufReader<ChildStderr>>,
+    addr: SocketAddr,
+}
+
+impl Chaos {
+    async fn start(upstream: SocketAddr, extra: &[&str]) -> Chaos {
+        let mut child = Command::new(BIN)
+            .args([
+                "chaos",
+                "--listen",
+                "127.0.0.1:0",
+                "--upstream",
+                &upstream.to_string(),
+            ])
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take();
+        let out = BufReader::new(child.stdout.take().unwrap()).lines();
+        let err = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut c = Chaos {
+            child,
+            stdin,
+            out,
+            err,
+            addr: "0.0.0.0:0".parse().unwrap(),
+        };
+        let first = c.expect_line("listening on").await;
+        let addr = first.split_whitespace().nth(3).unwrap();
+        c.addr = addr.parse().unwrap();
+        assert!(
+            first.ends_with(&format!("forwarding to {upstream}")),
+            "{first}"
+        );
+        c
+    }
+
+    async fn send(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().unwrap();
+        stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .unwrap();
+        stdin.flush().await.unwrap();
+    }
+
+    /// Reads stdout lines until one contains `needle`; every line must start
+    /// with an RFC 3339 timestamp.
+    async fn expect_line(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + T;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = tokio::time::timeout(left, self.out.next_line())
+                .await
+                .unwrap_or_else(|_| panic!("no stdout line with {needle:?}; got {seen:#?}"))
+                .unwrap()
+                .unwrap_or_else(|| panic!("stdout ended before a line with {needle:?}"));
+            let (stamp, _) = line.split_once(' ').unwrap();
+            assert!(humantime::parse_rfc3339(stamp).is_ok(), "{line}");
+            assert!(
+                stamp.len() == 24 && stamp.ends_with('Z'),
+                "millisecond stamp: {line}"
+            );
+            if line.contains(needle) {
+                return line;
+            }
+            seen.push(line);
+        }
+    }
+
+    async fn expect_err_line(&mut self, needle: &str) -> String {
+        loop {
+            let line = tokio::time::timeout(T, self.err.next_line())
+                .await
+                .unwrap()
+                .unwrap()
+                .expect("stderr open");
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    }
+}
+
+async fn connect(addr: SocketAddr, id: &str) -> (RawClient, u8) {
+    let (c, connack) = RawClient::mqtt_connect(addr, &Connect::v5(id))
+        .await
+        .unwrap();
+    assert_eq!(connack[0], 0x20);
+    (c, connack[3])
+}
+
+#[tokio::test]
+async fn stdin_commands_drive_the_proxy() {
+    let broker = Mosquitto::start().unwrap();
+    let mut chaos = Chaos::start(broker.addr(), &[]).await;
+
+    // reset: the client gets a RST.
+    let (mut c, rc) = connect(chaos.addr, "one").await;
+    assert_eq!(rc, 0);
+    chaos.send("reset").await;
+    chaos.expect_line("reset (").await;
+    let e = c.read_frame_timeout(T).await.unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::ConnectionReset);
+
+    // reject: the next CONNECT is refused by the proxy, the one after is not.
+    chaos.send("reject 1 0x87").await;
+    chaos.expect_line("reject next 1 CONNECTs with 0x87").await;
+    let (mut c, rc) = connect(chaos.addr, "two").await;
+    assert_eq!(rc, 0x87);
+    assert!(c.read_frame_timeout(T).await.unwrap().is_none());
+    chaos.expect_line("rejected CONNECT (MQTT 5)").await;
+    let (mut c, rc) = connect(chaos.addr, "three").await;
+    assert_eq!(rc, 0);
+
+    // disconnect: an MQTT 5 DISCONNECT with the code, then the end.
+    chaos.send("disconnect 0x8b").await;
+    // (Counts are not pinned: on a shared machine a stray reconnecting
+    // client may find a reused ephemeral port.)
+    chaos.expect_line("disconnect 0x8b (").await;
+    let f = c.read_frame_timeout(T).await.unwrap().unwrap();
+    assert_eq!(&f[..], &[0xe0, 0x02, 0x8b, 0x00]);
+    assert!(c.read_frame_timeout(T).await.unwrap().is_none());
+
+    // blackhole 1s: a ping goes unanswered, then is answered when it ends.
+    let (mut c, _) = connect(chaos.addr, "four").await;
+    chaos.send("blackhole 1s").await;
+    chaos.expect_line("blackhole 1s").await;
+    c.send(&raw::pingreq()).await.unwrap();
+    let e = c.read_frame_timeout(SILENCE).await.unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+    chaos.expect_line("blackhole ended").await;
+    let f = c.read_frame_timeout(T).await.unwrap().unwrap();
+    assert_eq!(&f[..], &[0xd0, 0x00]);
+
+    // refuse: new connections are reset at once.
+    chaos.send("refuse").await;
+    chaos.expect_line("refuse until clear").await;
+    // The RST may even beat the end of the TCP handshake on the client side.
+    let e = match RawClient::connect(chaos.addr).await {
+        Err(e) => e,
+        Ok(mut r) => {
+            let _ = r.send(&Connect::v5("five").to_bytes()).await;
+            r.read_frame_timeout(T).await.unwrap_err()
+        }
+    };
+    assert_eq!(e.kind(), io::ErrorKind::ConnectionReset);
+    chaos.expect_line("refused connection from").await;
+    chaos.send("clear").await;
+    chaos.expect_line(" clear").await;
+
+    // A bad command is reported and the proxy goes on.
+    chaos.send("explode now").await;
+    let err = chaos.expect_err_line("explode").await;
+    assert!(err.contains("unknown command"), "{err}");
+    chaos.send("stats").await;
+    let stats = chaos.expect_line(" stats ").await;
+    let counter = |name: &str| -> u64 {
+        let field = stats
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("{name} missing: {stats}"));
+        field.parse().unwrap()
+    };
+    assert!(counter("accepted") >= 5, "{stats}");
+    assert!(counter("connects") >= 4, "{stats}");
+    assert!(counter("refused") >= 1, "{stats}");
+    assert_eq!(counter("rejected"), 1, "{stats}");
+    assert!(counter("live") >= 1, "{stats}");
+    assert!(
+        counter("bytes_up") > 0 && counter("bytes_down") > 0,
+        "{stats}"
+    );
+
+    chaos.send("quit").await;
+    let status = tokio::time::timeout(T, chaos.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn flag_schedules_keep_running_after_stdin_ends() {
+    let broker = Mosquitto::start().unwrap();
+    let mut chaos = Chaos::start(
+        broker.addr(),
+        &["--every", "300ms", "reset", "--at", "1500ms", "quit"],
+    )
+    .await;
+    drop(chaos.stdin.take()); // EOF at once: the schedules keep it alive.
+    let t0 = Instant::now();
+    let (mut c, rc) = connect(chaos.addr, "sched").await;
+    assert_eq!(rc, 0);
+    let e = c.read_frame_timeout(T).await.unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::ConnectionReset);
+    chaos.expect_line("reset (1 connection)").await;
+    chaos.expect_line("reset (0 connections)").await;
+    chaos.expect_line(" quit").await;
+    let status = tokio::time::timeout(T, chaos.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        t0.elapsed() >= Duration::from_millis(1200),
+        "{:?}",
+        t0.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn scripted_stdin_with_sleep_runs_to_the_end() {
+    let broker = Mosquitto::start().unwrap();
+    let mut chaos = Chaos::start(broker.addr(), &[]).await;
+    let (mut c, _) = connect(chaos.addr, "scripted").await;
+    chaos
+        .send("# a comment\n\ndelay 50ms\nsleep 200ms\ndisconnect 0x98\nstats")
+        .await;
+    drop(chaos.stdin.take());
+    chaos.expect_line("delay 50ms").await;
+    let f = c.read_frame_timeout(T).await.unwrap().unwrap();
+    assert_eq!(&f[..], &[0xe0, 0x02, 0x98, 0x00]);
+    chaos.expect_line("disconnect 0x98").await;
+    chaos.expect_line(" stats ").await;
+    // No schedules: the end of stdin ends the run.
+    let status = tokio::time::timeout(T, chaos.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+fn run(args: &[&str]) -> std::process::Output {
+    StdCommand::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn exit_codes_usage_and_help() {
+    let up = ["--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:1"];
+    let with = |extra: &[&'static str]| {
+        let mut v: Vec<&str> = vec!["chaos"];
+        v.extend(up);
+        v.extend(extra);
+        v
+    };
+    // Usage errors: 2.
+    for args in [
+        vec!["chaos", "--listen", "127.0.0.1:0"],
+        vec!["chaos", "--listen", "nonsense", "--upstream", "127.0.0.1:1"],
+        with(&["--every", "5x", "reset"]),
+        with(&["--every", "0s", "reset"]),
+        with(&["--at", "1s", "explode"]),
+        with(&["--at", "1s", "reject 1"]),
+        with(&["--every", "1s"]),
+        vec!["chaos", "-h"],
+        vec!["-h"],
+        vec!["frobnicate"],
+    ] {
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        assert!(!out.stderr.is_empty());
+    }
+    // Help is --help only, with examples.
+    let out = run(&["chaos", "--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "--listen",
+        "--upstream",
+        "--every",
+        "--at",
+        "Examples",
+        "End of stdin",
+    ] {
+        assert!(help.contains(needle), "{needle} missing from:\n{help}");
+    }
+    let out = run(&["--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    // stdin at EOF and no schedules: a clean exit.
+    let out = run(&with(&[]));
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    // Cannot listen: runtime error.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().to_string();
+    let out = run(&["chaos", "--listen", &port, "--upstream", "127.0.0.1:1"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen"));
+    // The other subcommands say plainly that they are not there yet.
+    for cmd in ["pub", "sub", "bench", "demo"] {
+        let out = run(&[cmd, "-t", "x"]);
+        assert_eq!(out.status.code(), Some(1), "{cmd}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("steadfast {cmd}: not implemented yet")),
+            "{err}"
+        );
+    }
+}

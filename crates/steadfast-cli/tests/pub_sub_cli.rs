@@ -1,0 +1,622 @@
+//! `steadfast pub` and `steadfast sub` as scripts run them: the built binary against private
+//! Mosquitto brokers on free ports (never the system broker on 1883), with network faults
+//! from the fault proxy. The JSON formats are checked field by field.
+
+use std::collections::{HashMap, HashSet};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use steadfast_chaos::mosquitto::Mosquitto;
+use steadfast_chaos::Proxy;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
+
+const BIN: &str = env!("CARGO_BIN_EXE_steadfast");
+/// The longest any single wait may take.
+const T: Duration = Duration::from_secs(15);
+/// Fast reconnects for tests.
+const FAST: [&str; 4] = ["--reconnect-min", "50ms", "--reconnect-max", "200ms"];
+
+/// A running `steadfast` process with its output read line by line.
+struct Run {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    out: Lines<BufReader<ChildStdout>>,
+    err: Lines<BufReader<ChildStderr>>,
+    /// Every event line read from stderr so far.
+    events: Vec<Value>,
+    /// Every other stderr line.
+    errors: Vec<String>,
+    err_done: bool,
+    /// How many events of each name `event` has returned.
+    returned: HashMap<String, usize>,
+}
+
+impl Run {
+    fn start(args: &[&str]) -> Run {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn steadfast");
+        Run {
+            stdin: child.stdin.take(),
+            out: BufReader::new(child.stdout.take().unwrap()).lines(),
+            err: BufReader::new(child.stderr.take().unwrap()).lines(),
+            child,
+            events: Vec::new(),
+            errors: Vec::new(),
+            err_done: false,
+            returned: HashMap::new(),
+        }
+    }
+
+    /// Reads one stderr line (None at EOF); event lines are checked and kept.
+    async fn read_err(&mut self, deadline: Instant) -> Option<()> {
+        if self.err_done {
+            return None;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = tokio::time::timeout(left, self.err.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("timed out; events so far: {:#?}; other stderr: {:?}", self.events, self.errors))
+            .unwrap();
+        match line {
+            None => {
+                self.err_done = true;
+                None
+            }
+            Some(l) if l.starts_with('{') => {
+                let v: Value = serde_json::from_str(&l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}"));
+                check_event(&v);
+                self.events.push(v);
+                Some(())
+            }
+            Some(l) => {
+                self.errors.push(l);
+                Some(())
+            }
+        }
+    }
+
+    /// Waits for the next event called `name` (after those already returned).
+    async fn event(&mut self, name: &str) -> Value {
+        let deadline = Instant::now() + T;
+        let idx = self.returned.get(name).copied().unwrap_or(0);
+        loop {
+            if let Some(v) = self.events.iter().filter(|e| e["event"] == name).nth(idx) {
+                let v = v.clone();
+                self.returned.insert(name.to_string(), idx + 1);
+                return v;
+            }
+            if self.read_err(deadline).await.is_none() {
+                panic!("no {name:?} event before EOF: {:#?} {:?}", self.events, self.errors);
+            }
+        }
+    }
+
+    /// The next stdout line.
+    async fn line(&mut self) -> String {
+        tokio::time::timeout(T, self.out.next_line())
+            .await
+            .expect("timed out waiting for a stdout line")
+            .unwrap()
+            .expect("stdout closed")
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.id().expect("still running").to_string();
+        let ok = std::process::Command::new("kill").args([sig, &pid]).status().unwrap();
+        assert!(ok.success());
+    }
+
+    /// Waits for the exit (reading the rest of stderr) and returns the exit code.
+    async fn exit(&mut self) -> i32 {
+        let deadline = Instant::now() + T;
+        while self.read_err(deadline).await.is_some() {}
+        let status = tokio::time::timeout(T, self.child.wait()).await.expect("no exit").unwrap();
+        status.code().expect("exited by a signal")
+    }
+
+    fn count(&self, name: &str) -> usize {
+        self.events.iter().filter(|e| e["event"] == name).count()
+    }
+}
+
+/// Checks one event object against the contract: exact key set and types.
+fn check_event(v: &Value) {
+    let o = v.as_object().unwrap_or_else(|| panic!("not an object: {v}"));
+    let name = o["event"].as_str().expect("event is a string");
+    let ts = o["ts"].as_u64().expect("ts is an integer");
+    assert!(ts > 1_600_000_000_000, "ts in Unix ms: {v}");
+    let (required, optional): (&[&str], &[&str]) = match name {
+        "connecting" => (&["attempt", "server"], &[]),
+        "connected" => (&["attempt", "server", "session_present"], &[]),
+        "connect_failed" => (&["attempt", "reason"], &["reason_code"]),
+        "connection_lost" => (&["reason", "initiator"], &["reason_code"]),
+        "reconnecting" => (&["attempt", "delay_ms"], &[]),
+        "resubscribed" => (&["filters"], &[]),
+        "session_lost" => (&["republished"], &[]),
+        "dormant" => (&["attempts"], &[]),
+        "fatal" => (&["reason"], &["reason_code"]),
+        "disconnected" => (&[], &[]),
+        other => panic!("unknown event {other:?}: {v}"),
+    };
+    for k in o.keys() {
+        assert!(
+            k == "event" || k == "ts" || required.contains(&k.as_str()) || optional.contains(&k.as_str()),
+            "unexpected key {k:?} in {v}"
+        );
+    }
+    for k in required {
+        assert!(o.contains_key(*k), "missing {k:?} in {v}");
+    }
+    for (k, val) in o {
+        match k.as_str() {
+            "attempt" => assert!(val.as_u64().is_some_and(|n| n >= 1), "{v}"),
+            // `dormant` after a lost connection with --no-reconnect: no attempt was made.
+            "delay_ms" | "republished" | "attempts" => assert!(val.is_u64(), "{v}"),
+            "server" => assert!(val.as_str().is_some_and(|s| s.starts_with("mqtt")), "{v}"),
+            "session_present" => assert!(val.is_boolean(), "{v}"),
+            "reason" => assert!(val.as_str().is_some_and(|s| !s.is_empty()), "{v}"),
+            "reason_code" => assert!(val.as_u64().is_some_and(|n| n <= 255), "{v}"),
+            "initiator" => assert!(matches!(val.as_str(), Some("local" | "library" | "remote")), "{v}"),
+            "filters" => assert!(val.as_array().is_some_and(|a| a.iter().all(Value::is_string)), "{v}"),
+            _ => {}
+        }
+    }
+}
+
+fn keys(v: &Value) -> Vec<String> {
+    let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+    k.sort();
+    k
+}
+
+fn sorted(k: &[&str]) -> Vec<String> {
+    let mut k: Vec<String> = k.iter().map(|s| s.to_string()).collect();
+    k.sort();
+    k
+}
+
+/// Runs to completion with stdin closed; returns (code, stdout, stderr).
+async fn output(args: &[&str]) -> (i32, String, String) {
+    let out = tokio::time::timeout(
+        T,
+        Command::new(BIN).args(args).stdin(Stdio::null()).kill_on_drop(true).output(),
+    )
+    .await
+    .expect("no exit")
+    .unwrap();
+    (
+        out.status.code().expect("exited by a signal"),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// mosquitto_pub against a private broker.
+fn mosquitto_pub(port: u16, args: &[&str]) {
+    let st = std::process::Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mosquitto_pub {args:?}");
+}
+
+fn port_s(p: u16) -> String {
+    p.to_string()
+}
+
+#[tokio::test]
+async fn usage_errors_exit_2_with_one_line() {
+    let cases: &[&[&str]] = &[
+        &["pub", "--frobnicate"],
+        &["sub", "-t", "a", "-q", "3"],
+        &["pub", "-t", "a"],
+        &["pub", "-t", "a", "-m", "x", "-l"],
+        &["pub", "-t", "a/#", "-m", "x"],
+        &["sub"],
+        &["sub", "-t", "a/#/b"],
+        &["sub", "-t", "a", "-L", "http://127.0.0.1:1"],
+        &["sub", "-t", "a", "-L", "mqtt://alice:s3cr3t@:1883"],
+        &["sub", "-t", "a", "-L", "mqtt://alice:s3cr3t@127.0.0.1:notaport"],
+        &["sub", "-t", "a", "-L", "mqtt://127.0.0.1:1", "-p", "1"],
+        &["sub", "-t", "a", "-V", "4"],
+        &["sub", "-t", "a", "-V", "311", "-x", "10"],
+        &["sub", "-t", "a", "--backoff", "fibonacci"],
+        &["sub", "-t", "a", "--jitter", "lots"],
+        &["sub", "-t", "a", "--backoff", "constant", "--jitter", "full"],
+        &["sub", "-t", "a", "--reconnect-min", "5s", "--reconnect-max", "1s"],
+        &["sub", "-t", "a", "--reconnect-min", "soon"],
+        &["sub", "-t", "a", "-P", "s3cr3t"],
+        &["sub", "-t", "a", "-v", "--json"],
+        &["sub", "-t", "a", "--server", "mqtt://bob:s3cr3t@127.0.0.1:1"],
+        &["pub", "-t", "a", "--rate", "5", "-m", "x"],
+        &["pub", "-t", "a", "-m", "x", "-D", "publish", "colour", "red"],
+        &["pub", "-t", "a", "-m", "x", "-V", "311", "-D", "publish", "content-type", "x"],
+        &["sub", "-t", "a", "--cert", "c.pem"],
+        &["sub", "-t", "a", "--cafile", "ca.pem"],
+        &["sub", "-t", "a", "-V", "311", "-c"],
+    ];
+    // Never the system broker: should a case be accepted, it must not reach 127.0.0.1:1883.
+    let dead = steadfast_chaos::free_port().to_string();
+    for args in cases {
+        let mut args: Vec<&str> = args.to_vec();
+        if !args.iter().any(|a| *a == "-L" || *a == "-p") {
+            args.extend(["-p", &dead, "--no-reconnect"]);
+        }
+        let (code, stdout, stderr) = output(&args).await;
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(stdout.is_empty(), "{args:?}: {stdout}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: one line, got {stderr:?}");
+        assert!(!stderr.contains("s3cr3t"), "{args:?} printed a secret: {stderr}");
+    }
+    let (code, _, stderr) = output(&["sub", "-t", "a", "-L", "http://127.0.0.1:1"]).await;
+    assert_eq!(code, 2);
+    assert!(stderr.contains("URL"), "{stderr}");
+    for cmd in ["pub", "sub"] {
+        let (code, help, _) = output(&[cmd, "--help"]).await;
+        assert_eq!(code, 0);
+        for needle in ["Examples", "--url", "--events", "--max-attempts", "--no-reconnect", "Exit codes"] {
+            assert!(help.contains(needle), "{cmd} --help lacks {needle}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_through_drops_and_restored_subscriptions() {
+    let broker = Mosquitto::start().unwrap();
+    // A retained message shows when the subscription is in place.
+    mosquitto_pub(broker.port(), &["-t", "ev/retained", "-m", "r", "-r"]);
+    let proxy = Proxy::start("127.0.0.1:0".parse().unwrap(), broker.addr()).await.unwrap();
+    let faults = proxy.handle();
+    let pport = port_s(proxy.local_addr().port());
+    let mut args = vec!["sub", "-p", &pport, "-t", "ev/#", "-q", "1", "--events"];
+    args.extend(FAST);
+    let mut sub = Run::start(&args);
+
+    let c = sub.event("connecting").await;
+    assert_eq!(keys(&c), sorted(&["event", "ts", "attempt", "server"]));
+    assert_eq!(c["attempt"], 1);
+    assert_eq!(c["server"], format!("mqtt://127.0.0.1:{pport}"));
+    let c = sub.event("connected").await;
+    assert_eq!(keys(&c), sorted(&["event", "ts", "attempt", "server", "session_present"]));
+    assert_eq!(c["session_present"], false);
+
+    assert_eq!(sub.line().await, "r");
+
+    // A network drop: connection_lost (no code, remote), reconnecting, resubscribed.
+    assert_eq!(faults.reset(), 1);
+    let lost = sub.event("connection_lost").await;
+    assert_eq!(keys(&lost), sorted(&["event", "ts", "reason", "initiator"]));
+    assert_eq!(lost["initiator"], "remote");
+    let r = sub.event("reconnecting").await;
+    assert_eq!(keys(&r), sorted(&["event", "ts", "attempt", "delay_ms"]));
+    let delay = r["delay_ms"].as_u64().unwrap();
+    assert!((50..=200).contains(&delay), "{r}");
+    let rs = sub.event("resubscribed").await;
+    assert_eq!(keys(&rs), sorted(&["event", "ts", "filters"]));
+    assert_eq!(rs["filters"], serde_json::json!(["ev/#"]));
+    assert_eq!(sub.count("connected"), 2);
+    // The restored subscription works (the retained message comes again with it).
+    assert_eq!(sub.line().await, "r");
+
+    // The broker sends DISCONNECT 0x8B: connection_lost carries the reason code.
+    faults.wait_until(T, |s| s.live == 1).await.expect("connected again");
+    assert_eq!(faults.send_disconnect(0x8B), 1);
+    let lost = sub.event("connection_lost").await;
+    assert_eq!(keys(&lost), sorted(&["event", "ts", "reason", "reason_code", "initiator"]));
+    assert_eq!(lost["reason_code"], 0x8B);
+    assert_eq!(lost["initiator"], "remote");
+    assert!(lost["reason"].as_str().unwrap().contains("server shutting down"), "{lost}");
+    sub.event("connected").await;
+
+    // Ctrl-C: a graceful disconnect, the `disconnected` event, exit 0.
+    sub.signal("-INT");
+    let d = sub.event("disconnected").await;
+    assert_eq!(keys(&d), sorted(&["event", "ts"]));
+    assert_eq!(sub.exit().await, 0);
+    proxy.shutdown().await;
+}
+
+/// Runs `sub` until its fatal refusal and checks the events, the line and the exit code.
+async fn expect_refusal(args: &[&str], reason: &str, code: u64) {
+    let mut sub = Run::start(args);
+    let f = sub.event("connect_failed").await;
+    assert_eq!(keys(&f), sorted(&["event", "ts", "attempt", "reason", "reason_code"]));
+    assert_eq!(f["attempt"], 1);
+    assert_eq!(f["reason"], reason, "{args:?}");
+    assert_eq!(f["reason_code"], code, "{args:?}");
+    let fatal = sub.event("fatal").await;
+    assert_eq!(keys(&fatal), sorted(&["event", "ts", "reason", "reason_code"]));
+    assert_eq!(fatal["reason"], reason);
+    assert_eq!(fatal["reason_code"], code);
+    assert_eq!(sub.exit().await, 3, "{args:?}");
+    assert_eq!(sub.errors, vec![format!("steadfast: connection refused: {reason}")]);
+    assert_eq!(sub.count("reconnecting"), 0);
+    for e in &sub.events {
+        assert!(!e.to_string().contains("wrong-pw"), "{e}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_refusals_are_fatal_exit_3() {
+    let broker = Mosquitto::builder().password("alice", "good-pw").start().unwrap();
+    let port = port_s(broker.port());
+    // Mosquitto 2.0 answers a wrong password with "not authorized" (0x87; 3.1.1: 5).
+    for (version, code) in [("5", 0x87), ("311", 5)] {
+        let args = ["sub", "-p", &port, "-V", version, "-t", "x", "-u", "alice", "-P", "wrong-pw", "--events"];
+        expect_refusal(&args, "not authorized", code).await;
+    }
+    // "Bad user name or password" (0x86; 3.1.1: 4), from the fault proxy.
+    let proxy = Proxy::start("127.0.0.1:0".parse().unwrap(), broker.addr()).await.unwrap();
+    let pport = port_s(proxy.local_addr().port());
+    for (version, code) in [("5", 0x86), ("311", 4)] {
+        proxy.handle().reject_next_connects(1, 0x86);
+        let args = ["sub", "-p", &pport, "-V", version, "-t", "x", "-u", "alice", "-P", "wrong-pw", "--events"];
+        expect_refusal(&args, "bad user name or password", code).await;
+    }
+    // Through the URL, without --events: one line, no secret.
+    proxy.handle().reject_next_connects(1, 0x86);
+    let url = format!("mqtt://alice:wrong-pw@127.0.0.1:{pport}");
+    let (code, _, stderr) = output(&["pub", "-L", &url, "-t", "x", "-m", "y"]).await;
+    assert_eq!(code, 3);
+    assert_eq!(stderr, "steadfast: connection refused: bad user name or password\n");
+    // The right password works.
+    let url = format!("mqtt://alice:good-pw@127.0.0.1:{port}");
+    let (code, _, stderr) = output(&["pub", "-L", &url, "-t", "x", "-m", "y", "-q", "1"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_attempts_goes_dormant_exit_4_and_no_reconnect_exits_1() {
+    // Nothing listens on this port.
+    let dead = steadfast_chaos::free_port().to_string();
+    let mut args = vec!["pub", "-p", &dead, "-t", "x", "-m", "y", "-q", "1", "--events", "--max-attempts", "3"];
+    args.extend(FAST);
+    let mut p = Run::start(&args);
+    let d = p.event("dormant").await;
+    assert_eq!(keys(&d), sorted(&["event", "ts", "attempts"]));
+    assert_eq!(d["attempts"], 3);
+    assert_eq!(p.exit().await, 4);
+    assert_eq!(p.count("connect_failed"), 3);
+    assert_eq!(p.count("reconnecting"), 2);
+    let f = &p.events.iter().find(|e| e["event"] == "connect_failed").unwrap();
+    assert_eq!(keys(f), sorted(&["event", "ts", "attempt", "reason"]));
+    assert_eq!(p.errors.len(), 1, "{:?}", p.errors);
+    assert!(p.errors[0].starts_with("steadfast: gave up after 3 attempts"), "{:?}", p.errors);
+
+    // --no-reconnect: the first failure ends it.
+    let (code, _, stderr) = output(&["sub", "-p", &dead, "-t", "x", "--no-reconnect"]).await;
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("steadfast: connection failed"), "{stderr}");
+
+    // --no-reconnect: the first loss ends it too.
+    let broker = Mosquitto::start().unwrap();
+    let proxy = Proxy::start("127.0.0.1:0".parse().unwrap(), broker.addr()).await.unwrap();
+    let pport = port_s(proxy.local_addr().port());
+    let mut sub = Run::start(&["sub", "-p", &pport, "-t", "x", "--no-reconnect", "--events"]);
+    sub.event("connected").await;
+    proxy.handle().wait_until(T, |s| s.live == 1).await.unwrap();
+    proxy.handle().reset();
+    sub.event("connection_lost").await;
+    assert_eq!(sub.exit().await, 1);
+    assert_eq!(sub.count("connecting"), 1);
+    assert!(sub.errors.iter().any(|l| l.starts_with("steadfast: connection lost")), "{:?}", sub.errors);
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sub_output_formats() {
+    let broker = Mosquitto::start().unwrap();
+    let port = broker.port();
+    let ps = port_s(port);
+    // Retained messages arrive right after the SUBACK, so no race with the subscription.
+    mosquitto_pub(port, &["-t", "f/a", "-m", "one", "-r"]);
+    mosquitto_pub(port, &["-t", "f/b", "-m", "two", "-r"]);
+    mosquitto_pub(port, &["-t", "g/c", "-m", "three", "-r"]);
+    mosquitto_pub(port, &["-t", "h/d", "-m", "not subscribed", "-r"]);
+
+    // Default: one payload per line; -t repeatable; -C 3 exits 0.
+    let (code, out, err) = output(&["sub", "-p", &ps, "-t", "f/#", "-t", "g/+", "-C", "3"]).await;
+    assert_eq!(code, 0, "{err}");
+    let mut lines: Vec<&str> = out.lines().collect();
+    lines.sort();
+    assert_eq!(lines, ["one", "three", "two"]);
+    assert!(err.is_empty(), "{err}");
+
+    // -v: "topic payload".
+    let (code, out, _) = output(&["sub", "-p", &ps, "-t", "f/a", "-v", "-C", "1"]).await;
+    assert_eq!(code, 0);
+    assert_eq!(out, "f/a one\n");
+
+    // --json, field by field; then a live message with MQTT 5 properties, then bytes that
+    // are not UTF-8.
+    let mut sub = Run::start(&["sub", "-p", &ps, "-t", "f/a", "-t", "j/#", "--json", "-q", "2", "-C", "4"]);
+    let retained: Value = serde_json::from_str(&sub.line().await).unwrap();
+    assert_eq!(
+        retained,
+        serde_json::json!({"topic": "f/a", "qos": 0, "retain": true, "dup": false, "payload": "one"})
+    );
+    mosquitto_pub(
+        port,
+        &[
+            "-t", "j/props", "-m", "{\"on\":true}", "-q", "2",
+            "-D", "publish", "content-type", "application/json",
+            "-D", "publish", "user-property", "origin", "test",
+            "-D", "publish", "user-property", "origin", "again",
+            "-D", "publish", "response-topic", "j/reply",
+            "-D", "publish", "correlation-data", "abc",
+            "-D", "publish", "message-expiry-interval", "300",
+            "-D", "publish", "payload-format-indicator", "1",
+        ],
+    );
+    let m: Value = serde_json::from_str(&sub.line().await).unwrap();
+    assert_eq!(keys(&m), sorted(&["topic", "qos", "retain", "dup", "payload", "properties"]));
+    assert_eq!(m["topic"], "j/props");
+    assert_eq!(m["qos"], 2);
+    assert_eq!(m["retain"], false);
+    assert_eq!(m["dup"], false);
+    assert_eq!(m["payload"], "{\"on\":true}");
+    let p = &m["properties"];
+    assert_eq!(p["content_type"], "application/json");
+    assert_eq!(p["user_properties"], serde_json::json!([["origin", "test"], ["origin", "again"]]));
+    assert_eq!(p["response_topic"], "j/reply");
+    assert_eq!(p["correlation_data"], "YWJj"); // base64 of "abc"
+    assert_eq!(p["payload_format_indicator"], 1);
+    let expiry = p["message_expiry_interval"].as_u64().unwrap();
+    assert!((290..=300).contains(&expiry), "{p}");
+    assert_eq!(
+        keys(p),
+        sorted(&["content_type", "user_properties", "response_topic", "correlation_data",
+                 "payload_format_indicator", "message_expiry_interval"])
+    );
+
+    // Bytes that are not UTF-8: payload_b64 instead of payload. (steadfast pub -f sends them.)
+    let file = std::env::temp_dir().join(format!("steadfast-bin-{}", std::process::id()));
+    std::fs::write(&file, [0xff, 0xfe, 0x00, 0x41]).unwrap();
+    let (code, _, err) = output(&["pub", "-p", &ps, "-t", "j/bin", "-f", file.to_str().unwrap(), "-q", "1"]).await;
+    std::fs::remove_file(&file).ok();
+    assert_eq!(code, 0, "{err}");
+    let b: Value = serde_json::from_str(&sub.line().await).unwrap();
+    assert_eq!(
+        b,
+        serde_json::json!({"topic": "j/bin", "qos": 1, "retain": false, "dup": false, "payload_b64": "//4AQQ=="})
+    );
+
+    // steadfast pub -D sets properties too.
+    let (code, _, err) = output(&[
+        "pub", "-p", &ps, "-t", "j/own", "-m", "x", "-q", "1",
+        "-D", "publish", "user-property", "k", "v", "-D", "publish", "content-type", "text/plain",
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let o: Value = serde_json::from_str(&sub.line().await).unwrap();
+    assert_eq!(o["properties"], serde_json::json!({"content_type": "text/plain", "user_properties": [["k", "v"]]}));
+    assert_eq!(sub.exit().await, 0);
+
+    // -W: exits 0 after SECS without a message (the retained one resets the clock once).
+    let started = Instant::now();
+    let (code, out, _) = output(&["sub", "-p", &ps, "-t", "f/a", "-W", "1"]).await;
+    assert_eq!(code, 0);
+    assert_eq!(out, "one\n");
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(10), "{took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pub_lines_lose_nothing_through_outages() {
+    const N: usize = 2000;
+    let broker = Mosquitto::start().unwrap();
+    let proxy = Proxy::start("127.0.0.1:0".parse().unwrap(), broker.addr()).await.unwrap();
+    let faults = proxy.handle();
+    let pport = port_s(proxy.local_addr().port());
+
+    // The reference subscriber: mosquitto_sub straight to the broker. -d prints "...SUBACK".
+    let mut reference = Command::new("stdbuf")
+        .args(["-oL", "mosquitto_sub", "-h", "127.0.0.1", "-p", &port_s(broker.port()), "-t", "load", "-q", "1", "-d"])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut ref_out = BufReader::new(reference.stdout.take().unwrap()).lines();
+    loop {
+        let l = tokio::time::timeout(T, ref_out.next_line()).await.unwrap().unwrap().unwrap();
+        if l.contains("SUBACK") {
+            break;
+        }
+    }
+
+    let mut args = vec!["pub", "-p", &pport, "-t", "load", "-l", "-q", "1", "--events"];
+    args.extend(FAST);
+    let mut publisher = Run::start(&args);
+    publisher.event("connected").await;
+    faults.wait_until(T, |s| s.live == 1).await.unwrap();
+    let mut stdin = publisher.stdin.take().unwrap();
+    let mut outages = 0;
+    for chunk in 0..20 {
+        let mut text = String::new();
+        for i in chunk * 100..(chunk + 1) * 100 {
+            text.push_str(&format!("L{i:05}\n"));
+        }
+        stdin.write_all(text.as_bytes()).await.unwrap();
+        stdin.flush().await.unwrap();
+        match chunk % 4 {
+            1 => {
+                // Drop the link and keep it down for a moment; the next chunks are written
+                // while it is down.
+                faults.refuse(Some(Duration::from_millis(300)));
+                faults.reset();
+                publisher.event("connection_lost").await;
+                outages += 1;
+            }
+            3 => {
+                publisher.event("connected").await;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    drop(stdin); // EOF
+    let code = publisher.exit().await;
+    assert_eq!(code, 0, "{:?}", publisher.errors);
+    assert!(publisher.errors.is_empty(), "{:?}", publisher.errors);
+    assert_eq!(publisher.count("connection_lost"), outages, "{:#?}", publisher.events);
+    assert!(outages >= 5);
+    assert_eq!(publisher.count("disconnected"), 1);
+
+    // Everything arrived (QoS 1: duplicates are allowed, losses are not).
+    let mut got = HashSet::new();
+    let deadline = Instant::now() + T;
+    while got.len() < N {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let l = match tokio::time::timeout(left, ref_out.next_line()).await {
+            Ok(Ok(Some(l))) => l,
+            _ => break,
+        };
+        if l.starts_with('L') {
+            got.insert(l);
+        }
+    }
+    let missing: Vec<String> =
+        (0..N).map(|i| format!("L{i:05}")).filter(|l| !got.contains(l)).take(10).collect();
+    assert!(missing.is_empty(), "{} of {N} missing, e.g. {missing:?}", N - got.len());
+    reference.kill().await.ok();
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_stops_pub_lines_gracefully() {
+    let broker = Mosquitto::start().unwrap();
+    let ps = port_s(broker.port());
+    let mut reference = Run::start(&["sub", "-p", &ps, "-t", "s", "-q", "1", "--events"]);
+    reference.event("connected").await;
+    let mut publisher = Run::start(&["pub", "-p", &ps, "-t", "s", "-l", "-q", "1", "--events"]);
+    publisher.event("connected").await;
+    let stdin = publisher.stdin.as_mut().unwrap();
+    // Repeat until the reference sees one (its SUBACK may still be on its way).
+    let deadline = Instant::now() + T;
+    loop {
+        stdin.write_all(b"hello\n").await.unwrap();
+        stdin.flush().await.unwrap();
+        if let Ok(Ok(Some(l))) = tokio::time::timeout(Duration::from_millis(300), reference.out.next_line()).await {
+            assert_eq!(l, "hello");
+            break;
+        }
+        assert!(Instant::now() < deadline, "nothing arrived");
+    }
+    // stdin stays open: only the signal ends it.
+    publisher.signal("-INT");
+    publisher.event("disconnected").await;
+    assert_eq!(publisher.exit().await, 0, "{:?}", publisher.errors);
+    reference.signal("-TERM");
+    reference.event("disconnected").await;
+    assert_eq!(reference.exit().await, 0);
+}

@@ -1,0 +1,838 @@
+//! TLS over TCP (`mqtts://`, `ssl://`, and under `wss://`) with rustls and its ring provider.
+//!
+//! Certificate problems become [`TransportError::TlsFatal`] (never retried) with a message
+//! that names the problem: `certificate expired`, `unknown issuer`, `name mismatch`, ...; a
+//! server that requires a client certificate we do not have, or refuses ours, is fatal too.
+//! Any other handshake failure is [`TransportError::Tls`] and retried like an I/O error.
+
+use std::fmt;
+use std::future::poll_fn;
+use std::io;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Once};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{
+    ClientSessionMemoryCache, ClientSessionStore, ResolvesClientCert, Resumption,
+    Tls12ClientSessionValue, Tls13ClientSessionValue,
+};
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::sign::CertifiedKey;
+use rustls::{
+    AlertDescription, CertificateError, ClientConfig, DigitallySignedStruct, InconsistentKeys,
+    NamedGroup, RootCertStore, SignatureScheme,
+};
+use steadfast_proto::TransportError;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+use super::BoxTransport;
+
+/// After a TLS 1.3 handshake in which the server asked for a client certificate, how long to
+/// wait for its verdict (a session ticket means accepted, an alert means refused) before
+/// going on. TLS 1.3 servers check the client certificate after the client has finished.
+const CLIENT_AUTH_VERDICT_WAIT: Duration = Duration::from_secs(1);
+
+/// TLS sessions remembered for resumption, per connector.
+const SESSION_CACHE: usize = 32;
+
+/// The text printed (once per process) when certificate verification is turned off.
+pub(crate) const INSECURE_WARNING: &str = "WARNING: TLS certificate verification is disabled \
+     (danger_accept_invalid_certs): the connection is encrypted, but the server is not authenticated";
+
+/// A TLS setting that cannot be used: an unreadable or empty CA file, a key that does not
+/// match its certificate, an invalid server name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfigError(pub String);
+
+impl fmt::Display for TlsConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for TlsConfigError {}
+
+/// PEM data, from a file (read when the connector is built) or given inline.
+#[derive(Clone)]
+enum PemSource {
+    File(PathBuf),
+    Inline(Arc<[u8]>),
+}
+
+impl PemSource {
+    fn load(&self, what: &str) -> Result<Vec<u8>, TlsConfigError> {
+        match self {
+            PemSource::File(p) => std::fs::read(p)
+                .map_err(|e| TlsConfigError(format!("cannot read {what} {}: {e}", p.display()))),
+            PemSource::Inline(b) => Ok(b.to_vec()),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            PemSource::File(p) => p.display().to_string(),
+            PemSource::Inline(b) => format!("<{} bytes of PEM>", b.len()),
+        }
+    }
+}
+
+/// TLS settings for `mqtts://`, `ssl://` and `wss://` servers.
+///
+/// By default the server is verified against the operating system's root certificates, the
+/// TLS server name (SNI) is the URL's host, no client certificate is sent and no ALPN
+/// protocol is offered. Set it on the builder with [`ClientBuilder::tls`](crate::ClientBuilder::tls)
+/// or the single setters ([`ca_file`](crate::ClientBuilder::ca_file), ...), or give it to
+/// [`DefaultConnector::with_tls`](super::DefaultConnector::with_tls).
+///
+/// `Debug` shows file paths but never key material.
+///
+/// ```
+/// use steadfast::transport::TlsOptions;
+///
+/// let tls = TlsOptions::new()
+///     .ca_file("/etc/mqtt/ca.pem")
+///     .client_cert_files("/etc/mqtt/client.pem", "/etc/mqtt/client.key")
+///     .alpn_protocols(["mqtt"]);
+/// assert!(!tls.uses_system_roots());
+/// ```
+#[derive(Clone, Default)]
+pub struct TlsOptions {
+    ca: Vec<PemSource>,
+    client_cert: Option<(PemSource, PemSource)>,
+    accept_invalid_certs: bool,
+    server_name: Option<String>,
+    alpn: Vec<Vec<u8>>,
+}
+
+impl fmt::Debug for TlsOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let roots: Vec<String> = if self.ca.is_empty() {
+            vec!["<system roots>".into()]
+        } else {
+            self.ca.iter().map(PemSource::describe).collect()
+        };
+        let cert = self.client_cert.as_ref().map(|(c, k)| {
+            let key = match k {
+                PemSource::File(p) => p.display().to_string(),
+                PemSource::Inline(_) => "<redacted>".into(),
+            };
+            (c.describe(), key)
+        });
+        let alpn: Vec<String> = self
+            .alpn
+            .iter()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect();
+        f.debug_struct("TlsOptions")
+            .field("roots", &roots)
+            .field("client_cert_and_key", &cert)
+            .field("accept_invalid_certs", &self.accept_invalid_certs)
+            .field("server_name", &self.server_name)
+            .field("alpn", &alpn)
+            .finish()
+    }
+}
+
+impl TlsOptions {
+    /// The defaults: system roots, full verification, SNI from the URL, no client certificate.
+    pub fn new() -> Self {
+        TlsOptions::default()
+    }
+
+    /// Trusts the CA certificates in this PEM file (repeatable). Once any CA is given, the
+    /// system roots are no longer used, like `mosquitto_sub --cafile`.
+    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca.push(PemSource::File(path.into()));
+        self
+    }
+
+    /// Trusts the CA certificates in this PEM text (repeatable); see [`ca_file`](Self::ca_file).
+    pub fn ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.ca.push(PemSource::Inline(pem.into().into()));
+        self
+    }
+
+    /// Mutual TLS: the client certificate chain and its private key (PKCS#8, PKCS#1 or SEC1),
+    /// as PEM files. Encrypted keys are not supported.
+    pub fn client_cert_files(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.client_cert = Some((PemSource::File(cert.into()), PemSource::File(key.into())));
+        self
+    }
+
+    /// Mutual TLS with the certificate chain and key given as PEM text.
+    pub fn client_cert_pem(mut self, cert: impl Into<Vec<u8>>, key: impl Into<Vec<u8>>) -> Self {
+        self.client_cert = Some((
+            PemSource::Inline(cert.into().into()),
+            PemSource::Inline(key.into().into()),
+        ));
+        self
+    }
+
+    /// Accepts any server certificate: expired, self-signed, for another name. The connection
+    /// is still encrypted but anyone in the path can impersonate the broker. For tests only;
+    /// turning it on prints `WARNING: TLS certificate verification is disabled` to stderr
+    /// (once per process) when the connector is built.
+    pub fn danger_accept_invalid_certs(mut self, on: bool) -> Self {
+        self.accept_invalid_certs = on;
+        self
+    }
+
+    /// The name sent as SNI and checked against the certificate, instead of the URL's host
+    /// (for example when connecting by IP address to a broker whose certificate names a host).
+    pub fn server_name(mut self, name: impl Into<String>) -> Self {
+        self.server_name = Some(name.into());
+        self
+    }
+
+    /// ALPN protocols to offer, most preferred first (for example `["mqtt"]` for brokers that
+    /// share port 443 with HTTPS, or `["http/1.1"]` for `wss://` behind some proxies).
+    pub fn alpn_protocols<I, P>(mut self, protocols: I) -> Self
+    where
+        I: IntoIterator<Item = P>,
+        P: Into<Vec<u8>>,
+    {
+        self.alpn = protocols.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// True when the server is verified against the operating system's roots (no CA given).
+    pub fn uses_system_roots(&self) -> bool {
+        self.ca.is_empty() && !self.accept_invalid_certs
+    }
+
+    /// True when certificate verification is turned off.
+    pub fn accepts_invalid_certs(&self) -> bool {
+        self.accept_invalid_certs
+    }
+
+    /// True when a client certificate is configured (mutual TLS).
+    pub fn has_client_cert(&self) -> bool {
+        self.client_cert.is_some()
+    }
+}
+
+fn parse_certs(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, TlsConfigError> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsConfigError(format!("bad PEM in {what}: {e}")))?;
+    if certs.is_empty() {
+        return Err(TlsConfigError(format!("no certificate found in {what}")));
+    }
+    Ok(certs)
+}
+
+/// Everything a TLS connect needs, built once per connector.
+pub(crate) struct TlsContext {
+    /// The shared configuration; each connect clones it to watch its own client-auth outcome.
+    config: Arc<ClientConfig>,
+    identity: Option<Arc<CertifiedKey>>,
+    sessions: Arc<dyn ClientSessionStore>,
+    server_name: Option<ServerName<'static>>,
+    /// What the server is verified against, for messages ("CA file /x/ca.pem").
+    trust: String,
+}
+
+impl TlsContext {
+    pub(crate) fn new(options: &TlsOptions) -> Result<TlsContext, TlsConfigError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsConfigError(format!("TLS setup: {e}")))?;
+        let (builder, trust) = if options.accept_invalid_certs {
+            static WARN: Once = Once::new();
+            WARN.call_once(|| eprintln!("{INSECURE_WARNING}"));
+            let verifier = Arc::new(AcceptAnyCert(provider.clone()));
+            (
+                builder
+                    .dangerous()
+                    .with_custom_certificate_verifier(verifier),
+                "nothing (verification is off)".to_string(),
+            )
+        } else {
+            let (roots, trust) = load_roots(&options.ca)?;
+            (builder.with_root_certificates(roots), trust)
+        };
+        let mut config = builder.with_no_client_auth();
+        config.alpn_protocols = options.alpn.clone();
+
+        let identity = match &options.client_cert {
+            None => None,
+            Some((cert, key)) => {
+                let what = format!("client certificate {}", cert.describe());
+                let chain = parse_certs(&cert.load("client certificate")?, &what)?;
+                let key_pem = key.load("client key")?;
+                let key_what = match key {
+                    PemSource::File(p) => format!("client key {}", p.display()),
+                    PemSource::Inline(_) => "the client key".to_string(),
+                };
+                let key_der = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
+                    TlsConfigError(format!(
+                        "no usable private key in {key_what} ({e}; PKCS#8, PKCS#1 and SEC1 PEM are supported, encrypted keys are not)"
+                    ))
+                })?;
+                let signing = provider
+                    .key_provider
+                    .load_private_key(key_der)
+                    .map_err(|e| TlsConfigError(format!("cannot use {key_what}: {e}")))?;
+                let certified = CertifiedKey::new(chain, signing);
+                if let Err(rustls::Error::InconsistentKeys(InconsistentKeys::KeyMismatch)) =
+                    certified.keys_match()
+                {
+                    return Err(TlsConfigError(format!("{key_what} does not match {what}")));
+                }
+                Some(Arc::new(certified))
+            }
+        };
+        let server_name = match &options.server_name {
+            None => None,
+            Some(n) => Some(
+                ServerName::try_from(n.clone())
+                    .map_err(|e| TlsConfigError(format!("bad TLS server name {n:?}: {e}")))?,
+            ),
+        };
+        Ok(TlsContext {
+            config: Arc::new(config),
+            identity,
+            sessions: Arc::new(ClientSessionMemoryCache::new(SESSION_CACHE)),
+            server_name,
+            trust,
+        })
+    }
+
+    /// TCP, then the TLS handshake, then (TLS 1.3 with client authentication) the server's
+    /// verdict on our certificate.
+    pub(crate) async fn connect(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> Result<BoxTransport, TransportError> {
+        let name = match &self.server_name {
+            Some(n) => n.clone(),
+            None => ServerName::try_from(host.to_string()).map_err(|e| {
+                TransportError::TlsFatal(format!(
+                    "{host:?} cannot be used as a TLS server name: {e}"
+                ))
+            })?,
+        };
+        let tcp = super::tcp::connect_tcp(host, port).await?;
+        let probe = Arc::new(ClientAuthProbe::default());
+        let mut config = (*self.config).clone();
+        config.client_auth_cert_resolver = Arc::new(IdentityResolver {
+            identity: self.identity.clone(),
+            probe: probe.clone(),
+        });
+        config.resumption = Resumption::store(Arc::new(TicketWatch {
+            inner: self.sessions.clone(),
+            probe: probe.clone(),
+        }));
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let stream = connector
+            .connect(name.clone(), tcp)
+            .await
+            .map_err(|e| self.map_error(&e, &name, &probe))?;
+        let tls13 = stream.get_ref().1.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3);
+        if probe.requested.load(Ordering::Relaxed) && tls13 {
+            return self.await_client_auth_verdict(stream, &name, &probe).await;
+        }
+        Ok(Box::new(stream))
+    }
+
+    /// In TLS 1.3 the client's handshake is done before the server has checked the client
+    /// certificate: a refusal arrives as an alert afterwards. Wait briefly for it (or for a
+    /// session ticket, which only an accepting server sends) so that a refusal is reported as
+    /// fatal instead of as a lost connection that would be retried forever.
+    async fn await_client_auth_verdict(
+        &self,
+        mut stream: TlsStream<TcpStream>,
+        name: &ServerName<'static>,
+        probe: &ClientAuthProbe,
+    ) -> Result<BoxTransport, TransportError> {
+        enum Verdict {
+            Accepted,
+            Data(usize),
+            Eof,
+            Failed(io::Error),
+        }
+        let mut buf = vec![0u8; 4096];
+        let verdict = {
+            let read = poll_fn(|cx| {
+                let mut rb = ReadBuf::new(&mut buf);
+                match Pin::new(&mut stream).poll_read(cx, &mut rb) {
+                    Poll::Ready(Ok(())) if rb.filled().is_empty() => Poll::Ready(Verdict::Eof),
+                    Poll::Ready(Ok(())) => Poll::Ready(Verdict::Data(rb.filled().len())),
+                    Poll::Ready(Err(e)) => Poll::Ready(Verdict::Failed(e)),
+                    Poll::Pending if probe.ticket.load(Ordering::Relaxed) => {
+                        Poll::Ready(Verdict::Accepted)
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            });
+            tokio::time::timeout(CLIENT_AUTH_VERDICT_WAIT, read)
+                .await
+                .unwrap_or(Verdict::Accepted)
+        };
+        match verdict {
+            Verdict::Accepted => Ok(Box::new(stream)),
+            Verdict::Data(n) => {
+                buf.truncate(n);
+                Ok(Box::new(Prefixed { prefix: buf, pos: 0, inner: stream }))
+            }
+            Verdict::Eof => Err(TransportError::Tls(format!(
+                "{} closed the connection right after the TLS handshake, in which it asked for a client certificate{}",
+                name_str(name),
+                if self.identity.is_some() { "" } else { " (none is configured)" }
+            ))),
+            Verdict::Failed(e) => Err(self.map_error(&e, name, probe)),
+        }
+    }
+
+    fn map_error(
+        &self,
+        e: &io::Error,
+        name: &ServerName<'_>,
+        probe: &ClientAuthProbe,
+    ) -> TransportError {
+        let host = name_str(name);
+        let Some(err) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) else {
+            return TransportError::Tls(format!("TLS handshake with {host} failed: {e}"));
+        };
+        match err {
+            rustls::Error::InvalidCertificate(ce) => {
+                TransportError::TlsFatal(describe_certificate_error(ce, &host, &self.trust))
+            }
+            rustls::Error::NoCertificatesPresented => TransportError::TlsFatal(format!(
+                "no certificate: {host} presented no server certificate"
+            )),
+            rustls::Error::AlertReceived(alert) => classify_alert(
+                *alert,
+                &host,
+                probe.requested.load(Ordering::Relaxed),
+                self.identity.is_some(),
+            ),
+            other => TransportError::Tls(format!("TLS handshake with {host} failed: {other}")),
+        }
+    }
+}
+
+fn load_roots(ca: &[PemSource]) -> Result<(RootCertStore, String), TlsConfigError> {
+    let mut roots = RootCertStore::empty();
+    if ca.is_empty() {
+        let found = rustls_native_certs::load_native_certs();
+        let (added, _unparsable) = roots.add_parsable_certificates(found.certs);
+        if added == 0 {
+            let why: Vec<String> = found.errors.iter().map(|e| e.to_string()).collect();
+            return Err(TlsConfigError(format!(
+                "no usable system root certificates found{}; give a CA file",
+                if why.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", why.join("; "))
+                }
+            )));
+        }
+        return Ok((roots, "the system root certificates".into()));
+    }
+    let mut names = Vec::new();
+    for src in ca {
+        let what = format!("CA file {}", src.describe());
+        for cert in parse_certs(&src.load("CA file")?, &what)? {
+            roots
+                .add(cert)
+                .map_err(|e| TlsConfigError(format!("unusable CA certificate in {what}: {e}")))?;
+        }
+        names.push(what);
+    }
+    Ok((roots, names.join(", ")))
+}
+
+/// The host a server name stands for, as text.
+fn name_str(name: &ServerName<'_>) -> String {
+    match name {
+        ServerName::DnsName(d) => d.as_ref().to_string(),
+        ServerName::IpAddress(ip) => std::net::IpAddr::from(*ip).to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// A precise message for a rejected server certificate. It starts with the kind of problem
+/// (`certificate expired`, `unknown issuer`, `name mismatch`, ...).
+fn describe_certificate_error(e: &CertificateError, host: &str, trust: &str) -> String {
+    match e {
+        CertificateError::Expired => format!("certificate expired: the certificate of {host} has expired"),
+        CertificateError::ExpiredContext { time, not_after } => format!(
+            "certificate expired: the certificate of {host} was valid until {}; it is now {}",
+            utc(not_after),
+            utc(time)
+        ),
+        CertificateError::NotValidYet => {
+            format!("certificate not yet valid: the certificate of {host} is not valid yet")
+        }
+        CertificateError::NotValidYetContext { time, not_before } => format!(
+            "certificate not yet valid: the certificate of {host} is valid from {}; it is now {}",
+            utc(not_before),
+            utc(time)
+        ),
+        CertificateError::UnknownIssuer => format!(
+            "unknown issuer: the certificate of {host} is not signed by a trusted authority (trusted: {trust})"
+        ),
+        CertificateError::NotValidForName => {
+            format!("name mismatch: the server certificate is not valid for {host}")
+        }
+        CertificateError::NotValidForNameContext { expected, presented } => format!(
+            "name mismatch: the server certificate is not valid for {} (it is valid for {})",
+            name_str(expected),
+            if presented.is_empty() {
+                "no name".to_string()
+            } else {
+                // rustls gives `DnsName("a.example")`; keep the name.
+                presented.iter().map(|p| p.split('"').nth(1).unwrap_or(p)).collect::<Vec<_>>().join(", ")
+            }
+        ),
+        CertificateError::Revoked => format!("certificate revoked: the certificate of {host} is revoked"),
+        CertificateError::BadSignature => {
+            format!("bad signature: the certificate of {host} has an invalid signature")
+        }
+        CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
+            format!("invalid purpose: the certificate of {host} is not valid for TLS server authentication")
+        }
+        CertificateError::BadEncoding => format!("bad certificate: the certificate of {host} is malformed"),
+        other => format!(
+            "certificate rejected: the certificate of {host}: {}",
+            rustls::Error::InvalidCertificate(other.clone())
+        ),
+    }
+}
+
+/// A fatal alert from the server during the handshake (or right after it, in TLS 1.3).
+fn classify_alert(
+    alert: AlertDescription,
+    host: &str,
+    cert_requested: bool,
+    have_cert: bool,
+) -> TransportError {
+    use AlertDescription as A;
+    let about_client_cert = matches!(
+        alert,
+        A::CertificateRequired
+            | A::BadCertificate
+            | A::UnsupportedCertificate
+            | A::CertificateRevoked
+            | A::CertificateExpired
+            | A::CertificateUnknown
+            | A::UnknownCA
+            | A::AccessDenied
+    ) || (alert == A::HandshakeFailure && cert_requested);
+    if alert == A::CertificateRequired || (about_client_cert && cert_requested && !have_cert) {
+        return TransportError::TlsFatal(format!(
+            "client certificate required: {host} requires a client certificate (mutual TLS) and none is configured (alert: {alert:?})"
+        ));
+    }
+    if about_client_cert && cert_requested {
+        return TransportError::TlsFatal(format!(
+            "client certificate rejected: {host} refused our client certificate (alert: {alert:?})"
+        ));
+    }
+    TransportError::Tls(format!(
+        "{host} aborted the TLS handshake (alert: {alert:?})"
+    ))
+}
+
+/// `YYYY-MM-DD hh:mm:ss UTC`.
+fn utc(t: &UnixTime) -> String {
+    let secs = t.as_secs();
+    let (y, m, d) = civil_from_days(i64::try_from(secs / 86_400).unwrap_or(i64::MAX / 2));
+    let rem = secs % 86_400;
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (H. Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (
+        y,
+        u32::try_from(m).unwrap_or(1),
+        u32::try_from(d).unwrap_or(1),
+    )
+}
+
+/// What one handshake learned about client authentication.
+#[derive(Debug, Default)]
+struct ClientAuthProbe {
+    /// The server sent a CertificateRequest.
+    requested: AtomicBool,
+    /// The server sent a TLS 1.3 session ticket (it accepted the handshake).
+    ticket: AtomicBool,
+}
+
+/// Hands out the configured client certificate and notes that the server asked for one.
+struct IdentityResolver {
+    identity: Option<Arc<CertifiedKey>>,
+    probe: Arc<ClientAuthProbe>,
+}
+
+impl fmt::Debug for IdentityResolver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IdentityResolver")
+            .field("has_cert", &self.identity.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ResolvesClientCert for IdentityResolver {
+    fn resolve(
+        &self,
+        _root_hints: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        self.probe.requested.store(true, Ordering::Relaxed);
+        self.identity.clone()
+    }
+
+    fn has_certs(&self) -> bool {
+        self.identity.is_some()
+    }
+}
+
+/// The connector's session cache, noting when this connection receives a TLS 1.3 ticket.
+#[derive(Debug)]
+struct TicketWatch {
+    inner: Arc<dyn ClientSessionStore>,
+    probe: Arc<ClientAuthProbe>,
+}
+
+impl ClientSessionStore for TicketWatch {
+    fn set_kx_hint(&self, server_name: ServerName<'static>, group: NamedGroup) {
+        self.inner.set_kx_hint(server_name, group)
+    }
+
+    fn kx_hint(&self, server_name: &ServerName<'_>) -> Option<NamedGroup> {
+        self.inner.kx_hint(server_name)
+    }
+
+    fn set_tls12_session(&self, server_name: ServerName<'static>, value: Tls12ClientSessionValue) {
+        self.inner.set_tls12_session(server_name, value)
+    }
+
+    fn tls12_session(&self, server_name: &ServerName<'_>) -> Option<Tls12ClientSessionValue> {
+        self.inner.tls12_session(server_name)
+    }
+
+    fn remove_tls12_session(&self, server_name: &ServerName<'static>) {
+        self.inner.remove_tls12_session(server_name)
+    }
+
+    fn insert_tls13_ticket(
+        &self,
+        server_name: ServerName<'static>,
+        value: Tls13ClientSessionValue,
+    ) {
+        self.probe.ticket.store(true, Ordering::Relaxed);
+        self.inner.insert_tls13_ticket(server_name, value)
+    }
+
+    fn take_tls13_ticket(
+        &self,
+        server_name: &ServerName<'static>,
+    ) -> Option<Tls13ClientSessionValue> {
+        self.inner.take_tls13_ticket(server_name)
+    }
+}
+
+/// `danger_accept_invalid_certs`: any certificate is accepted, but handshake signatures are
+/// still checked (the peer must hold the key of the certificate it sent).
+#[derive(Debug)]
+struct AcceptAnyCert(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAnyCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A stream with bytes already read from it put back in front.
+struct Prefixed<S> {
+    prefix: Vec<u8>,
+    pos: usize,
+    inner: S,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.pos < self.prefix.len() {
+            let n = (self.prefix.len() - self.pos).min(buf.remaining());
+            let from = self.pos;
+            buf.put_slice(&self.prefix[from..from + n]);
+            self.pos += n;
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_are_utc() {
+        assert_eq!(
+            utc(&UnixTime::since_unix_epoch(Duration::ZERO)),
+            "1970-01-01 00:00:00 UTC"
+        );
+        assert_eq!(
+            utc(&UnixTime::since_unix_epoch(Duration::from_secs(
+                951_782_400 + 3661
+            ))),
+            "2000-02-29 01:01:01 UTC"
+        );
+        assert_eq!(
+            utc(&UnixTime::since_unix_epoch(Duration::from_secs(
+                1_767_225_599
+            ))),
+            "2025-12-31 23:59:59 UTC"
+        );
+    }
+
+    #[test]
+    fn debug_never_shows_key_material() {
+        let o = TlsOptions::new().client_cert_pem(
+            "-----BEGIN CERTIFICATE-----",
+            "-----BEGIN PRIVATE KEY-----SECRETKEY",
+        );
+        let s = format!("{o:?}");
+        assert!(!s.contains("SECRETKEY"), "{s}");
+        assert!(s.contains("<redacted>"), "{s}");
+        assert!(s.contains("system roots"), "{s}");
+    }
+
+    #[test]
+    fn bad_files_fail_at_build() {
+        let e = TlsContext::new(&TlsOptions::new().ca_file("/nonexistent/ca.pem"))
+            .err()
+            .unwrap();
+        assert!(
+            e.0.contains("cannot read CA file /nonexistent/ca.pem"),
+            "{e}"
+        );
+        let e = TlsContext::new(&TlsOptions::new().ca_pem("not pem"))
+            .err()
+            .unwrap();
+        assert!(e.0.contains("no certificate found"), "{e}");
+        let e = TlsContext::new(&TlsOptions::new().server_name("not a name!"))
+            .err()
+            .unwrap();
+        assert!(e.0.contains("bad TLS server name"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn prefixed_bytes_come_first() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (a, mut b) = tokio::io::duplex(64);
+        let mut p = Prefixed {
+            prefix: b"abc".to_vec(),
+            pos: 0,
+            inner: a,
+        };
+        b.write_all(b"def").await.unwrap();
+        drop(b);
+        let mut out = Vec::new();
+        p.read_to_end(&mut out).await.unwrap();
+        assert_eq!(out, b"abcdef");
+    }
+
+    #[test]
+    fn alerts_about_client_certificates_are_fatal() {
+        let missing = classify_alert(AlertDescription::CertificateRequired, "h", true, false);
+        assert!(
+            matches!(&missing, TransportError::TlsFatal(m) if m.contains("client certificate required"))
+        );
+        let refused = classify_alert(AlertDescription::UnknownCA, "h", true, true);
+        assert!(
+            matches!(&refused, TransportError::TlsFatal(m) if m.contains("client certificate rejected"))
+        );
+        let other = classify_alert(AlertDescription::HandshakeFailure, "h", false, false);
+        assert!(matches!(other, TransportError::Tls(_)));
+    }
+}

@@ -1,0 +1,480 @@
+//! `mqtts://` against private Mosquitto brokers with TLS listeners and a test PKI generated at
+//! run time: a good certificate, an expired one, one for another host, one from an unknown
+//! CA, mutual TLS with and without a client certificate, insecure mode, reconnection after
+//! a broker crash, and no password in any `Debug` output.
+
+mod transport_support;
+
+use std::time::Duration;
+
+use steadfast::proto::TransportError;
+use steadfast::transport::TlsOptions;
+use steadfast::{ClientBuilder, Constant, Lifecycle, QoS, Reason, State};
+use transport_support::*;
+
+fn url(broker: &Mosquitto) -> String {
+    format!("mqtts://127.0.0.1:{}", broker.port())
+}
+
+/// Test-friendly settings: quick retries, so that a retry that should not happen would.
+fn quick(b: ClientBuilder) -> ClientBuilder {
+    b.backoff(Constant::new(Duration::from_millis(100)))
+        .connect_timeout(Duration::from_secs(5))
+        .keep_alive(Duration::from_secs(5))
+}
+
+/// Builds a client that must fail fatally at its first attempt, and returns the message.
+async fn fatal_tls_message(builder: ClientBuilder, broker: &Mosquitto) -> String {
+    let (client, events) = quick(builder).build().expect("build");
+    let mut log = Log::new(events);
+    let fatal = log
+        .lifecycle("Fatal", T, |e| matches!(e, Lifecycle::Fatal { .. }))
+        .await;
+    let Lifecycle::Fatal { reason } = fatal else {
+        unreachable!()
+    };
+    let Reason::Transport(TransportError::TlsFatal(message)) = reason else {
+        panic!("expected TlsFatal, got {reason:?}; log:\n{}", log.dump())
+    };
+    assert_eq!(client.state(), State::Failed);
+    // With a 100 ms backoff a retry would have happened many times by now.
+    log.drain_for(Duration::from_millis(1500)).await;
+    assert_eq!(
+        log.attempts(),
+        1,
+        "exactly one connect attempt; log:\n{}",
+        log.dump()
+    );
+    assert_eq!(client.state(), State::Failed);
+    let at_broker = broker_failed_handshakes(broker);
+    assert_eq!(
+        at_broker,
+        1,
+        "the broker saw {at_broker} failed handshakes; its log:\n{}",
+        broker.log()
+    );
+    eprintln!("TlsFatal after 1 attempt: {message}");
+    message
+}
+
+#[test]
+fn good_certificate_publish_subscribe_round_trip() {
+    run(Duration::from_secs(30), async {
+        let pki = Pki::generate();
+        let broker = tls_broker(&pki, &pki.server, false);
+        let topic = uid("tls/rt");
+        let (sub, events) = quick(ClientBuilder::from_url(&url(&broker)).unwrap())
+            .ca_file(&pki.ca)
+            .build()
+            .unwrap();
+        let mut sub_log = Log::new(events);
+        sub_log.connected().await;
+        assert_eq!(
+            sub.subscribe(topic.as_str(), QoS::AtLeastOnce).await,
+            Ok(QoS::AtLeastOnce)
+        );
+
+        // Through `localhost` (name check by DNS name) and with the CA given as PEM text.
+        let (publisher, events) =
+            quick(ClientBuilder::from_url(&format!("ssl://localhost:{}", broker.port())).unwrap())
+                .ca_pem(pki.ca_pem.clone())
+                .build()
+                .unwrap();
+        let mut pub_log = Log::new(events);
+        pub_log.connected().await;
+        for i in 0..3 {
+            publisher
+                .publish(
+                    topic.as_str(),
+                    QoS::AtLeastOnce,
+                    false,
+                    format!("hello {i}"),
+                )
+                .await
+                .expect("publish");
+        }
+        for i in 0..3 {
+            assert_eq!(
+                sub_log.message(&topic).await,
+                format!("hello {i}").into_bytes()
+            );
+        }
+        publisher.disconnect().await.unwrap();
+        sub.disconnect().await.unwrap();
+    });
+}
+
+#[test]
+fn expired_certificate_is_fatal_without_retry() {
+    run(Duration::from_secs(30), async {
+        let pki = Pki::generate();
+        let broker = tls_broker(&pki, &pki.expired, false);
+        let b = ClientBuilder::from_url(&url(&broker))
+            .unwrap()
+            .ca_file(&pki.ca);
+        let message = fatal_tls_message(b, &broker).await;
+        assert!(message.starts_with("certificate expired"), "{message}");
+        assert!(message.contains("valid until 2021-01-01"), "{message}");
+    });
+}
+
+#[test]
+fn wrong_host_name_is_fatal_name_mismatch() {
+    run(Duration::from_secs(30), async {
+        let pki = Pki::generate();
+        let broker = tls_broker(&pki, &pki.wrong_host, false);
+        let b = ClientBuilder::from_url(&url(&broker))
+            .unwrap()
+            .ca_file(&pki.ca);
+        let message = fatal_tls_message(b, &broker).await;
+        assert!(message.starts_with("name mismatch"), "{message}");
+        assert!(
+            message.contains("127.0.0.1") && message.contains("wrong.example"),
+            "{message}"
+        );
+    });
+}
+
+#[test]
+fn server_name_override_matches_the_certificate() {
+    run(Duration::from_secs(30), async {
+        let pki = Pki::generate();
+        let broker = tls_broker(&pki, &pki.wrong_host, false);
+        let (client, events) = quick(ClientBuilder::from_url(&url(&broker)).unwrap())
+            .ca_file(&pki.ca)
+            .tls_server_name("wrong.example")
+            .build()
+            .unwrap();
+        let mut log = Log::new(events);
+        log.connected().await;
+        client.disconnect().await.unwrap();
+    });
+}
+
+#[test]
+fn unknown_ca_is_fatal_unknown_issuer() {
+    run(Duration::from_secs(30), async {
+        let pki = Pki::generate();
+        let broker = tls_broker(&pki, &pki.unknown_ca, false);
+        let b = ClientBuilder::from_url(&url(&broker))
+            .unwrap()
+            .ca_file(&pki.ca);
+        let message = fatal_tls_message(b, &broker).await;
+        assert!(message.starts_with("unknown issuer"), "{message}");
+        assert!(
+            message.contains(&pki.ca.display().to_string()),
+            "names the trusted CA file: {message}"
+        );
+    });
+}
+
+#[test]
+fn system_roots_do_not_trust_the_test_ca() {
+    run(Duration::from_secs(30), async {
+        let pki = Pki::generate();
+        let broker = tls_broker(&pki, &pki.server, false);
+        let b = ClientBuilder::from_url(&url(&broker)).unwrap();
+        let message = fatal_tls_message(b, &broker).await;
+        assert!(message.starts_with("unknown issuer"), "{message}");
+        assert!(message.contains("system root certificates"), "{message}");
+    });
+}
+
+#[test]
+fn mutual_tls_with_client_certificate_works() {
+    run(Duration::from_secs(30), async {
+        let pki = Pki::generate();
+        let broker = tls_broker(&pki, &pki.server, true);
+        let topic = uid("tls/mtls");
+        let (client, events) = quick(ClientBuilder::from_url(&url(&broker)).unwrap())
+            .ca_file(&pki.ca)
+            .client_cert(&pki.client.cert, &pki.client.key)
+            .build()
+            .unwrap();
+        let mut log = Log::new(events);
+        let started = std::time::Instant::now();
+        log.connected().await;
+        let took = started.elapsed();
+        assert_eq!(
+            client.subscribe(topic.as_str(), QoS::AtLeastOnce).await,
+            Ok(QoS::AtLeastOnce)
+        );
+        client
+            .publish(topic.as_str(), QoS::AtLeastOnce, false, "mtls")
+            .await
+            .unwrap();
+        assert_eq!(log.message(&topic).await, b"mtls");
+        // The broker's session ticket confirms acceptance: no wait for a verdict timeout.
+        assert!(
+            took < Duration::from_millis(900),
+            "mTLS connect took {took:?}"
+        );
+        client.disconnect().await.unwrap();
+
+        // The same identity given as PEM text.
+        let (client, events) = quick(ClientBuilder::from_url(&url(&broker)).unwrap())
+            .tls(
+                TlsOptions::new()
+                    .ca_pem(pki.ca_pem.clone())
+                    .client_cert_pem(pki.client.cert_pem.clone(), pki.client.key_pem.clone()),
+            )
+            .build()
+            .unwrap();
+        Log::new(events).connected().await;
+        client.disconnect().await.unwrap();
+    });
+}
+
+#[test]
+fn missing_client_certificate_is_fatal() {
+    run(Duration::from_secs(30), async {
+        let pki = Pki::generate();
+        let broker = tls_broker(&pki, &pki.server, true);
+        let b = ClientBuilder::from_url(&url(&broker))
+            .unwrap()
+            .ca_file(&pki.ca);
+        let message = fatal_tls_message(b, &broker).await;
+        assert!(
+            message.starts_with("client certificate required"),
+            "{message}"
+        );
+    });
+}
+
+/// A handshake failure that is not about certificates (here: no TLS 1.3 cipher suite in
+/// common, the broker offering only CCM-8 which rustls does not implement) is
+/// `TransportError::Tls`: retried, not fatal.
+#[test]
+fn handshake_failure_without_certificate_problem_is_retried() {
+    run(Duration::from_secs(30), async {
+        let pki = Pki::generate();
+        let broker = tls_broker_with(
+            &pki,
+            &pki.server,
+            false,
+            "ciphers_tls1.3 TLS_AES_128_CCM_8_SHA256\n",
+        );
+        let (client, events) = quick(ClientBuilder::from_url(&url(&broker)).unwrap())
+            .ca_file(&pki.ca)
+            .build()
+            .unwrap();
+        let mut log = Log::new(events);
+        let failed = log
+            .lifecycle("ConnectFailed", T, |e| {
+                matches!(e, Lifecycle::ConnectFailed { .. })
+            })
+            .await;
+        let Lifecycle::ConnectFailed {
+            reason: Reason::Transport(TransportError::Tls(message)),
+            ..
+        } = failed
+        else {
+            panic!("expected a TransportError::Tls, got {failed:?}")
+        };
+        assert!(message.contains("HandshakeFailure"), "{message}");
+        log.lifecycle("a second attempt", T, |e| {
+            matches!(e, Lifecycle::Connecting { attempt: 2, .. })
+        })
+        .await;
+        assert_ne!(client.state(), State::Failed);
+        client.disconnect().await.unwrap();
+    });
+}
+
+#[test]
+fn client_certificate_from_unknown_ca_is_fatal() {
+    run(Duration::from_secs(30), async {
+        let pki = Pki::generate();
+        let broker = tls_broker(&pki, &pki.server, true);
+        let b = ClientBuilder::from_url(&url(&broker))
+            .unwrap()
+            .ca_file(&pki.ca)
+            .client_cert(&pki.rogue_client.cert, &pki.rogue_client.key);
+        let message = fatal_tls_message(b, &broker).await;
+        assert!(
+            message.starts_with("client certificate rejected"),
+            "{message}"
+        );
+    });
+}
+
+#[test]
+fn bad_tls_files_fail_at_build() {
+    let pki = Pki::generate();
+    let Err(err) = ClientBuilder::from_url("mqtts://127.0.0.1:1")
+        .unwrap()
+        .ca_file(pki.dir.path().join("missing.pem"))
+        .build()
+    else {
+        panic!("a missing CA file fails the build")
+    };
+    assert!(err.0.contains("cannot read CA file"), "{err}");
+    let Err(err) = ClientBuilder::from_url("mqtts://127.0.0.1:1")
+        .unwrap()
+        .ca_file(&pki.ca)
+        .client_cert(&pki.client.cert, &pki.server.key)
+        .build()
+    else {
+        panic!("a key of another certificate fails the build")
+    };
+    assert!(err.0.contains("does not match"), "{err}");
+}
+
+/// The insecure-mode test runs in a child process (this test binary, filtered to
+/// `insecure_child`) so that its stderr can be checked for the warning.
+#[test]
+fn insecure_mode_connects_to_wrong_host_and_warns_once() {
+    let pki = Pki::generate();
+    let broker = tls_broker(&pki, &pki.wrong_host, false);
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "insecure_child",
+            "--exact",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env("STEADFAST_INSECURE_CHILD_URL", url(&broker))
+        .output()
+        .expect("run child");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "child failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("1 passed"), "the child test ran:\n{stdout}");
+    let warnings = stderr
+        .matches("WARNING: TLS certificate verification is disabled")
+        .count();
+    assert_eq!(
+        warnings, 1,
+        "one warning for two insecure clients:\n{stderr}"
+    );
+}
+
+/// The child half of the test above; does nothing when run on its own.
+#[test]
+fn insecure_child() {
+    let Ok(url) = std::env::var("STEADFAST_INSECURE_CHILD_URL") else {
+        return;
+    };
+    run(Duration::from_secs(20), async move {
+        for _ in 0..2 {
+            let topic = uid("tls/insecure");
+            let (client, events) = quick(ClientBuilder::from_url(&url).unwrap())
+                .danger_accept_invalid_certs(true)
+                .build()
+                .unwrap();
+            let mut log = Log::new(events);
+            log.connected().await;
+            client
+                .subscribe(topic.as_str(), QoS::AtMostOnce)
+                .await
+                .unwrap();
+            client
+                .publish(topic.as_str(), QoS::AtLeastOnce, false, "insecure")
+                .await
+                .unwrap();
+            assert_eq!(log.message(&topic).await, b"insecure");
+            client.disconnect().await.unwrap();
+        }
+    });
+}
+
+#[test]
+fn reconnects_and_resubscribes_after_broker_kill9() {
+    run(Duration::from_secs(40), async {
+        let pki = Pki::generate();
+        let mut broker = tls_broker(&pki, &pki.server, false);
+        let topic = uid("tls/k9");
+        let (client, events) = quick(ClientBuilder::from_url(&url(&broker)).unwrap())
+            .ca_file(&pki.ca)
+            .build()
+            .unwrap();
+        let mut log = Log::new(events);
+        log.connected().await;
+        assert_eq!(
+            client.subscribe(topic.as_str(), QoS::AtLeastOnce).await,
+            Ok(QoS::AtLeastOnce)
+        );
+
+        tokio::task::block_in_place(|| broker.kill9());
+        log.lifecycle("ConnectionLost", T, |e| {
+            matches!(e, Lifecycle::ConnectionLost { .. })
+        })
+        .await;
+        log.lifecycle("ConnectFailed", T, |e| {
+            matches!(e, Lifecycle::ConnectFailed { .. })
+        })
+        .await;
+        tokio::task::block_in_place(|| broker.restart()).expect("restart");
+        log.connected().await;
+        log.lifecycle("Resubscribed", T, |e| {
+            matches!(e, Lifecycle::Resubscribed { .. })
+        })
+        .await;
+        log.sync(&client, &topic).await;
+
+        let (publisher, events) = quick(ClientBuilder::from_url(&url(&broker)).unwrap())
+            .ca_file(&pki.ca)
+            .build()
+            .unwrap();
+        Log::new(events).connected().await;
+        publisher
+            .publish(topic.as_str(), QoS::AtLeastOnce, false, "after restart")
+            .await
+            .unwrap();
+        log.payload(&topic, b"after restart").await;
+        publisher.disconnect().await.unwrap();
+        client.disconnect().await.unwrap();
+    });
+}
+
+#[test]
+fn password_in_url_never_appears_in_debug_output() {
+    run(Duration::from_secs(30), async {
+        const SECRET: &str = "s3cret";
+        let pki = Pki::generate();
+        let broker = tls_broker(&pki, &pki.server, false);
+        let topic = uid("tls/secret");
+        let builder = quick(
+            ClientBuilder::from_url(&format!(
+                "mqtts://user:{SECRET}@127.0.0.1:{}",
+                broker.port()
+            ))
+            .unwrap(),
+        )
+        .ca_file(&pki.ca)
+        .client_cert_pem(pki.client.cert_pem.clone(), pki.client.key_pem.clone());
+        let mut printed = vec![
+            format!("{builder:?}"),
+            format!("{:?}", builder.config()),
+            format!("{:?}", builder.tls_options()),
+        ];
+        assert_eq!(
+            builder.config().password.as_deref(),
+            Some(SECRET.as_bytes()),
+            "the URL password is used"
+        );
+        let (client, events) = builder.build().unwrap();
+        let mut log = Log::new(events);
+        log.connected().await;
+        client
+            .subscribe(topic.as_str(), QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        client
+            .publish(topic.as_str(), QoS::AtLeastOnce, false, "x")
+            .await
+            .unwrap();
+        log.message(&topic).await;
+        printed.push(format!("{client:?}"));
+        client.disconnect().await.unwrap();
+        log.drain_for(Duration::from_millis(200)).await;
+        printed.extend(log.debug.iter().cloned());
+        assert!(printed.len() > 5);
+        let key_line = pki.client.key_pem.lines().nth(1).unwrap().to_string();
+        for text in &printed {
+            assert!(!text.contains(SECRET), "password printed: {text}");
+            assert!(!text.contains(&key_line), "key material printed: {text}");
+        }
+    });
+}
