@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgAction, Args, ValueEnum};
-use steadfast::transport::{DefaultConnector, TlsOptions};
+use steadfast::transport::TlsOptions;
 use steadfast::{
     BackoffPolicy, ClientBuilder, Constant, Exponential, Jitter, ProtocolVersion, Stepped,
     UniformRandom,
@@ -81,7 +81,12 @@ pub struct ConnArgs {
           value_parser = parse_protocol)]
     pub protocol: ProtocolVersion,
     /// Keep-alive in seconds (0 turns it off).
-    #[arg(short = 'k', long = "keepalive", value_name = "SECS", default_value_t = 60)]
+    #[arg(
+        short = 'k',
+        long = "keepalive",
+        value_name = "SECS",
+        default_value_t = 60
+    )]
     pub keepalive: u16,
     /// Clean start off: resume the broker-side session. With MQTT 5 and no -x, the session
     /// then never expires (as with mosquitto).
@@ -198,14 +203,15 @@ pub fn redact_url(url: &str) -> String {
 }
 
 fn is_tls_scheme(url: &str) -> bool {
-    ["mqtts://", "ssl://", "wss://"].iter().any(|s| url.starts_with(s))
+    ["mqtts://", "ssl://", "wss://"]
+        .iter()
+        .any(|s| url.starts_with(s))
 }
 
 /// A URL checked for its scheme and host; the error never repeats a password.
 fn check_url(url: &str) -> Result<url::Url, UsageError> {
     let shown = redact_url(url);
-    let parsed =
-        url::Url::parse(url).map_err(|e| UsageError(format!("bad URL {shown:?}: {e}")))?;
+    let parsed = url::Url::parse(url).map_err(|e| UsageError(format!("bad URL {shown:?}: {e}")))?;
     match parsed.scheme() {
         "mqtt" | "mqtts" | "ws" | "wss" | "tcp" | "ssl" => {}
         s => {
@@ -236,7 +242,8 @@ impl ConnArgs {
             )));
         }
         let jitter = self.jitter.unwrap_or(JitterKind::Decorrelated);
-        if self.jitter.is_some() && matches!(self.backoff, BackoffKind::Random | BackoffKind::Constant)
+        if self.jitter.is_some()
+            && matches!(self.backoff, BackoffKind::Random | BackoffKind::Constant)
         {
             return Err(UsageError(
                 "--jitter applies to --backoff exponential and stepped only".into(),
@@ -259,7 +266,11 @@ impl ConnArgs {
                     if d >= max {
                         break;
                     }
-                    d = if d.is_zero() { Duration::from_millis(100) } else { d.saturating_mul(2) };
+                    d = if d.is_zero() {
+                        Duration::from_millis(100)
+                    } else {
+                        d.saturating_mul(2)
+                    };
                 }
                 let fraction = if jitter == JitterKind::None { 0.0 } else { 0.2 };
                 Box::new(Stepped::new(steps, fraction).map_err(|e| UsageError(e.to_string()))?)
@@ -365,7 +376,12 @@ impl ConnArgs {
             };
             let pass: Vec<u8> = match &self.password {
                 Some(p) => p.clone().into_bytes(),
-                None => b.config().password.as_ref().map(|p| p.to_vec()).unwrap_or_default(),
+                None => b
+                    .config()
+                    .password
+                    .as_ref()
+                    .map(|p| p.to_vec())
+                    .unwrap_or_default(),
             };
             let Some(user) = user else {
                 return Err(UsageError("-P/--pw needs a user name (-u)".into()));
@@ -380,8 +396,9 @@ impl ConnArgs {
                 "-c with MQTT 3.1.1 needs a client id (-i) to resume the session".into(),
             ));
         }
-        // Transports: TCP, TLS, WebSocket, chosen per server by scheme.
-        let connector = if tls {
+        // Transports (TCP, TLS, WebSocket) are chosen per server by scheme; the TLS files are
+        // read and checked by `build`.
+        if tls {
             let mut o = TlsOptions::new();
             if let Some(ca) = &self.cafile {
                 o = o.ca_file(ca);
@@ -392,34 +409,42 @@ impl ConnArgs {
             if self.insecure {
                 o = o.danger_accept_invalid_certs(true);
             }
-            DefaultConnector::with_tls(o).map_err(|e| UsageError(format!("TLS: {e}")))?
-        } else {
-            DefaultConnector::new()
-        };
-        b = b.connector(connector);
+            b = b.tls(o);
+        }
         b = b.backoff(self.backoff_policy()?);
         if self.no_reconnect {
             b = b.auto_reconnect(false);
         } else {
             b = b.max_attempts(self.max_attempts);
         }
-        if let Some(dir) = &self.store {
-            b = crate::conn::with_store(b, dir)?;
-        }
-        Ok(Conn { builder: b, url_topic, protocol: self.protocol })
+        Ok(Conn {
+            builder: b,
+            url_topic,
+            protocol: self.protocol,
+        })
     }
-}
 
-/// `--store DIR`.
-fn with_store(_b: ClientBuilder, _dir: &std::path::Path) -> Result<ClientBuilder, UsageError> {
-    Err(UsageError(
-        "--store: the durable session store is not available in this build yet".into(),
-    ))
+    /// `--store DIR`: opens the durable session store and gives it to the builder. Call it
+    /// once, after [`ConnArgs::builder`]; its errors (a damaged store, a directory that cannot
+    /// be used, a store held by another process) are runtime errors, exit 1.
+    pub fn with_store(&self, b: ClientBuilder) -> Result<ClientBuilder, String> {
+        match &self.store {
+            None => Ok(b),
+            Some(dir) => {
+                let store = steadfast::store::DurableStore::open(dir)
+                    .map_err(|e| format!("--store {}: {e}", dir.display()))?;
+                Ok(b.store(store))
+            }
+        }
+    }
 }
 
 /// The tokio runtime the connecting subcommands run on.
 pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
 }
 
 /// SIGINT (Ctrl-C) and SIGTERM.
@@ -432,7 +457,10 @@ impl Signals {
     /// Installs the handlers (inside the runtime).
     pub fn new() -> std::io::Result<Signals> {
         use tokio::signal::unix::{signal, SignalKind};
-        Ok(Signals { int: signal(SignalKind::interrupt())?, term: signal(SignalKind::terminate())? })
+        Ok(Signals {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+        })
     }
 
     /// The next SIGINT or SIGTERM.
@@ -446,12 +474,18 @@ impl Signals {
 
 /// Starts a graceful disconnect in the background; the events loop goes on until
 /// `disconnected` (or a safety deadline well past the drain timeout).
-pub fn start_close(client: &steadfast::Client, outcome: crate::events::Outcome) -> (crate::events::Outcome, tokio::time::Instant) {
+pub fn start_close(
+    client: &steadfast::Client,
+    outcome: crate::events::Outcome,
+) -> (crate::events::Outcome, tokio::time::Instant) {
     let c = client.clone();
     tokio::spawn(async move {
         let _ = c.disconnect().await;
     });
-    (outcome, tokio::time::Instant::now() + Duration::from_secs(15))
+    (
+        outcome,
+        tokio::time::Instant::now() + Duration::from_secs(15),
+    )
 }
 
 pub async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {

@@ -111,12 +111,19 @@ fn with_reason(obj: Obj, reason: &Reason, protocol: ProtocolVersion) -> Obj {
 
 /// The JSON line of a lifecycle event (without the newline).
 pub fn event_json(at: SystemTime, event: &Lifecycle, protocol: ProtocolVersion) -> String {
-    let o = Obj::new().field("event", event.name()).field("ts", unix_ms(at));
+    let o = Obj::new()
+        .field("event", event.name())
+        .field("ts", unix_ms(at));
     let o = match event {
-        Lifecycle::Connecting { attempt, server } => {
-            o.field("attempt", *attempt).field("server", server.as_str())
-        }
-        Lifecycle::Connected { attempt, server, session_present, .. } => o
+        Lifecycle::Connecting { attempt, server } => o
+            .field("attempt", *attempt)
+            .field("server", server.as_str()),
+        Lifecycle::Connected {
+            attempt,
+            server,
+            session_present,
+            ..
+        } => o
             .field("attempt", *attempt)
             .field("server", server.as_str())
             .field("session_present", *session_present),
@@ -126,12 +133,16 @@ pub fn event_json(at: SystemTime, event: &Lifecycle, protocol: ProtocolVersion) 
         Lifecycle::ConnectionLost { reason, .. } => {
             with_reason(o, reason, protocol).field("initiator", reason.initiator().to_string())
         }
-        Lifecycle::Reconnecting { attempt, delay } => o
-            .field("attempt", *attempt)
-            .field("delay_ms", u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)),
+        Lifecycle::Reconnecting { attempt, delay } => o.field("attempt", *attempt).field(
+            "delay_ms",
+            u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+        ),
         Lifecycle::Resubscribed { filters } => o.field(
             "filters",
-            filters.iter().map(|f| Value::from(f.as_str())).collect::<Vec<_>>(),
+            filters
+                .iter()
+                .map(|f| Value::from(f.as_str()))
+                .collect::<Vec<_>>(),
         ),
         Lifecycle::SessionLost { republished } => o.field("republished", *republished),
         Lifecycle::Dormant { attempts } => o.field("attempts", *attempts),
@@ -184,7 +195,13 @@ pub struct Tracker {
 impl Tracker {
     /// A tracker; `print` is `--events`.
     pub fn new(print: bool, protocol: ProtocolVersion, no_reconnect: bool) -> Tracker {
-        Tracker { print, protocol, no_reconnect, last_failure: None, disconnected: false }
+        Tracker {
+            print,
+            protocol,
+            no_reconnect,
+            last_failure: None,
+            disconnected: false,
+        }
     }
 
     /// Prints one event line (with `--events`), then says whether the process must end:
@@ -213,7 +230,10 @@ impl Tracker {
                 _ => Outcome::Refused(reason.to_string()),
             }),
             Lifecycle::Dormant { attempts } => {
-                let last = self.last_failure.clone().unwrap_or_else(|| "no connection".into());
+                let last = self
+                    .last_failure
+                    .clone()
+                    .unwrap_or_else(|| "no connection".into());
                 Some(if self.no_reconnect {
                     Outcome::Failed(last)
                 } else {
@@ -238,7 +258,11 @@ mod tests {
     use steadfast::ReasonCode;
 
     fn parse(s: &str) -> serde_json::Map<String, Value> {
-        serde_json::from_str::<Value>(s).unwrap().as_object().unwrap().clone()
+        serde_json::from_str::<Value>(s)
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .clone()
     }
 
     #[test]
@@ -248,7 +272,10 @@ mod tests {
             code: ReasonCode::BadUserNameOrPassword,
             reason_string: Some("nope".into()),
         };
-        let ev = Lifecycle::ConnectFailed { attempt: 2, reason: reason.clone() };
+        let ev = Lifecycle::ConnectFailed {
+            attempt: 2,
+            reason: reason.clone(),
+        };
         let o = parse(&event_json(at, &ev, ProtocolVersion::V5));
         assert_eq!(o["event"], "connect_failed");
         assert_eq!(o["ts"], 1234);
@@ -266,6 +293,82 @@ mod tests {
         assert_eq!(o["initiator"], "remote");
         assert!(!o.contains_key("reason_code"));
         assert_eq!(o.len(), 4);
+    }
+
+    #[test]
+    fn every_event_has_exactly_its_fields() {
+        let at = UNIX_EPOCH + Duration::from_millis(1);
+        let reason = Reason::Transport(TransportError::Closed);
+        let cases: Vec<(Lifecycle, &[&str])> = vec![
+            (
+                Lifecycle::Connecting {
+                    attempt: 1,
+                    server: "mqtt://h:1".into(),
+                },
+                &["attempt", "server"],
+            ),
+            (
+                Lifecycle::ConnectFailed {
+                    attempt: 1,
+                    reason: reason.clone(),
+                },
+                &["attempt", "reason"],
+            ),
+            (
+                Lifecycle::ConnectionLost {
+                    reason: reason.clone(),
+                    uptime: Duration::ZERO,
+                },
+                &["reason", "initiator"],
+            ),
+            (
+                Lifecycle::Reconnecting {
+                    attempt: 2,
+                    delay: Duration::from_millis(1500),
+                },
+                &["attempt", "delay_ms"],
+            ),
+            (
+                Lifecycle::Resubscribed {
+                    filters: vec!["a/#".into()],
+                },
+                &["filters"],
+            ),
+            (Lifecycle::SessionLost { republished: 3 }, &["republished"]),
+            (Lifecycle::Dormant { attempts: 3 }, &["attempts"]),
+            (
+                Lifecycle::Fatal {
+                    reason: reason.clone(),
+                },
+                &["reason"],
+            ),
+            (Lifecycle::Disconnected, &[]),
+        ];
+        for (ev, fields) in cases {
+            let o = parse(&event_json(at, &ev, ProtocolVersion::V5));
+            let mut keys: Vec<&str> = o.keys().map(String::as_str).collect();
+            keys.sort();
+            let mut want: Vec<&str> = fields.to_vec();
+            want.extend(["event", "ts"]);
+            want.sort();
+            assert_eq!(keys, want, "{ev:?}");
+            assert_eq!(o["event"], ev.name());
+        }
+        let o = parse(&event_json(
+            at,
+            &Lifecycle::Reconnecting {
+                attempt: 2,
+                delay: Duration::from_millis(1500),
+            },
+            ProtocolVersion::V5,
+        ));
+        assert_eq!(o["delay_ms"], 1500);
+        let o = parse(&event_json(
+            at,
+            &Lifecycle::SessionLost { republished: 3 },
+            ProtocolVersion::V5,
+        ));
+        assert_eq!(o["republished"], 3);
     }
 
     #[test]

@@ -12,8 +12,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::{ArgAction, ArgGroup, Args};
 use steadfast::{
-    ByteStr, Client, ClientError, ClientEvent, PendingAck, Properties, ProtocolVersion,
-    Publish, PublishError, QoS,
+    ByteStr, Client, ClientError, ClientEvent, PendingAck, Properties, ProtocolVersion, Publish,
+    PublishError, QoS,
 };
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::sync::mpsc;
@@ -84,7 +84,12 @@ pub struct PubArgs {
     #[arg(short = 'r', long = "retain")]
     pub retain: bool,
     /// Publish one message with this payload.
-    #[arg(short = 'm', long = "message", value_name = "MSG", allow_hyphen_values = true)]
+    #[arg(
+        short = 'm',
+        long = "message",
+        value_name = "MSG",
+        allow_hyphen_values = true
+    )]
     pub message: Option<String>,
     /// Publish each line of stdin as a message, until end of input.
     #[arg(short = 'l', long = "stdin-line")]
@@ -120,7 +125,11 @@ pub struct PubArgs {
 enum Source {
     One(Bytes),
     Lines,
-    Generated { count: u64, rate: Option<f64>, size: Option<usize> },
+    Generated {
+        count: u64,
+        rate: Option<f64>,
+        size: Option<usize>,
+    },
 }
 
 /// Runs `steadfast pub`.
@@ -150,9 +159,16 @@ fn properties(tokens: &[String], protocol: ProtocolVersion) -> Result<Properties
     let mut list: Vec<&[String]> = Vec::new();
     let mut rest = tokens;
     while !rest.is_empty() {
-        let n = if rest.get(1).map(String::as_str) == Some("user-property") { 4 } else { 3 };
+        let n = if rest.get(1).map(String::as_str) == Some("user-property") {
+            4
+        } else {
+            3
+        };
         if rest.len() < n {
-            return Err(UsageError(format!("-D {}: expected -D publish NAME VALUE", rest.join(" "))));
+            return Err(UsageError(format!(
+                "-D {}: expected -D publish NAME VALUE",
+                rest.join(" ")
+            )));
         }
         list.push(&rest[..n]);
         rest = &rest[n..];
@@ -289,7 +305,10 @@ async fn produce(client: Client, source: Source, template: Publish) -> Stats {
                             continue;
                         }
                         let payload = Bytes::copy_from_slice(&line);
-                        if send(&client, &template, payload, &acks, &mut stats).await.is_err() {
+                        if send(&client, &template, payload, &acks, &mut stats)
+                            .await
+                            .is_err()
+                        {
                             break;
                         }
                     }
@@ -307,7 +326,10 @@ async fn produce(client: Client, source: Source, template: Publish) -> Stats {
                     let at = start + Duration::from_secs_f64((i - 1) as f64 / r);
                     tokio::time::sleep_until(at).await;
                 }
-                if send(&client, &template, generated(i, size), &acks, &mut stats).await.is_err() {
+                if send(&client, &template, generated(i, size), &acks, &mut stats)
+                    .await
+                    .is_err()
+                {
                     break;
                 }
             }
@@ -367,7 +389,9 @@ async fn publish(args: PubArgs) -> ExitCode {
         return usage_exit(UsageError(format!("bad topic {topic:?}: {e}")));
     }
     if args.count.is_none() && (args.rate.is_some() || args.payload_size.is_some()) {
-        return usage_exit(UsageError("--rate and --payload-size go with --count N".into()));
+        return usage_exit(UsageError(
+            "--rate and --payload-size go with --count N".into(),
+        ));
     }
     if let Some(r) = args.rate {
         if !(r.is_finite() && r > 0.0) {
@@ -386,7 +410,11 @@ async fn publish(args: PubArgs) -> ExitCode {
         Ok(s) => s,
         Err(e) => return Outcome::Failed(format!("cannot install signal handlers: {e}")).exit(),
     };
-    let (client, mut events) = match conn.builder.build() {
+    let builder = match args.conn.with_store(conn.builder) {
+        Ok(b) => b,
+        Err(e) => return Outcome::Failed(e).exit(),
+    };
+    let (client, mut events) = match builder.build() {
         Ok(x) => x,
         Err(e) => return usage_exit(UsageError(e.to_string())),
     };
@@ -480,11 +508,22 @@ mod tests {
     fn publish_properties() {
         let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         let p = properties(
-            &v(&["publish", "content-type", "text/plain", "PUBLISH", "user-property", "k", "v"]),
+            &v(&[
+                "publish",
+                "content-type",
+                "text/plain",
+                "PUBLISH",
+                "user-property",
+                "k",
+                "v",
+            ]),
             ProtocolVersion::V5,
         )
         .unwrap();
-        assert_eq!(p.content_type.as_ref().map(|c| c.as_str()), Some("text/plain"));
+        assert_eq!(
+            p.content_type.as_ref().map(|c| c.as_str()),
+            Some("text/plain")
+        );
         assert_eq!(p.user_properties.len(), 1);
         assert!(properties(&v(&["publish", "user-property", "k"]), ProtocolVersion::V5).is_err());
         assert!(properties(&v(&["connect", "x", "y"]), ProtocolVersion::V5).is_err());

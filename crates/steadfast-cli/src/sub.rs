@@ -114,7 +114,10 @@ fn properties_json(p: &Properties) -> Option<String> {
         o = o.field("correlation_data", b64(v));
     }
     if !p.subscription_identifiers.is_empty() {
-        o = o.field("subscription_identifiers", p.subscription_identifiers.clone());
+        o = o.field(
+            "subscription_identifiers",
+            p.subscription_identifiers.clone(),
+        );
     }
     if !p.user_properties.is_empty() {
         let pairs: Vec<serde_json::Value> = p
@@ -188,7 +191,10 @@ async fn sub(args: SubArgs) -> ExitCode {
     };
     // Subscription identifiers only route messages inside a client; sub has no use for them
     // and they would show up in every message's properties.
-    let builder = conn.builder.subscription_identifiers(false);
+    let builder = match args.conn.with_store(conn.builder.subscription_identifiers(false)) {
+        Ok(b) => b,
+        Err(e) => return Outcome::Failed(e).exit(),
+    };
     let (client, mut events) = match builder.build() {
         Ok(x) => x,
         Err(e) => return usage_exit(UsageError(e.to_string())),
@@ -201,7 +207,10 @@ async fn sub(args: SubArgs) -> ExitCode {
             .iter()
             .map(|f| SubscribeFilter {
                 filter: f.as_str().into(),
-                options: SubscriptionOptions { qos: args.qos, ..Default::default() },
+                options: SubscriptionOptions {
+                    qos: args.qos,
+                    ..Default::default()
+                },
             })
             .collect();
         tokio::spawn(async move { client.subscribe_with(list, Properties::default()).await })

@@ -63,7 +63,12 @@ impl Run {
         let left = deadline.saturating_duration_since(Instant::now());
         let line = tokio::time::timeout(left, self.err.next_line())
             .await
-            .unwrap_or_else(|_| panic!("timed out; events so far: {:#?}; other stderr: {:?}", self.events, self.errors))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "timed out; events so far: {:#?}; other stderr: {:?}",
+                    self.events, self.errors
+                )
+            })
             .unwrap();
         match line {
             None => {
@@ -71,7 +76,8 @@ impl Run {
                 None
             }
             Some(l) if l.starts_with('{') => {
-                let v: Value = serde_json::from_str(&l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}"));
+                let v: Value =
+                    serde_json::from_str(&l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}"));
                 check_event(&v);
                 self.events.push(v);
                 Some(())
@@ -94,7 +100,10 @@ impl Run {
                 return v;
             }
             if self.read_err(deadline).await.is_none() {
-                panic!("no {name:?} event before EOF: {:#?} {:?}", self.events, self.errors);
+                panic!(
+                    "no {name:?} event before EOF: {:#?} {:?}",
+                    self.events, self.errors
+                );
             }
         }
     }
@@ -110,7 +119,10 @@ impl Run {
 
     fn signal(&self, sig: &str) {
         let pid = self.child.id().expect("still running").to_string();
-        let ok = std::process::Command::new("kill").args([sig, &pid]).status().unwrap();
+        let ok = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap();
         assert!(ok.success());
     }
 
@@ -118,7 +130,10 @@ impl Run {
     async fn exit(&mut self) -> i32 {
         let deadline = Instant::now() + T;
         while self.read_err(deadline).await.is_some() {}
-        let status = tokio::time::timeout(T, self.child.wait()).await.expect("no exit").unwrap();
+        let status = tokio::time::timeout(T, self.child.wait())
+            .await
+            .expect("no exit")
+            .unwrap();
         status.code().expect("exited by a signal")
     }
 
@@ -129,7 +144,9 @@ impl Run {
 
 /// Checks one event object against the contract: exact key set and types.
 fn check_event(v: &Value) {
-    let o = v.as_object().unwrap_or_else(|| panic!("not an object: {v}"));
+    let o = v
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {v}"));
     let name = o["event"].as_str().expect("event is a string");
     let ts = o["ts"].as_u64().expect("ts is an integer");
     assert!(ts > 1_600_000_000_000, "ts in Unix ms: {v}");
@@ -148,7 +165,10 @@ fn check_event(v: &Value) {
     };
     for k in o.keys() {
         assert!(
-            k == "event" || k == "ts" || required.contains(&k.as_str()) || optional.contains(&k.as_str()),
+            k == "event"
+                || k == "ts"
+                || required.contains(&k.as_str())
+                || optional.contains(&k.as_str()),
             "unexpected key {k:?} in {v}"
         );
     }
@@ -164,8 +184,15 @@ fn check_event(v: &Value) {
             "session_present" => assert!(val.is_boolean(), "{v}"),
             "reason" => assert!(val.as_str().is_some_and(|s| !s.is_empty()), "{v}"),
             "reason_code" => assert!(val.as_u64().is_some_and(|n| n <= 255), "{v}"),
-            "initiator" => assert!(matches!(val.as_str(), Some("local" | "library" | "remote")), "{v}"),
-            "filters" => assert!(val.as_array().is_some_and(|a| a.iter().all(Value::is_string)), "{v}"),
+            "initiator" => assert!(
+                matches!(val.as_str(), Some("local" | "library" | "remote")),
+                "{v}"
+            ),
+            "filters" => assert!(
+                val.as_array()
+                    .is_some_and(|a| a.iter().all(Value::is_string)),
+                "{v}"
+            ),
             _ => {}
         }
     }
@@ -187,7 +214,11 @@ fn sorted(k: &[&str]) -> Vec<String> {
 async fn output(args: &[&str]) -> (i32, String, String) {
     let out = tokio::time::timeout(
         T,
-        Command::new(BIN).args(args).stdin(Stdio::null()).kill_on_drop(true).output(),
+        Command::new(BIN)
+            .args(args)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
     )
     .await
     .expect("no exit")
@@ -225,21 +256,63 @@ async fn usage_errors_exit_2_with_one_line() {
         &["sub", "-t", "a/#/b"],
         &["sub", "-t", "a", "-L", "http://127.0.0.1:1"],
         &["sub", "-t", "a", "-L", "mqtt://alice:s3cr3t@:1883"],
-        &["sub", "-t", "a", "-L", "mqtt://alice:s3cr3t@127.0.0.1:notaport"],
+        &[
+            "sub",
+            "-t",
+            "a",
+            "-L",
+            "mqtt://alice:s3cr3t@127.0.0.1:notaport",
+        ],
         &["sub", "-t", "a", "-L", "mqtt://127.0.0.1:1", "-p", "1"],
         &["sub", "-t", "a", "-V", "4"],
         &["sub", "-t", "a", "-V", "311", "-x", "10"],
         &["sub", "-t", "a", "--backoff", "fibonacci"],
         &["sub", "-t", "a", "--jitter", "lots"],
-        &["sub", "-t", "a", "--backoff", "constant", "--jitter", "full"],
-        &["sub", "-t", "a", "--reconnect-min", "5s", "--reconnect-max", "1s"],
+        &[
+            "sub",
+            "-t",
+            "a",
+            "--backoff",
+            "constant",
+            "--jitter",
+            "full",
+        ],
+        &[
+            "sub",
+            "-t",
+            "a",
+            "--reconnect-min",
+            "5s",
+            "--reconnect-max",
+            "1s",
+        ],
         &["sub", "-t", "a", "--reconnect-min", "soon"],
         &["sub", "-t", "a", "-P", "s3cr3t"],
         &["sub", "-t", "a", "-v", "--json"],
-        &["sub", "-t", "a", "--server", "mqtt://bob:s3cr3t@127.0.0.1:1"],
+        &[
+            "sub",
+            "-t",
+            "a",
+            "--server",
+            "mqtt://bob:s3cr3t@127.0.0.1:1",
+        ],
         &["pub", "-t", "a", "--rate", "5", "-m", "x"],
-        &["pub", "-t", "a", "-m", "x", "-D", "publish", "colour", "red"],
-        &["pub", "-t", "a", "-m", "x", "-V", "311", "-D", "publish", "content-type", "x"],
+        &[
+            "pub", "-t", "a", "-m", "x", "-D", "publish", "colour", "red",
+        ],
+        &[
+            "pub",
+            "-t",
+            "a",
+            "-m",
+            "x",
+            "-V",
+            "311",
+            "-D",
+            "publish",
+            "content-type",
+            "x",
+        ],
         &["sub", "-t", "a", "--cert", "c.pem"],
         &["sub", "-t", "a", "--cafile", "ca.pem"],
         &["sub", "-t", "a", "-V", "311", "-c"],
@@ -254,8 +327,15 @@ async fn usage_errors_exit_2_with_one_line() {
         let (code, stdout, stderr) = output(&args).await;
         assert_eq!(code, 2, "{args:?}: {stderr}");
         assert!(stdout.is_empty(), "{args:?}: {stdout}");
-        assert_eq!(stderr.lines().count(), 1, "{args:?}: one line, got {stderr:?}");
-        assert!(!stderr.contains("s3cr3t"), "{args:?} printed a secret: {stderr}");
+        assert_eq!(
+            stderr.lines().count(),
+            1,
+            "{args:?}: one line, got {stderr:?}"
+        );
+        assert!(
+            !stderr.contains("s3cr3t"),
+            "{args:?} printed a secret: {stderr}"
+        );
     }
     let (code, _, stderr) = output(&["sub", "-t", "a", "-L", "http://127.0.0.1:1"]).await;
     assert_eq!(code, 2);
@@ -263,7 +343,14 @@ async fn usage_errors_exit_2_with_one_line() {
     for cmd in ["pub", "sub"] {
         let (code, help, _) = output(&[cmd, "--help"]).await;
         assert_eq!(code, 0);
-        for needle in ["Examples", "--url", "--events", "--max-attempts", "--no-reconnect", "Exit codes"] {
+        for needle in [
+            "Examples",
+            "--url",
+            "--events",
+            "--max-attempts",
+            "--no-reconnect",
+            "Exit codes",
+        ] {
             assert!(help.contains(needle), "{cmd} --help lacks {needle}");
         }
     }
@@ -274,7 +361,9 @@ async fn events_through_drops_and_restored_subscriptions() {
     let broker = Mosquitto::start().unwrap();
     // A retained message shows when the subscription is in place.
     mosquitto_pub(broker.port(), &["-t", "ev/retained", "-m", "r", "-r"]);
-    let proxy = Proxy::start("127.0.0.1:0".parse().unwrap(), broker.addr()).await.unwrap();
+    let proxy = Proxy::start("127.0.0.1:0".parse().unwrap(), broker.addr())
+        .await
+        .unwrap();
     let faults = proxy.handle();
     let pport = port_s(proxy.local_addr().port());
     let mut args = vec!["sub", "-p", &pport, "-t", "ev/#", "-q", "1", "--events"];
@@ -286,7 +375,10 @@ async fn events_through_drops_and_restored_subscriptions() {
     assert_eq!(c["attempt"], 1);
     assert_eq!(c["server"], format!("mqtt://127.0.0.1:{pport}"));
     let c = sub.event("connected").await;
-    assert_eq!(keys(&c), sorted(&["event", "ts", "attempt", "server", "session_present"]));
+    assert_eq!(
+        keys(&c),
+        sorted(&["event", "ts", "attempt", "server", "session_present"])
+    );
     assert_eq!(c["session_present"], false);
 
     assert_eq!(sub.line().await, "r");
@@ -308,13 +400,25 @@ async fn events_through_drops_and_restored_subscriptions() {
     assert_eq!(sub.line().await, "r");
 
     // The broker sends DISCONNECT 0x8B: connection_lost carries the reason code.
-    faults.wait_until(T, |s| s.live == 1).await.expect("connected again");
+    faults
+        .wait_until(T, |s| s.live == 1)
+        .await
+        .expect("connected again");
     assert_eq!(faults.send_disconnect(0x8B), 1);
     let lost = sub.event("connection_lost").await;
-    assert_eq!(keys(&lost), sorted(&["event", "ts", "reason", "reason_code", "initiator"]));
+    assert_eq!(
+        keys(&lost),
+        sorted(&["event", "ts", "reason", "reason_code", "initiator"])
+    );
     assert_eq!(lost["reason_code"], 0x8B);
     assert_eq!(lost["initiator"], "remote");
-    assert!(lost["reason"].as_str().unwrap().contains("server shutting down"), "{lost}");
+    assert!(
+        lost["reason"]
+            .as_str()
+            .unwrap()
+            .contains("server shutting down"),
+        "{lost}"
+    );
     sub.event("connected").await;
 
     // Ctrl-C: a graceful disconnect, the `disconnected` event, exit 0.
@@ -329,16 +433,25 @@ async fn events_through_drops_and_restored_subscriptions() {
 async fn expect_refusal(args: &[&str], reason: &str, code: u64) {
     let mut sub = Run::start(args);
     let f = sub.event("connect_failed").await;
-    assert_eq!(keys(&f), sorted(&["event", "ts", "attempt", "reason", "reason_code"]));
+    assert_eq!(
+        keys(&f),
+        sorted(&["event", "ts", "attempt", "reason", "reason_code"])
+    );
     assert_eq!(f["attempt"], 1);
     assert_eq!(f["reason"], reason, "{args:?}");
     assert_eq!(f["reason_code"], code, "{args:?}");
     let fatal = sub.event("fatal").await;
-    assert_eq!(keys(&fatal), sorted(&["event", "ts", "reason", "reason_code"]));
+    assert_eq!(
+        keys(&fatal),
+        sorted(&["event", "ts", "reason", "reason_code"])
+    );
     assert_eq!(fatal["reason"], reason);
     assert_eq!(fatal["reason_code"], code);
     assert_eq!(sub.exit().await, 3, "{args:?}");
-    assert_eq!(sub.errors, vec![format!("steadfast: connection refused: {reason}")]);
+    assert_eq!(
+        sub.errors,
+        vec![format!("steadfast: connection refused: {reason}")]
+    );
     assert_eq!(sub.count("reconnecting"), 0);
     for e in &sub.events {
         assert!(!e.to_string().contains("wrong-pw"), "{e}");
@@ -347,19 +460,30 @@ async fn expect_refusal(args: &[&str], reason: &str, code: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_refusals_are_fatal_exit_3() {
-    let broker = Mosquitto::builder().password("alice", "good-pw").start().unwrap();
+    let broker = Mosquitto::builder()
+        .password("alice", "good-pw")
+        .start()
+        .unwrap();
     let port = port_s(broker.port());
     // Mosquitto 2.0 answers a wrong password with "not authorized" (0x87; 3.1.1: 5).
     for (version, code) in [("5", 0x87), ("311", 5)] {
-        let args = ["sub", "-p", &port, "-V", version, "-t", "x", "-u", "alice", "-P", "wrong-pw", "--events"];
+        let args = [
+            "sub", "-p", &port, "-V", version, "-t", "x", "-u", "alice", "-P", "wrong-pw",
+            "--events",
+        ];
         expect_refusal(&args, "not authorized", code).await;
     }
     // "Bad user name or password" (0x86; 3.1.1: 4), from the fault proxy.
-    let proxy = Proxy::start("127.0.0.1:0".parse().unwrap(), broker.addr()).await.unwrap();
+    let proxy = Proxy::start("127.0.0.1:0".parse().unwrap(), broker.addr())
+        .await
+        .unwrap();
     let pport = port_s(proxy.local_addr().port());
     for (version, code) in [("5", 0x86), ("311", 4)] {
         proxy.handle().reject_next_connects(1, 0x86);
-        let args = ["sub", "-p", &pport, "-V", version, "-t", "x", "-u", "alice", "-P", "wrong-pw", "--events"];
+        let args = [
+            "sub", "-p", &pport, "-V", version, "-t", "x", "-u", "alice", "-P", "wrong-pw",
+            "--events",
+        ];
         expect_refusal(&args, "bad user name or password", code).await;
     }
     // Through the URL, without --events: one line, no secret.
@@ -367,7 +491,10 @@ async fn broker_refusals_are_fatal_exit_3() {
     let url = format!("mqtt://alice:wrong-pw@127.0.0.1:{pport}");
     let (code, _, stderr) = output(&["pub", "-L", &url, "-t", "x", "-m", "y"]).await;
     assert_eq!(code, 3);
-    assert_eq!(stderr, "steadfast: connection refused: bad user name or password\n");
+    assert_eq!(
+        stderr,
+        "steadfast: connection refused: bad user name or password\n"
+    );
     // The right password works.
     let url = format!("mqtt://alice:good-pw@127.0.0.1:{port}");
     let (code, _, stderr) = output(&["pub", "-L", &url, "-t", "x", "-m", "y", "-q", "1"]).await;
@@ -379,7 +506,20 @@ async fn broker_refusals_are_fatal_exit_3() {
 async fn max_attempts_goes_dormant_exit_4_and_no_reconnect_exits_1() {
     // Nothing listens on this port.
     let dead = steadfast_chaos::free_port().to_string();
-    let mut args = vec!["pub", "-p", &dead, "-t", "x", "-m", "y", "-q", "1", "--events", "--max-attempts", "3"];
+    let mut args = vec![
+        "pub",
+        "-p",
+        &dead,
+        "-t",
+        "x",
+        "-m",
+        "y",
+        "-q",
+        "1",
+        "--events",
+        "--max-attempts",
+        "3",
+    ];
     args.extend(FAST);
     let mut p = Run::start(&args);
     let d = p.event("dormant").await;
@@ -388,20 +528,33 @@ async fn max_attempts_goes_dormant_exit_4_and_no_reconnect_exits_1() {
     assert_eq!(p.exit().await, 4);
     assert_eq!(p.count("connect_failed"), 3);
     assert_eq!(p.count("reconnecting"), 2);
-    let f = &p.events.iter().find(|e| e["event"] == "connect_failed").unwrap();
+    let f = &p
+        .events
+        .iter()
+        .find(|e| e["event"] == "connect_failed")
+        .unwrap();
     assert_eq!(keys(f), sorted(&["event", "ts", "attempt", "reason"]));
     assert_eq!(p.errors.len(), 1, "{:?}", p.errors);
-    assert!(p.errors[0].starts_with("steadfast: gave up after 3 attempts"), "{:?}", p.errors);
+    assert!(
+        p.errors[0].starts_with("steadfast: gave up after 3 attempts"),
+        "{:?}",
+        p.errors
+    );
 
     // --no-reconnect: the first failure ends it.
     let (code, _, stderr) = output(&["sub", "-p", &dead, "-t", "x", "--no-reconnect"]).await;
     assert_eq!(code, 1, "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.starts_with("steadfast: connection failed"), "{stderr}");
+    assert!(
+        stderr.starts_with("steadfast: connection failed"),
+        "{stderr}"
+    );
 
     // --no-reconnect: the first loss ends it too.
     let broker = Mosquitto::start().unwrap();
-    let proxy = Proxy::start("127.0.0.1:0".parse().unwrap(), broker.addr()).await.unwrap();
+    let proxy = Proxy::start("127.0.0.1:0".parse().unwrap(), broker.addr())
+        .await
+        .unwrap();
     let pport = port_s(proxy.local_addr().port());
     let mut sub = Run::start(&["sub", "-p", &pport, "-t", "x", "--no-reconnect", "--events"]);
     sub.event("connected").await;
@@ -410,7 +563,13 @@ async fn max_attempts_goes_dormant_exit_4_and_no_reconnect_exits_1() {
     sub.event("connection_lost").await;
     assert_eq!(sub.exit().await, 1);
     assert_eq!(sub.count("connecting"), 1);
-    assert!(sub.errors.iter().any(|l| l.starts_with("steadfast: connection lost")), "{:?}", sub.errors);
+    assert!(
+        sub.errors
+            .iter()
+            .any(|l| l.starts_with("steadfast: connection lost")),
+        "{:?}",
+        sub.errors
+    );
     proxy.shutdown().await;
 }
 
@@ -440,7 +599,9 @@ async fn sub_output_formats() {
 
     // --json, field by field; then a live message with MQTT 5 properties, then bytes that
     // are not UTF-8.
-    let mut sub = Run::start(&["sub", "-p", &ps, "-t", "f/a", "-t", "j/#", "--json", "-q", "2", "-C", "4"]);
+    let mut sub = Run::start(&[
+        "sub", "-p", &ps, "-t", "f/a", "-t", "j/#", "--json", "-q", "2", "-C", "4",
+    ]);
     let retained: Value = serde_json::from_str(&sub.line().await).unwrap();
     assert_eq!(
         retained,
@@ -449,18 +610,49 @@ async fn sub_output_formats() {
     mosquitto_pub(
         port,
         &[
-            "-t", "j/props", "-m", "{\"on\":true}", "-q", "2",
-            "-D", "publish", "content-type", "application/json",
-            "-D", "publish", "user-property", "origin", "test",
-            "-D", "publish", "user-property", "origin", "again",
-            "-D", "publish", "response-topic", "j/reply",
-            "-D", "publish", "correlation-data", "abc",
-            "-D", "publish", "message-expiry-interval", "300",
-            "-D", "publish", "payload-format-indicator", "1",
+            "-t",
+            "j/props",
+            "-m",
+            "{\"on\":true}",
+            "-q",
+            "2",
+            "-D",
+            "publish",
+            "content-type",
+            "application/json",
+            "-D",
+            "publish",
+            "user-property",
+            "origin",
+            "test",
+            "-D",
+            "publish",
+            "user-property",
+            "origin",
+            "again",
+            "-D",
+            "publish",
+            "response-topic",
+            "j/reply",
+            "-D",
+            "publish",
+            "correlation-data",
+            "abc",
+            "-D",
+            "publish",
+            "message-expiry-interval",
+            "300",
+            "-D",
+            "publish",
+            "payload-format-indicator",
+            "1",
         ],
     );
     let m: Value = serde_json::from_str(&sub.line().await).unwrap();
-    assert_eq!(keys(&m), sorted(&["topic", "qos", "retain", "dup", "payload", "properties"]));
+    assert_eq!(
+        keys(&m),
+        sorted(&["topic", "qos", "retain", "dup", "payload", "properties"])
+    );
     assert_eq!(m["topic"], "j/props");
     assert_eq!(m["qos"], 2);
     assert_eq!(m["retain"], false);
@@ -468,7 +660,10 @@ async fn sub_output_formats() {
     assert_eq!(m["payload"], "{\"on\":true}");
     let p = &m["properties"];
     assert_eq!(p["content_type"], "application/json");
-    assert_eq!(p["user_properties"], serde_json::json!([["origin", "test"], ["origin", "again"]]));
+    assert_eq!(
+        p["user_properties"],
+        serde_json::json!([["origin", "test"], ["origin", "again"]])
+    );
     assert_eq!(p["response_topic"], "j/reply");
     assert_eq!(p["correlation_data"], "YWJj"); // base64 of "abc"
     assert_eq!(p["payload_format_indicator"], 1);
@@ -476,14 +671,31 @@ async fn sub_output_formats() {
     assert!((290..=300).contains(&expiry), "{p}");
     assert_eq!(
         keys(p),
-        sorted(&["content_type", "user_properties", "response_topic", "correlation_data",
-                 "payload_format_indicator", "message_expiry_interval"])
+        sorted(&[
+            "content_type",
+            "user_properties",
+            "response_topic",
+            "correlation_data",
+            "payload_format_indicator",
+            "message_expiry_interval"
+        ])
     );
 
     // Bytes that are not UTF-8: payload_b64 instead of payload. (steadfast pub -f sends them.)
     let file = std::env::temp_dir().join(format!("steadfast-bin-{}", std::process::id()));
     std::fs::write(&file, [0xff, 0xfe, 0x00, 0x41]).unwrap();
-    let (code, _, err) = output(&["pub", "-p", &ps, "-t", "j/bin", "-f", file.to_str().unwrap(), "-q", "1"]).await;
+    let (code, _, err) = output(&[
+        "pub",
+        "-p",
+        &ps,
+        "-t",
+        "j/bin",
+        "-f",
+        file.to_str().unwrap(),
+        "-q",
+        "1",
+    ])
+    .await;
     std::fs::remove_file(&file).ok();
     assert_eq!(code, 0, "{err}");
     let b: Value = serde_json::from_str(&sub.line().await).unwrap();
@@ -494,13 +706,32 @@ async fn sub_output_formats() {
 
     // steadfast pub -D sets properties too.
     let (code, _, err) = output(&[
-        "pub", "-p", &ps, "-t", "j/own", "-m", "x", "-q", "1",
-        "-D", "publish", "user-property", "k", "v", "-D", "publish", "content-type", "text/plain",
+        "pub",
+        "-p",
+        &ps,
+        "-t",
+        "j/own",
+        "-m",
+        "x",
+        "-q",
+        "1",
+        "-D",
+        "publish",
+        "user-property",
+        "k",
+        "v",
+        "-D",
+        "publish",
+        "content-type",
+        "text/plain",
     ])
     .await;
     assert_eq!(code, 0, "{err}");
     let o: Value = serde_json::from_str(&sub.line().await).unwrap();
-    assert_eq!(o["properties"], serde_json::json!({"content_type": "text/plain", "user_properties": [["k", "v"]]}));
+    assert_eq!(
+        o["properties"],
+        serde_json::json!({"content_type": "text/plain", "user_properties": [["k", "v"]]})
+    );
     assert_eq!(sub.exit().await, 0);
 
     // -W: exits 0 after SECS without a message (the retained one resets the clock once).
@@ -509,33 +740,56 @@ async fn sub_output_formats() {
     assert_eq!(code, 0);
     assert_eq!(out, "one\n");
     let took = started.elapsed();
-    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(10), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pub_lines_lose_nothing_through_outages() {
     const N: usize = 2000;
     let broker = Mosquitto::start().unwrap();
-    let proxy = Proxy::start("127.0.0.1:0".parse().unwrap(), broker.addr()).await.unwrap();
+    let proxy = Proxy::start("127.0.0.1:0".parse().unwrap(), broker.addr())
+        .await
+        .unwrap();
     let faults = proxy.handle();
     let pport = port_s(proxy.local_addr().port());
 
     // The reference subscriber: mosquitto_sub straight to the broker. -d prints "...SUBACK".
     let mut reference = Command::new("stdbuf")
-        .args(["-oL", "mosquitto_sub", "-h", "127.0.0.1", "-p", &port_s(broker.port()), "-t", "load", "-q", "1", "-d"])
+        .args([
+            "-oL",
+            "mosquitto_sub",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port_s(broker.port()),
+            "-t",
+            "load",
+            "-q",
+            "1",
+            "-d",
+        ])
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
     let mut ref_out = BufReader::new(reference.stdout.take().unwrap()).lines();
     loop {
-        let l = tokio::time::timeout(T, ref_out.next_line()).await.unwrap().unwrap().unwrap();
+        let l = tokio::time::timeout(T, ref_out.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         if l.contains("SUBACK") {
             break;
         }
     }
 
-    let mut args = vec!["pub", "-p", &pport, "-t", "load", "-l", "-q", "1", "--events"];
+    let mut args = vec![
+        "pub", "-p", &pport, "-t", "load", "-l", "-q", "1", "--events",
+    ];
     args.extend(FAST);
     let mut publisher = Run::start(&args);
     publisher.event("connected").await;
@@ -568,7 +822,12 @@ async fn pub_lines_lose_nothing_through_outages() {
     let code = publisher.exit().await;
     assert_eq!(code, 0, "{:?}", publisher.errors);
     assert!(publisher.errors.is_empty(), "{:?}", publisher.errors);
-    assert_eq!(publisher.count("connection_lost"), outages, "{:#?}", publisher.events);
+    assert_eq!(
+        publisher.count("connection_lost"),
+        outages,
+        "{:#?}",
+        publisher.events
+    );
     assert!(outages >= 5);
     assert_eq!(publisher.count("disconnected"), 1);
 
@@ -585,9 +844,16 @@ async fn pub_lines_lose_nothing_through_outages() {
             got.insert(l);
         }
     }
-    let missing: Vec<String> =
-        (0..N).map(|i| format!("L{i:05}")).filter(|l| !got.contains(l)).take(10).collect();
-    assert!(missing.is_empty(), "{} of {N} missing, e.g. {missing:?}", N - got.len());
+    let missing: Vec<String> = (0..N)
+        .map(|i| format!("L{i:05}"))
+        .filter(|l| !got.contains(l))
+        .take(10)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {N} missing, e.g. {missing:?}",
+        N - got.len()
+    );
     reference.kill().await.ok();
     proxy.shutdown().await;
 }
@@ -606,7 +872,9 @@ async fn sigint_stops_pub_lines_gracefully() {
     loop {
         stdin.write_all(b"hello\n").await.unwrap();
         stdin.flush().await.unwrap();
-        if let Ok(Ok(Some(l))) = tokio::time::timeout(Duration::from_millis(300), reference.out.next_line()).await {
+        if let Ok(Ok(Some(l))) =
+            tokio::time::timeout(Duration::from_millis(300), reference.out.next_line()).await
+        {
             assert_eq!(l, "hello");
             break;
         }
@@ -619,4 +887,37 @@ async fn sigint_stops_pub_lines_gracefully() {
     reference.signal("-TERM");
     reference.event("disconnected").await;
     assert_eq!(reference.exit().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pub_count_generates_paced_messages() {
+    let broker = Mosquitto::start().unwrap();
+    let ps = port_s(broker.port());
+    mosquitto_pub(broker.port(), &["-t", "gen/marker", "-m", "ready", "-r"]);
+    let mut sub = Run::start(&["sub", "-p", &ps, "-t", "gen/#", "-q", "1", "-C", "6"]);
+    assert_eq!(sub.line().await, "ready");
+    let started = Instant::now();
+    let (code, _, err) = output(&[
+        "pub",
+        "-p",
+        &ps,
+        "-t",
+        "gen/x",
+        "--count",
+        "5",
+        "--payload-size",
+        "8",
+        "--rate",
+        "50",
+        "-q",
+        "1",
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    // 5 messages at 50 per second: the last one 80 ms after the first.
+    assert!(started.elapsed() >= Duration::from_millis(80));
+    for i in 1..=5 {
+        assert_eq!(sub.line().await, format!("{i:.<8}"));
+    }
+    assert_eq!(sub.exit().await, 0);
 }

@@ -178,6 +178,7 @@ pub struct Connection {
     next_token: u64,
     next_sub_id: u32,
     disconnect: Option<DisconnectOptions>,
+    input_paused: bool,
 }
 
 impl core::fmt::Debug for Connection {
@@ -238,6 +239,7 @@ impl Connection {
             next_token: 0,
             next_sub_id: 0,
             disconnect: None,
+            input_paused: false,
         }
     }
 
@@ -491,6 +493,23 @@ impl Connection {
         }
     }
 
+    /// The driver stopped (`true`) or resumed (`false`) reading from the transport because the
+    /// application is not taking events fast enough. While input is paused the unread packets
+    /// are the application's backlog, not a silent link: the ping timeout is suspended (pings
+    /// still go out) and restarts from `now` when input resumes.
+    pub fn set_input_paused(&mut self, paused: bool, now: Instant) {
+        if self.input_paused == paused {
+            return;
+        }
+        self.input_paused = paused;
+        if paused {
+            self.timers.stop(Timer::PingResp);
+        } else if let Some(link) = self.link.as_ref().filter(|l| l.ping_outstanding) {
+            let pt = link.ping_timeout;
+            self.timers.set(Timer::PingResp, now + pt);
+        }
+    }
+
     /// Bytes read from the transport.
     pub fn handle_input(&mut self, data: &[u8], now: Instant) {
         if self.link.is_none() {
@@ -578,7 +597,9 @@ impl Connection {
                 if let Some(link) = self.link.as_mut() {
                     link.ping_outstanding = true;
                     let pt = link.ping_timeout;
-                    self.timers.set(Timer::PingResp, now + pt);
+                    if !self.input_paused {
+                        self.timers.set(Timer::PingResp, now + pt);
+                    }
                 }
             }
         }
@@ -1250,11 +1271,9 @@ impl Connection {
                 let mut republished = 0;
                 for out in entries.into_iter().rev() {
                     self.pkids.release(out.publish.pkid);
-                    if out.state == OutState::AwaitPubComp {
-                        // The broker took the message (PUBREC): it is not sent twice.
-                        self.finish_publish(out.token, Ok(PublishOutcome { reason: ReasonCode::Success }));
-                        continue;
-                    }
+                    // Entries past PUBREC are republished too: a broker that lost the session
+                    // may not have forwarded them (Mosquitto forwards QoS 2 at PUBREL), and
+                    // nothing accepted may be lost. The receiver may then see it twice.
                     if self.config.republish_on_session_loss {
                         republished += 1;
                         let mut publish = out.publish;
@@ -1630,7 +1649,6 @@ impl Connection {
                     return;
                 }
                 out.state = OutState::AwaitPubComp;
-                out.publish.payload = Bytes::new();
                 let id = out.token.0;
                 self.store(|| StoreOp::Outgoing { id, state: OutgoingState::AwaitPubComp(r.pkid) });
                 self.send_packet(&Packet::PubRel(PubRel::new(r.pkid)), now);

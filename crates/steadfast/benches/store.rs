@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use steadfast::store::{DurableStore, MemoryStore};
-use steadfast::{ClientBuilder, QoS, State};
+use steadfast::{ClientBuilder, ClientError, PublishOutcome, QoS, State};
 use steadfast_chaos::mosquitto::Mosquitto;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -90,15 +90,13 @@ async fn run(url: &str, mode: Mode, round: usize, o: &Opts, dir: &std::path::Pat
     let mut inflight: FuturesUnordered<_> = FuturesUnordered::new();
     for _ in 0..o.messages {
         if inflight.len() >= o.window {
-            inflight.next().await.expect("a publish").expect("published");
+            let done: Option<Result<PublishOutcome, ClientError>> = inflight.next().await;
+            done.expect("a publish").expect("published");
         }
         let c = client.clone();
         let p = payload.clone();
         let qos = o.qos;
-        inflight.push(async move {
-            let r: Result<_, steadfast::ClientError> = c.publish("bench/store", qos, false, p).await;
-            r
-        });
+        inflight.push(async move { c.publish("bench/store", qos, false, p).await });
     }
     while let Some(r) = inflight.next().await {
         r.expect("published");

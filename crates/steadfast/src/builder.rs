@@ -243,8 +243,10 @@ impl ClientBuilder {
         retain: bool,
         delay: Option<Duration>,
     ) -> Self {
-        let mut properties = Properties::default();
-        properties.will_delay_interval = delay.map(secs_u32);
+        let properties = Properties {
+            will_delay_interval: delay.map(secs_u32),
+            ..Properties::default()
+        };
         self.config.will = Some(LastWill {
             topic: ByteStr::from(topic.into()),
             payload: payload.into(),

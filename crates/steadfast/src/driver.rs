@@ -31,7 +31,12 @@ use crate::transport::{BoxTransport, ConnectFuture, Connector};
 const MAX_PENDING: usize = 256;
 /// Bytes read per call at most.
 const READ_CHUNK: usize = 64 * 1024;
+/// The read buffer's first size: it doubles (up to [`READ_CHUNK`]) whenever a read fills it, so
+/// an idle connection keeps 4 KiB instead of 64 KiB.
+const READ_MIN: usize = 4 * 1024;
 
+/// A subscribe's reply, and the route of its `subscribe_stream` handle if any.
+type SubscribeWaiter = (Reply<Vec<ReasonCode>>, Option<mpsc::Sender<Message>>);
 type Blocked = (steadfast_proto::Publish, Reply<PublishOutcome>, Option<oneshot::Sender<()>>);
 
 struct Route {
@@ -100,11 +105,11 @@ struct Driver {
     conn: Connection,
     connector: Arc<dyn Connector>,
     cmd_rx: mpsc::Receiver<Command>,
-    ev_tx: mpsc::Sender<ClientEvent>,
+    ev_tx: mpsc::Sender<Box<ClientEvent>>,
     state_tx: watch::Sender<State>,
     pending: VecDeque<(Target, ClientEvent)>,
     publishes: IdMap<u64, Reply<PublishOutcome>>,
-    subscribes: IdMap<u64, (Reply<Vec<ReasonCode>>, Option<mpsc::Sender<Message>>)>,
+    subscribes: IdMap<u64, SubscribeWaiter>,
     unsubscribes: IdMap<u64, Reply<Vec<ReasonCode>>>,
     routes: Vec<Route>,
     blocked: VecDeque<Blocked>,
@@ -116,6 +121,7 @@ struct Driver {
     accepted: IdMap<u64, oneshot::Sender<()>>,
 }
 
+#[allow(clippy::large_enum_variant)] // short-lived, one per loop turn
 enum Wake {
     Connected(Result<BoxTransport, TransportError>),
     Io(IoEvent),
@@ -142,6 +148,7 @@ impl Driver {
         let mut connecting: Option<ConnectFuture> = None;
         let mut wbuf = Bytes::new();
         let mut needs_flush = false;
+        let mut read_size = READ_MIN;
         let now = self.now();
         self.conn.start(now);
         loop {
@@ -189,7 +196,12 @@ impl Driver {
             }
 
             let deadline = self.conn.poll_timeout().map(Instant::from_std);
-            let can_read = self.pending.len() < MAX_PENDING;
+            // A slow application pauses reading (backpressure), except while waiting for
+            // CONNACK; the core then suspends its ping timeout, so a healthy link is not
+            // mistaken for a dead one.
+            let can_read =
+                self.pending.len() < MAX_PENDING || self.conn.state() == State::Connecting;
+            self.conn.set_input_paused(!can_read, self.now());
             let front_tx = match self.pending.front() {
                 Some((Target::Events, _)) => Some(Target::Events),
                 Some((Target::Route(tx), _)) => Some(Target::Route(tx.clone())),
@@ -206,7 +218,7 @@ impl Driver {
                 r = async { connecting.as_mut().expect("guarded").await }, if connecting.is_some() => {
                     Wake::Connected(r)
                 }
-                ev = poll_io(transport.as_mut(), &wbuf, needs_flush, can_read, self.conn.read_buffer()), if transport.is_some() => {
+                ev = poll_io(transport.as_mut(), &wbuf, needs_flush, can_read, self.conn.read_buffer(), &mut read_size), if transport.is_some() => {
                     Wake::Io(ev)
                 }
                 _ = sleep_until_opt(deadline), if deadline.is_some() => Wake::Timer,
@@ -269,6 +281,7 @@ impl Driver {
     fn handle_command(&mut self, cmd: Command, now: std::time::Instant) {
         match cmd {
             Command::Publish { publish, reply, accepted } => {
+                let publish = *publish;
                 if self.blocked.is_empty() {
                     self.publish(publish, reply, accepted, now)
                 } else {
@@ -282,7 +295,7 @@ impl Driver {
             }
             Command::Subscribe { filters, properties, route, reply } => {
                 let names: Vec<String> = filters.iter().map(|f| f.filter.to_string()).collect();
-                match self.conn.subscribe(filters, properties, now) {
+                match self.conn.subscribe(filters, *properties, now) {
                     Ok(token) => {
                         if let Some(tx) = &route {
                             for name in names {
@@ -306,7 +319,7 @@ impl Driver {
                 for f in &filters {
                     self.routes.retain(|r| r.filter != f.as_str());
                 }
-                match self.conn.unsubscribe(filters, properties, now) {
+                match self.conn.unsubscribe(filters, *properties, now) {
                     Ok(token) => {
                         self.unsubscribes.insert(token.0, reply);
                     }
@@ -514,9 +527,9 @@ impl Driver {
 
     fn try_deliver(&mut self, target: Target, ev: ClientEvent) -> Option<(Target, ClientEvent)> {
         match target {
-            Target::Events => match self.ev_tx.try_send(ev) {
+            Target::Events => match self.ev_tx.try_send(Box::new(ev)) {
                 Ok(()) => None,
-                Err(mpsc::error::TrySendError::Full(ev)) => Some((Target::Events, ev)),
+                Err(mpsc::error::TrySendError::Full(ev)) => Some((Target::Events, *ev)),
                 Err(mpsc::error::TrySendError::Closed(_)) => None,
             },
             Target::Route(tx) => {
@@ -549,7 +562,7 @@ impl Driver {
             let _ = tokio::time::timeout(Duration::from_secs(5), async {
                 match (target, ev) {
                     (Target::Events, ev) => {
-                        let _ = self.ev_tx.send(ev).await;
+                        let _ = self.ev_tx.send(Box::new(ev)).await;
                     }
                     (Target::Route(tx), ClientEvent::Message(m)) => {
                         let _ = tx.send(m).await;
@@ -596,7 +609,7 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
     }
 }
 
-async fn reserve(target: Option<Target>, ev_tx: mpsc::Sender<ClientEvent>) {
+async fn reserve(target: Option<Target>, ev_tx: mpsc::Sender<Box<ClientEvent>>) {
     match target {
         Some(Target::Events) => {
             // A closed channel also resolves: the event is then discarded.
@@ -617,6 +630,7 @@ async fn poll_io(
     needs_flush: bool,
     can_read: bool,
     rbuf: &mut bytes::BytesMut,
+    read_size: &mut usize,
 ) -> IoEvent {
     let Some(t) = transport else { return std::future::pending().await };
     poll_fn(|cx| {
@@ -637,12 +651,18 @@ async fn poll_io(
             }
         }
         if can_read {
-            if rbuf.capacity() - rbuf.len() < 4096 {
-                rbuf.reserve(READ_CHUNK);
+            if rbuf.capacity() - rbuf.len() < READ_MIN / 2 {
+                rbuf.reserve(*read_size);
             }
+            let spare = rbuf.capacity() - rbuf.len();
             match tokio_util::io::poll_read_buf(Pin::new(&mut **t), cx, rbuf) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(IoEvent::Eof),
-                Poll::Ready(Ok(_)) => return Poll::Ready(IoEvent::Read),
+                Poll::Ready(Ok(n)) => {
+                    if n >= spare {
+                        *read_size = (*read_size * 2).min(READ_CHUNK);
+                    }
+                    return Poll::Ready(IoEvent::Read);
+                }
                 Poll::Ready(Err(e)) => return Poll::Ready(IoEvent::Error(e)),
                 Poll::Pending => {}
             }

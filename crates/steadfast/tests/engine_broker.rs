@@ -611,3 +611,59 @@ fn disconnect_drain_is_bounded_by_the_drain_timeout() {
         }
     });
 }
+
+/// KNOWN BUG (see the report): an application that stops reading `Events` for a while (here
+/// 4 s, keep-alive 1 s) while messages stream in makes the driver stop reading the socket
+/// (bounded buffering, as designed), but then the PINGRESP cannot be read either: the
+/// keep-alive declares the healthy link dead, and the reconnect's CONNACK cannot be read
+/// (connect timeout) until the application catches up. With a clean session the messages
+/// in flight are lost. Expected: no connection loss; all 3,000 messages arrive on the one
+/// connection once the application reads again.
+#[test]
+fn slow_consumer_does_not_cause_a_keep_alive_timeout() {
+    run(Duration::from_secs(60), async {
+        let broker = mosquitto();
+        let id = uid("slow");
+        let topic = format!("slow/{id}");
+        let b = fast(&broker.url(), ProtocolVersion::V5, &id).keep_alive(Duration::from_secs(1));
+        let (c, mut events) = b.build().unwrap();
+        c.subscribe(topic.as_str(), QoS::AtLeastOnce).await.unwrap();
+        let (p, _pr) = start_connected(
+            fast(&broker.url(), ProtocolVersion::V5, &format!("{id}-pub")),
+            "pub",
+        )
+        .await;
+        let n = 3000;
+        for _ in 0..n {
+            let (p, t) = (p.clone(), topic.clone());
+            tokio::spawn(async move {
+                p.publish(t, QoS::AtLeastOnce, false, vec![b'x'; 1000])
+                    .await
+            });
+        }
+        // The application is busy elsewhere for a while.
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let (mut got, mut lifecycle) = (0, Vec::new());
+        while got < n {
+            match tokio::time::timeout(T, events.recv()).await {
+                Ok(Some(ClientEvent::Message(_))) => got += 1,
+                Ok(Some(ClientEvent::Lifecycle { event, .. })) => lifecycle.push(event),
+                _ => break,
+            }
+        }
+        let lost: Vec<&Lifecycle> = lifecycle
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    Lifecycle::ConnectionLost { .. } | Lifecycle::ConnectFailed { .. }
+                )
+            })
+            .collect();
+        assert!(
+            lost.is_empty(),
+            "a paused reader broke the connection: {lost:?}"
+        );
+        assert_eq!(got, n, "messages lost");
+    });
+}

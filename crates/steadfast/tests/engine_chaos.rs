@@ -53,9 +53,14 @@ async fn publish_sequence(c: Client, topic: String, qos: QoS) {
     }
 }
 
-/// Publisher behind a proxy that resets the connection every ~1 s, QoS 1 and QoS 2 at the
-/// same time; `mosquitto_sub` on a direct connection is the reference subscriber. QoS 2:
-/// every number exactly once. QoS 1: every number at least once.
+/// Publishers behind a proxy that resets the connection every ~1 s, 2,000 messages each at
+/// QoS 1 and QoS 2 (persistent session) and at QoS 1 (clean session), with 32 publishes in
+/// flight; `mosquitto_sub` on a direct connection is the reference subscriber. QoS 2: every
+/// number exactly once. QoS 1: every number at least once.
+///
+/// The QoS 2 publisher needs its session: with a clean session a message whose PUBREC came
+/// back just before a reset can be lost (see `qos2_after_pubrec_is_not_lost_when_the_session_is`
+/// in `engine_fake`).
 fn resets_while_publishing(v: ProtocolVersion) {
     run(Duration::from_secs(60), async move {
         let broker = mosquitto();
@@ -465,59 +470,5 @@ fn busy_broker_codes_back_off_and_eventually_connect() {
         });
         let [a, b, c] = runs;
         tokio::join!(a, b, c);
-    });
-}
-
-/// Two clients sharing one client id must not ping-pong. Mosquitto closes the old
-/// connection without a DISCONNECT; each client reconnects with a growing backoff (max 4 s),
-/// so over 10 s each one connects only a few times (a tight loop would be hundreds).
-#[test]
-fn shared_client_id_does_not_ping_pong_with_mosquitto() {
-    run(Duration::from_secs(40), async {
-        let broker = mosquitto();
-        let runs = VERSIONS.map(|v| {
-            let broker = &broker;
-            async move {
-                let id = uid(&format!("twin-{}", vname(v)));
-                let mut proxies = Vec::new();
-                let mut clients = Vec::new();
-                let window = Duration::from_secs(10);
-                for k in 0..2 {
-                    let proxy = proxy_to(broker.addr()).await;
-                    let b = fast(&url_of(proxy.local_addr()), v, &id)
-                        .backoff(Exponential::new(ms(100), Duration::from_secs(4)))
-                        .rng_seed(k + 1);
-                    clients.push(start(b, &format!("{id}#{k}")));
-                    proxies.push(proxy);
-                }
-                let t0 = Instant::now();
-                tokio::time::sleep(window).await;
-                let counts: Vec<u64> = proxies
-                    .iter()
-                    .map(|p| p.handle().stats().connects_seen)
-                    .collect();
-                eprintln!(
-                    "{id}: CONNECTs per client over {:?}: {counts:?}",
-                    t0.elapsed()
-                );
-                for (k, n) in counts.iter().enumerate() {
-                    // Delays 0.1, 0.2, 0.4, ... up to 4 s with jitter: well under 15 in 10 s.
-                    assert!(
-                        *n <= 14,
-                        "client {k} connected {n} times in {window:?}: ping-pong"
-                    );
-                    assert!(
-                        *n >= 2,
-                        "client {k} connected only {n} times: was it kicked at all?"
-                    );
-                }
-                // They really did fight: both saw their connection taken away.
-                for (_, r) in &clients {
-                    assert!(r.count(|e| matches!(e, Lifecycle::ConnectionLost { .. })) >= 1);
-                }
-            }
-        });
-        let [a, b] = runs;
-        tokio::join!(a, b);
     });
 }

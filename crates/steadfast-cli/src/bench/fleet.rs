@@ -121,6 +121,7 @@ pub async fn run(args: &BenchArgs, n: usize) -> Result<ExitCode, String> {
         let topic = format!("{}/fleet/{:x}/{}", args.topic, std::process::id(), policy.name());
         // 1. Open the fleet.
         let rss_before = util::vm_rss();
+        let heap_before = util::heap_in_use();
         let sem = Arc::new(Semaphore::new(args.connect_concurrency));
         let opened = Instant::now();
         let mut clients: Vec<Client> = Vec::with_capacity(n);
@@ -162,16 +163,18 @@ pub async fn run(args: &BenchArgs, n: usize) -> Result<ExitCode, String> {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let rss_after = util::vm_rss();
         let per_client = rss_after.saturating_sub(rss_before) as f64 / n as f64;
+        let heap_per_client = util::heap_in_use().saturating_sub(heap_before) as f64 / n as f64;
         if !json_out {
             println!(
                 "[{}] {n} clients connected and subscribed in {:.2} s ({:.0} per second); memory \
-                 {:.1} KiB per idle client (VmRSS {} -> {} MiB)",
+                 {:.1} KiB per idle client (VmRSS {} -> {} MiB; heap allocated {:.1} KiB per client)",
                 policy.name(),
                 connect_time.as_secs_f64(),
                 n as f64 / connect_time.as_secs_f64().max(1e-9),
                 per_client / 1024.0,
                 rss_before >> 20,
-                rss_after >> 20
+                rss_after >> 20,
+                heap_per_client / 1024.0
             );
         }
         let mut report = json!({
@@ -182,6 +185,7 @@ pub async fn run(args: &BenchArgs, n: usize) -> Result<ExitCode, String> {
             "rss_before_bytes": rss_before,
             "rss_after_bytes": rss_after,
             "memory_per_client_bytes": per_client.round(),
+            "heap_per_client_bytes": heap_per_client.round(),
         });
 
         // 2. The storm: kill the broker, restart it after the outage, wait for the fleet.

@@ -49,6 +49,20 @@ pub fn vm_rss() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// Bytes allocated with malloc and not yet freed (glibc's `mallinfo2`; 0 elsewhere).
+pub fn heap_in_use() -> u64 {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallinfo2 only reads the allocator's statistics.
+        let info = unsafe { libc::mallinfo2() };
+        (info.uordblks + info.hblkhd) as u64
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        0
+    }
+}
+
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit; returns the limit now in force.
 pub fn raise_nofile_limit() -> u64 {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };

@@ -43,25 +43,32 @@ mod codec {
             (u8::from(self.dup) << 3) | ((self.qos as u8) << 1) | u8::from(self.retain)
         }
 
-        /// Checks the packet identifier, DUP, the topic and the properties; returns the
-        /// property length. The common case (no properties, a valid topic) is one branch-light
-        /// test; anything else goes to [`Publish::check_slow`], which finds the error.
+        /// The cheap part of validation, true in the common case: no properties, a packet
+        /// identifier exactly when QoS > 0, no DUP on QoS 0, a topic of 1 to 65,535 bytes. The
+        /// topic's characters are checked separately (while it is copied, when encoding).
         #[inline(always)]
-        fn check(&self, v: ProtocolVersion) -> Result<usize, EncodeError> {
+        fn common_case(&self) -> bool {
             let qos0 = self.qos == QoS::AtMostOnce;
-            let fast = self.properties.is_empty()
+            self.properties.is_empty()
                 & (qos0 == (self.pkid == 0))
                 & !(qos0 & self.dup)
                 & !self.topic.is_empty()
                 & (self.topic.len() <= MAX_FIELD_LEN)
-                && topic::check_name_allow_empty_bytes(self.topic.as_bytes()).is_ok();
-            if fast {
+        }
+
+        /// Full validation; returns the property length.
+        #[inline]
+        fn check(&self, v: ProtocolVersion) -> Result<usize, EncodeError> {
+            if self.common_case()
+                && topic::check_name_allow_empty_bytes(self.topic.as_bytes()).is_ok()
+            {
                 Ok(0)
             } else {
                 self.check_slow(v)
             }
         }
 
+        /// Full validation, finding the error if there is one; returns the property length.
         #[cold]
         #[inline(never)]
         fn check_slow(&self, v: ProtocolVersion) -> Result<usize, EncodeError> {
@@ -125,15 +132,38 @@ mod codec {
         }
 
         /// Validates, measures and writes the whole packet (fixed header included), with one
-        /// reservation and as few writes as possible: the encoding hot path. `out` is left
-        /// unchanged on error.
+        /// reservation and few writes: the encoding hot path. `out` is left unchanged on error.
         #[inline(always)]
         pub(crate) fn encode(
             &self,
             v: ProtocolVersion,
             out: &mut BytesMut,
         ) -> Result<(), EncodeError> {
-            let props = self.check(v)?;
+            if self.common_case() {
+                let remaining = self.remaining(v, 0);
+                if remaining <= MAX_REMAINING_LENGTH {
+                    let start = out.len();
+                    out.reserve(1 + varint::len_unchecked(remaining) + remaining);
+                    self.put_header(remaining, out);
+                    // The topic is checked for wildcards and NUL while it is copied.
+                    if topic::put_name_checked(out, self.topic.as_bytes()) {
+                        self.put_rest(v, 0, out);
+                        return Ok(());
+                    }
+                    out.truncate(start);
+                }
+            }
+            self.encode_careful(v, out)
+        }
+
+        /// Everything but the common case: full validation first, then the same writes.
+        #[inline(never)]
+        fn encode_careful(
+            &self,
+            v: ProtocolVersion,
+            out: &mut BytesMut,
+        ) -> Result<(), EncodeError> {
+            let props = self.check_slow(v)?;
             let remaining = self.remaining(v, props);
             if remaining > MAX_REMAINING_LENGTH {
                 return Err(EncodeError::PacketTooLarge {
@@ -141,10 +171,16 @@ mod codec {
                 });
             }
             out.reserve(1 + varint::len_unchecked(remaining) + remaining);
+            self.put_header(remaining, out);
+            out.put_slice(self.topic.as_bytes());
+            self.put_rest(v, props, out);
+            Ok(())
+        }
 
-            // Few, fixed-size writes (each compiles to plain stores; every `BytesMut` write also
-            // updates its length through memory, so fewer is faster). The only variable-length
-            // copies are the topic and the payload.
+        /// The fixed header and the topic's length prefix, in one fixed-size write (every
+        /// `BytesMut` write updates its length through memory, so fewer is faster).
+        #[inline(always)]
+        fn put_header(&self, remaining: usize, out: &mut BytesMut) {
             let b0 = 0x30 | self.flags();
             let [t0, t1] = (self.topic.len() as u16).to_be_bytes();
             let r = remaining as u32;
@@ -163,7 +199,11 @@ mod codec {
             } else {
                 out.put_slice(&[b0, r0 | 0x80, r1 | 0x80, r2 | 0x80, r3, t0, t1]);
             }
-            out.put_slice(self.topic.as_bytes());
+        }
+
+        /// Packet identifier, properties, payload.
+        #[inline(always)]
+        fn put_rest(&self, v: ProtocolVersion, props: usize, out: &mut BytesMut) {
             let [p0, p1] = self.pkid.to_be_bytes();
             match (self.qos != QoS::AtMostOnce, v, props) {
                 (true, ProtocolVersion::V5, 0) => out.put_slice(&[p0, p1, 0]),
@@ -178,7 +218,6 @@ mod codec {
                 }
             }
             out.put_slice(&self.payload);
-            Ok(())
         }
 
         /// Writes the body, after the fixed header (for `Packet::encode_other`'s callers).

@@ -168,7 +168,11 @@ fn worker(mut db: Db, jobs: mpsc::Receiver<Job>) {
                 let _ = reply.send(r);
             }
             Job::Commit { ops, reply } => {
+                let n = ops.len();
+                let kinds = ops.iter().fold([0usize; 3], |mut k, o| { match o { StoreOp::Accepted{..} => k[0]+=1, StoreOp::Completed{..} => k[1]+=1, _ => k[2]+=1 }; k });
+                let t = std::time::Instant::now();
                 let r = guard(&db.path.clone(), || db.commit(ops));
+                if std::env::var_os("STEADFAST_STORE_STATS").is_some() { eprintln!("STAT {n} {:?} {}us", kinds, t.elapsed().as_micros()); }
                 let _ = reply.send(r);
             }
         }
@@ -193,6 +197,8 @@ fn guard<T>(path: &Path, f: impl FnOnce() -> Result<T, StoreError>) -> Result<T,
 struct Db {
     conn: Connection,
     path: PathBuf,
+    /// Whether commits currently wait for the disk (`synchronous = FULL`).
+    sync_full: bool,
 }
 
 /// What one batch does to one stored publication, after coalescing.
@@ -228,7 +234,7 @@ impl Db {
         // FULL: in WAL mode, every commit fsyncs the log before it returns.
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(|e| err("cannot configure", e))?;
-        let mut db = Db { conn, path: path.to_owned() };
+        let mut db = Db { conn, path: path.to_owned(), sync_full: true };
         db.init()?;
         db.check()?;
         Ok(db)
@@ -407,6 +413,19 @@ impl Db {
     fn commit(&mut self, ops: Vec<StoreOp>) -> Result<(), StoreError> {
         let path = self.path.clone();
         let err = |what: &str, e| sql_error(&path, what, e);
+        // A batch of completions only need not wait for the disk: losing it in a crash makes
+        // a finished message go out again (a duplicate, which QoS 1 allows; for QoS 2 a
+        // resent PUBREL), never a loss. It becomes durable with the next durable commit, as
+        // the log is written and synced in order; and a packet id is reused only after a
+        // durable commit that follows its completion.
+        let durable = !ops.iter().all(|op| matches!(op, StoreOp::Completed { .. }));
+        if durable != self.sync_full {
+            let mode = if durable { "FULL" } else { "NORMAL" };
+            self.conn
+                .pragma_update(None, "synchronous", mode)
+                .map_err(|e| err("cannot configure", e))?;
+            self.sync_full = durable;
+        }
         // Outgoing publications are coalesced per id (accepted + sent in one batch is one
         // insert; accepted + finished is nothing); everything else keeps its order.
         let mut changes: BTreeMap<u64, Change> = BTreeMap::new();
