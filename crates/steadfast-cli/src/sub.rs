@@ -191,7 +191,10 @@ async fn sub(args: SubArgs) -> ExitCode {
     };
     // Subscription identifiers only route messages inside a client; sub has no use for them
     // and they would show up in every message's properties.
-    let builder = match args.conn.with_store(conn.builder.subscription_identifiers(false)) {
+    let builder = match args
+        .conn
+        .with_store(conn.builder.subscription_identifiers(false))
+    {
         Ok(b) => b,
         Err(e) => return Outcome::Failed(e).exit(),
     };

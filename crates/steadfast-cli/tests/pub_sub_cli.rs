@@ -921,3 +921,242 @@ async fn pub_count_generates_paced_messages() {
     }
     assert_eq!(sub.exit().await, 0);
 }
+
+/// A CA and a server certificate for 127.0.0.1, made with the openssl tool, in a directory
+/// Mosquitto (which drops to its own user) can read.
+fn make_certs(dir: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let d = |f: &str| dir.join(f).to_str().unwrap().to_string();
+    std::fs::write(
+        dir.join("ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let steps: Vec<Vec<String>> = vec![
+        [
+            &["req", "-x509"][..],
+            &ec[..],
+            &[
+                "-keyout",
+                &d("ca.key"),
+                "-out",
+                &d("ca.pem"),
+                "-days",
+                "2",
+                "-subj",
+                "/CN=steadfast-test-ca",
+            ],
+        ]
+        .concat()
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+        [
+            &["req"][..],
+            &ec[..],
+            &[
+                "-keyout",
+                &d("server.key"),
+                "-out",
+                &d("server.csr"),
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+        ]
+        .concat()
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+        [
+            "x509",
+            "-req",
+            "-in",
+            &d("server.csr"),
+            "-CA",
+            &d("ca.pem"),
+            "-CAkey",
+            &d("ca.key"),
+            "-CAcreateserial",
+            "-out",
+            &d("server.pem"),
+            "-days",
+            "2",
+            "-extfile",
+            &d("ext"),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+    ];
+    for args in steps {
+        let out = std::process::Command::new("openssl")
+            .args(&args)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for f in ["ca.pem", "server.pem", "server.key"] {
+        std::fs::set_permissions(dir.join(f), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_flags() {
+    let dir = std::env::temp_dir().join(format!("steadfast-cli-tls-{}", std::process::id()));
+    make_certs(&dir);
+    let f = |n: &str| dir.join(n).to_str().unwrap().to_string();
+    let tls_port = steadfast_chaos::free_port();
+    let broker = Mosquitto::builder()
+        .extra_config(format!(
+            "listener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}",
+            f("ca.pem"),
+            f("server.pem"),
+            f("server.key")
+        ))
+        .start()
+        .unwrap();
+    mosquitto_pub(broker.port(), &["-t", "tls", "-m", "secret-ish", "-r"]);
+    let tp = tls_port.to_string();
+    let url = format!("mqtts://127.0.0.1:{tp}");
+    let ca = f("ca.pem");
+    // --cafile with a URL, and with -p (TLS flags turn -h/-p into mqtts).
+    for args in [
+        vec!["sub", "-L", &url, "--cafile", &ca, "-t", "tls", "-C", "1"],
+        vec!["sub", "-p", &tp, "--cafile", &ca, "-t", "tls", "-C", "1"],
+    ] {
+        let (code, out, err) = output(&args).await;
+        assert_eq!((code, out.as_str()), (0, "secret-ish\n"), "{args:?}: {err}");
+    }
+    // --insecure: works, with a warning.
+    let (code, out, err) = output(&["sub", "-L", &url, "--insecure", "-t", "tls", "-C", "1"]).await;
+    assert_eq!((code, out.as_str()), (0, "secret-ish\n"), "{err}");
+    assert!(err.contains("WARNING"), "{err}");
+    // No CA: the certificate is rejected, which is fatal (exit 3).
+    let mut sub = Run::start(&["sub", "-L", &url, "-t", "tls", "--events"]);
+    let fatal = sub.event("fatal").await;
+    assert!(
+        fatal["reason"].as_str().unwrap().contains("certificate"),
+        "{fatal}"
+    );
+    assert_eq!(sub.exit().await, 3);
+    // A CA file that is not there: usage error.
+    let (code, _, err) = output(&[
+        "sub",
+        "-L",
+        &url,
+        "--cafile",
+        "/nonexistent/ca.pem",
+        "-t",
+        "tls",
+    ])
+    .await;
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_keeps_messages_across_runs() {
+    let broker = Mosquitto::start().unwrap();
+    let ps = port_s(broker.port());
+    let dir = std::env::temp_dir().join(format!("steadfast-cli-store-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let store = dir.to_str().unwrap();
+    mosquitto_pub(broker.port(), &["-t", "st/marker", "-m", "ready", "-r"]);
+    let mut sub = Run::start(&["sub", "-p", &ps, "-t", "st/#", "-q", "1", "-C", "3"]);
+    assert_eq!(sub.line().await, "ready");
+    // First run: the broker is unreachable; the message is accepted into the store, then
+    // pub gives up (exit 4).
+    let dead = steadfast_chaos::free_port().to_string();
+    let (code, _, err) = output(&[
+        "pub",
+        "-p",
+        &dead,
+        "-t",
+        "st/a",
+        "-m",
+        "first",
+        "-q",
+        "1",
+        "-i",
+        "store-client",
+        "--store",
+        store,
+        "--max-attempts",
+        "2",
+        "--reconnect-min",
+        "300ms",
+        "--reconnect-max",
+        "300ms",
+    ])
+    .await;
+    assert_eq!(code, 4, "{err}");
+    // Second run, broker reachable: the stored message goes out too.
+    let (code, _, err) = output(&[
+        "pub",
+        "-p",
+        &ps,
+        "-t",
+        "st/a",
+        "-m",
+        "second",
+        "-q",
+        "1",
+        "-i",
+        "store-client",
+        "--store",
+        store,
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let mut got = vec![sub.line().await, sub.line().await];
+    got.sort();
+    assert_eq!(got, ["first", "second"]);
+    assert_eq!(sub.exit().await, 0);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_publish_exits_1_after_sending_the_rest() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("steadfast-cli-acl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let acl = dir.join("acl");
+    std::fs::write(&acl, "topic readwrite ok/#\n").unwrap();
+    std::fs::set_permissions(&acl, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let broker = Mosquitto::builder()
+        .extra_config(format!("acl_file {}", acl.display()))
+        .start()
+        .unwrap();
+    let ps = port_s(broker.port());
+    // MQTT 5: Mosquitto answers PUBACK 0x87 for a denied topic.
+    let mut p = Run::start(&["pub", "-p", &ps, "-t", "denied", "-l", "-q", "1"]);
+    p.stdin
+        .take()
+        .unwrap()
+        .write_all(b"a\nb\nc\n")
+        .await
+        .unwrap();
+    assert_eq!(p.exit().await, 1);
+    assert_eq!(
+        p.errors,
+        ["steadfast: 3 of 3 messages were not delivered; first: rejected by the broker: not authorized"]
+    );
+    let (code, _, err) = output(&["pub", "-p", &ps, "-t", "ok/1", "-m", "fine", "-q", "1"]).await;
+    assert_eq!(code, 0, "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}

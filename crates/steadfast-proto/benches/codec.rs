@@ -10,6 +10,7 @@
 //! framing entry point. steadfast always validates (topic, properties, identifiers).
 //!
 //! Run: `cargo bench -p steadfast-proto --bench codec -- --warm-up-time 1 --measurement-time 3`
+//! (with `CODEC_AB=1` to also print an interleaved comparison, see [`interleaved`]).
 
 use std::hint::black_box;
 
@@ -185,8 +186,129 @@ fn sanity() {
 
 fn benches(c: &mut Criterion) {
     sanity();
+    if std::env::var_os("CODEC_AB").is_some() {
+        interleaved();
+    }
     encode(c);
     decode(c);
+}
+
+/// `CODEC_AB=1`: alternates short bursts of every codec, many rounds, and prints each one's
+/// fastest and median burst (ns per packet). Criterion runs one benchmark after the other, so
+/// on a shared, busy machine load changes between them skew the comparison; interleaving
+/// exposes every codec to the same load.
+fn interleaved() {
+    type Run = Box<dyn FnMut(usize)>;
+    const BURST: usize = 2000;
+    const ROUNDS: usize = 300;
+    for (label, size) in [("64B", 64usize), ("4KiB", 4096)] {
+        let payload = Bytes::from(vec![0xA5u8; size]);
+        let mut runs: Vec<(&str, Run)> = Vec::new();
+        for (name, v) in [
+            ("encode steadfast_v5", ProtocolVersion::V5),
+            ("encode steadfast_v311", ProtocolVersion::V311),
+        ] {
+            let p = steadfast_publish(&payload);
+            let mut buf = BytesMut::with_capacity(8192);
+            runs.push((
+                name,
+                Box::new(move |n| {
+                    for _ in 0..n {
+                        buf.clear();
+                        black_box(&p).encode(black_box(v), &mut buf).unwrap();
+                        black_box(&buf);
+                    }
+                }),
+            ));
+        }
+        let r4 = rumqttc_v4_publish(&payload);
+        let mut buf = BytesMut::with_capacity(8192);
+        runs.push((
+            "encode rumqttc_v4",
+            Box::new(move |n| {
+                for _ in 0..n {
+                    buf.clear();
+                    black_box(&r4).write(&mut buf).unwrap();
+                    black_box(&buf);
+                }
+            }),
+        ));
+        let r4p = rv4::Packet::Publish(rumqttc_v4_publish(&payload));
+        let mut buf = BytesMut::with_capacity(8192);
+        runs.push((
+            "encode rumqttc_v4_packet",
+            Box::new(move |n| {
+                for _ in 0..n {
+                    buf.clear();
+                    black_box(&r4p).write(&mut buf, usize::MAX).unwrap();
+                    black_box(&buf);
+                }
+            }),
+        ));
+        for (name, v) in [
+            ("decode steadfast_v5", ProtocolVersion::V5),
+            ("decode steadfast_v311", ProtocolVersion::V311),
+        ] {
+            let mut wire = BytesMut::new();
+            steadfast_publish(&payload).encode(v, &mut wire).unwrap();
+            let wire = wire.freeze();
+            let mut inputs: Vec<BytesMut> = Vec::new();
+            runs.push((
+                name,
+                Box::new(move |n| {
+                    // Inputs are built outside the timed region (see below).
+                    if inputs.is_empty() {
+                        inputs = (0..n).map(|_| BytesMut::from(&wire[..])).collect();
+                        return;
+                    }
+                    for b in inputs.iter_mut() {
+                        let p = Packet::decode(b, black_box(v), u32::MAX).unwrap();
+                        black_box(&p);
+                    }
+                    inputs.clear();
+                }),
+            ));
+        }
+        let mut wire = BytesMut::new();
+        rumqttc_v4_publish(&payload).write(&mut wire).unwrap();
+        let wire = wire.freeze();
+        let mut inputs: Vec<BytesMut> = Vec::new();
+        runs.push((
+            "decode rumqttc_v4",
+            Box::new(move |n| {
+                if inputs.is_empty() {
+                    inputs = (0..n).map(|_| BytesMut::from(&wire[..])).collect();
+                    return;
+                }
+                for b in inputs.iter_mut() {
+                    let p = rv4::Packet::read(b, usize::MAX).unwrap();
+                    black_box(&p);
+                }
+                inputs.clear();
+            }),
+        ));
+
+        let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(ROUNDS); runs.len()];
+        for _ in 0..ROUNDS {
+            for ((name, run), out) in runs.iter_mut().zip(samples.iter_mut()) {
+                if name.starts_with("decode") {
+                    run(BURST); // build the inputs, untimed
+                }
+                let t = std::time::Instant::now();
+                run(BURST);
+                out.push(t.elapsed().as_nanos() as f64 / BURST as f64);
+            }
+        }
+        println!("interleaved A/B, PUBLISH QoS 1, {label} payload ({ROUNDS} rounds of {BURST}):");
+        for ((name, _), mut v) in runs.iter().zip(samples) {
+            v.sort_by(f64::total_cmp);
+            println!(
+                "  {name:26} min {:7.2} ns   median {:7.2} ns",
+                v[0],
+                v[v.len() / 2]
+            );
+        }
+    }
 }
 
 criterion_group!(codec, benches);

@@ -36,10 +36,10 @@ pub mod timer;
 pub mod topic;
 
 pub use codec::ByteStr;
+pub use codec::{DecodeError, EncodeError, Malformed, MalformedKind};
 pub use config::Config;
 pub use connection::{Action, Connection, DisconnectOptions};
 pub use error::{CommandError, Initiator, PublishError, Reason, TransportError};
 pub use event::{Event, Granted, Lifecycle, PublishOutcome, State, Token};
-pub use codec::{DecodeError, EncodeError, Malformed, MalformedKind};
-pub use topic::{TopicError, TopicFilter, TopicName};
 pub use packet::*;
+pub use topic::{TopicError, TopicFilter, TopicName};

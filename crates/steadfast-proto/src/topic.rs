@@ -162,7 +162,7 @@ mod swar {
 mod sse2 {
     use core::arch::x86_64::{
         __m128i, _mm_and_si128, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128,
-        _mm_set1_epi8, _mm_setzero_si128, _mm_storeu_si128,
+        _mm_set1_epi8, _mm_setzero_si128,
     };
 
     /// For `b.len() >= 16`.
@@ -195,74 +195,6 @@ mod sse2 {
             _mm_movemask_epi8(acc) != 0
         }
     }
-
-    /// Copies `src` into `dst` (the same length, at least 16) while checking it as
-    /// [`maybe_special`] does; returns false if it might hold `+`, `#` or NUL. Every byte of
-    /// `dst` is initialised either way.
-    #[inline(always)]
-    pub(super) fn copy_checked(dst: &mut [core::mem::MaybeUninit<u8>], src: &[u8]) -> bool {
-        let n = src.len();
-        if dst.len() != n || n < 16 {
-            return false;
-        }
-        // SAFETY: SSE2 is enabled at compile time (see the module's `cfg`). Every load reads
-        // the 16 bytes of `src` at `i..i + 16` and every store writes the 16 bytes of `dst` at
-        // `i..i + 16`, with `i + 16 <= n` (the last block is moved back to end exactly at `n`,
-        // re-copying a few bytes); both slices are `n` bytes long and do not overlap (`dst` is
-        // borrowed mutably). Unaligned loads and stores are allowed.
-        unsafe {
-            let not_bit3 = _mm_set1_epi8(0xF7u8 as i8);
-            let hash = _mm_set1_epi8(b'#' as i8);
-            let zero = _mm_setzero_si128();
-            let mut acc = zero;
-            let s = src.as_ptr();
-            let d = dst.as_mut_ptr().cast::<u8>();
-            let mut i = 0;
-            loop {
-                let at = if i + 16 <= n { i } else { n - 16 };
-                let raw = _mm_loadu_si128(s.add(at).cast::<__m128i>());
-                _mm_storeu_si128(d.add(at).cast::<__m128i>(), raw);
-                let v = _mm_and_si128(raw, not_bit3);
-                acc = _mm_or_si128(
-                    acc,
-                    _mm_or_si128(_mm_cmpeq_epi8(v, hash), _mm_cmpeq_epi8(v, zero)),
-                );
-                i = at + 16;
-                if i >= n {
-                    break;
-                }
-            }
-            _mm_movemask_epi8(acc) == 0
-        }
-    }
-}
-
-/// Appends topic-name bytes `t` to `out`, checking them while they are copied: returns false,
-/// having appended nothing, when they might hold `+`, `#` or NUL (the caller then checks
-/// exactly, see [`maybe_special`]). One pass over the topic, and no call to `memcpy`.
-#[inline(always)]
-pub(crate) fn put_name_checked(out: &mut bytes::BytesMut, t: &[u8]) -> bool {
-    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-    if t.len() >= 16 {
-        out.reserve(t.len());
-        let spare = out.spare_capacity_mut();
-        if let Some(dst) = spare.get_mut(..t.len()) {
-            if !sse2::copy_checked(dst, t) {
-                return false;
-            }
-            let new_len = out.len() + t.len();
-            // SAFETY: `copy_checked` initialised all `t.len()` bytes of `dst`, the start of the
-            // spare capacity, so the first `new_len` bytes of `out` are initialised and within
-            // its capacity.
-            unsafe { out.set_len(new_len) };
-            return true;
-        }
-    }
-    if maybe_special(t) {
-        return false;
-    }
-    bytes::BufMut::put_slice(out, t);
-    true
 }
 
 /// Checks bytes of a topic name for U+0000 and wildcards (not the length, nor emptiness).

@@ -43,32 +43,25 @@ mod codec {
             (u8::from(self.dup) << 3) | ((self.qos as u8) << 1) | u8::from(self.retain)
         }
 
-        /// The cheap part of validation, true in the common case: no properties, a packet
-        /// identifier exactly when QoS > 0, no DUP on QoS 0, a topic of 1 to 65,535 bytes. The
-        /// topic's characters are checked separately (while it is copied, when encoding).
+        /// Checks the packet identifier, DUP, the topic and the properties; returns the
+        /// property length. The common case (no properties, a valid topic) is one branch-light
+        /// test; anything else goes to [`Publish::check_slow`], which finds the error.
         #[inline(always)]
-        fn common_case(&self) -> bool {
+        fn check(&self, v: ProtocolVersion) -> Result<usize, EncodeError> {
             let qos0 = self.qos == QoS::AtMostOnce;
-            self.properties.is_empty()
+            let fast = self.properties.is_empty()
                 & (qos0 == (self.pkid == 0))
                 & !(qos0 & self.dup)
                 & !self.topic.is_empty()
                 & (self.topic.len() <= MAX_FIELD_LEN)
-        }
-
-        /// Full validation; returns the property length.
-        #[inline]
-        fn check(&self, v: ProtocolVersion) -> Result<usize, EncodeError> {
-            if self.common_case()
-                && topic::check_name_allow_empty_bytes(self.topic.as_bytes()).is_ok()
-            {
+                && topic::check_name_allow_empty_bytes(self.topic.as_bytes()).is_ok();
+            if fast {
                 Ok(0)
             } else {
                 self.check_slow(v)
             }
         }
 
-        /// Full validation, finding the error if there is one; returns the property length.
         #[cold]
         #[inline(never)]
         fn check_slow(&self, v: ProtocolVersion) -> Result<usize, EncodeError> {
@@ -132,38 +125,15 @@ mod codec {
         }
 
         /// Validates, measures and writes the whole packet (fixed header included), with one
-        /// reservation and few writes: the encoding hot path. `out` is left unchanged on error.
+        /// reservation and as few writes as possible: the encoding hot path. `out` is left
+        /// unchanged on error.
         #[inline(always)]
         pub(crate) fn encode(
             &self,
             v: ProtocolVersion,
             out: &mut BytesMut,
         ) -> Result<(), EncodeError> {
-            if self.common_case() {
-                let remaining = self.remaining(v, 0);
-                if remaining <= MAX_REMAINING_LENGTH {
-                    let start = out.len();
-                    out.reserve(1 + varint::len_unchecked(remaining) + remaining);
-                    self.put_header(remaining, out);
-                    // The topic is checked for wildcards and NUL while it is copied.
-                    if topic::put_name_checked(out, self.topic.as_bytes()) {
-                        self.put_rest(v, 0, out);
-                        return Ok(());
-                    }
-                    out.truncate(start);
-                }
-            }
-            self.encode_careful(v, out)
-        }
-
-        /// Everything but the common case: full validation first, then the same writes.
-        #[inline(never)]
-        fn encode_careful(
-            &self,
-            v: ProtocolVersion,
-            out: &mut BytesMut,
-        ) -> Result<(), EncodeError> {
-            let props = self.check_slow(v)?;
+            let props = self.check(v)?;
             let remaining = self.remaining(v, props);
             if remaining > MAX_REMAINING_LENGTH {
                 return Err(EncodeError::PacketTooLarge {
@@ -171,16 +141,10 @@ mod codec {
                 });
             }
             out.reserve(1 + varint::len_unchecked(remaining) + remaining);
-            self.put_header(remaining, out);
-            out.put_slice(self.topic.as_bytes());
-            self.put_rest(v, props, out);
-            Ok(())
-        }
 
-        /// The fixed header and the topic's length prefix, in one fixed-size write (every
-        /// `BytesMut` write updates its length through memory, so fewer is faster).
-        #[inline(always)]
-        fn put_header(&self, remaining: usize, out: &mut BytesMut) {
+            // Few, fixed-size writes (each compiles to plain stores; every `BytesMut` write also
+            // updates its length through memory, so fewer is faster). The only variable-length
+            // copies are the topic and the payload.
             let b0 = 0x30 | self.flags();
             let [t0, t1] = (self.topic.len() as u16).to_be_bytes();
             let r = remaining as u32;
@@ -199,11 +163,7 @@ mod codec {
             } else {
                 out.put_slice(&[b0, r0 | 0x80, r1 | 0x80, r2 | 0x80, r3, t0, t1]);
             }
-        }
-
-        /// Packet identifier, properties, payload.
-        #[inline(always)]
-        fn put_rest(&self, v: ProtocolVersion, props: usize, out: &mut BytesMut) {
+            out.put_slice(self.topic.as_bytes());
             let [p0, p1] = self.pkid.to_be_bytes();
             match (self.qos != QoS::AtMostOnce, v, props) {
                 (true, ProtocolVersion::V5, 0) => out.put_slice(&[p0, p1, 0]),
@@ -218,6 +178,7 @@ mod codec {
                 }
             }
             out.put_slice(&self.payload);
+            Ok(())
         }
 
         /// Writes the body, after the fixed header (for `Packet::encode_other`'s callers).
