@@ -167,7 +167,16 @@ fn child(a: ChildArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let r = rt.block_on(async { tokio::time::timeout(Duration::from_secs(150), clients::run(&a.client, &s)).await });
+    // On a worker thread, like the clients' own tasks (block_on's thread is not a worker).
+    let client = a.client.clone();
+    let r = rt.block_on(async move {
+        let task = tokio::spawn(async move { clients::run(&client, &s).await });
+        match tokio::time::timeout(Duration::from_secs(150), task).await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => Ok(Err(format!("the run panicked: {e}"))),
+            Err(e) => Err(e),
+        }
+    });
     rt.shutdown_timeout(Duration::from_secs(1));
     match r {
         Ok(Ok(m)) => {

@@ -162,6 +162,8 @@ struct Sm {
     last_state: State,
     /// Print every call and what came out (for reproducing a failure).
     trace: bool,
+    /// Input paused with `set_input_paused`.
+    paused: bool,
 }
 
 fn policy(input: &mut Input<'_>) -> Box<dyn BackoffPolicy> {
@@ -246,6 +248,7 @@ impl Sm {
             sub_done: HashSet::new(),
             last_state: State::Idle,
             trace,
+            paused: false,
         };
         if trace {
             eprintln!("{:?}", sm.conn.config());
@@ -416,11 +419,17 @@ impl Sm {
                 } else {
                     // Driver calls the core must shrug off: bytes with no transport open, an
                     // early timeout, a second start.
-                    match input.below(3) {
+                    match input.below(5) {
                         0 if self.link.is_none() => {
                             self.conn.handle_input(&[0x20, 0x02, 0, 0], now)
                         }
                         1 => self.conn.handle_timeout(now),
+                        2 | 3 => {
+                            // The application stops (or resumes) taking events: the driver
+                            // stops reading.
+                            self.paused = !self.paused;
+                            self.conn.set_input_paused(self.paused, now);
+                        }
                         _ => self.conn.start(now),
                     }
                     self.after_call("misuse");
@@ -706,6 +715,11 @@ impl Sm {
             let Some(link) = self.link.as_mut() else {
                 return;
             };
+            // A driver whose application is not taking events stops reading (except while
+            // waiting for CONNACK).
+            if self.paused && link.connack.is_some() {
+                return;
+            }
             // How many of `pending` complete the next packet in the client's buffer?
             let before = link.to_client.len();
             let mut probe = link.to_client.clone();

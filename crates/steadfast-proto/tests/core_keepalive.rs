@@ -288,3 +288,30 @@ fn keep_alive_restarts_on_a_new_connection() {
         assert_eq!(h.conn.poll_timeout(), Some(h.now + secs(10)), "{v}");
     }
 }
+
+#[test]
+fn paused_input_suspends_the_ping_timeout() {
+    for v in VERSIONS {
+        let mut h = harness(v, secs(10));
+        h.connected();
+        // The application stops taking events; the driver stops reading at 8 s.
+        h.advance(secs(8));
+        h.conn.set_input_paused(true, h.now);
+        h.advance(secs(2));
+        assert_eq!(h.sent(), vec![Packet::PingReq], "{v}: pings still go out");
+        h.advance(secs(60));
+        assert_eq!(
+            h.conn.state(),
+            State::Connected,
+            "{v}: unread input is a backlog, not a dead link"
+        );
+        assert!(lost(&mut h).is_none());
+        // Reading resumes at 70 s: the ping timeout restarts from then.
+        h.conn.set_input_paused(false, h.now);
+        assert_eq!(h.timeout_in(), Some(secs(5)));
+        h.advance(secs(5));
+        let (at, reason) = lost(&mut h).expect("silent after resuming");
+        assert_eq!(at, secs(75));
+        assert_eq!(reason, Reason::KeepAliveTimeout(secs(5)));
+    }
+}

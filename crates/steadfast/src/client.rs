@@ -95,6 +95,9 @@ pub(crate) enum Command {
 pub struct Client {
     pub(crate) tx: mpsc::Sender<Command>,
     pub(crate) state: watch::Receiver<State>,
+    /// A session store is configured: acceptance means durable, so it is confirmed by the
+    /// driver; without one, a publish is accepted once it is queued to the driver.
+    pub(crate) durable: bool,
 }
 
 impl Client {
@@ -142,6 +145,11 @@ impl Client {
     /// queued in memory otherwise — and the returned [`PendingAck`] resolves when the broker
     /// acknowledged it (PUBACK / PUBCOMP).
     ///
+    /// Without a store, acceptance takes no round trip to the client's task: this resolves as
+    /// soon as the message is queued to it (in order), so a publisher can run ahead and the
+    /// task writes whole batches; a publish the client then refuses (an invalid topic, a full
+    /// queue under [`crate::Overflow::Reject`]) fails through the [`PendingAck`].
+    ///
     /// ```no_run
     /// # async fn f(client: steadfast::Client, msg: steadfast::Publish) -> Result<(), steadfast::ClientError> {
     /// let pending = client.publish_accepted(msg).await?; // durable from here on
@@ -150,6 +158,13 @@ impl Client {
     /// ```
     pub async fn publish_accepted(&self, publish: Publish) -> Result<PendingAck, ClientError> {
         let (reply, rx) = oneshot::channel();
+        if !self.durable {
+            self.tx
+                .send(Command::Publish { publish: Box::new(publish), reply, accepted: None })
+                .await
+                .map_err(|_| ClientError::Closed)?;
+            return Ok(PendingAck { rx });
+        }
         let (accepted, acc_rx) = oneshot::channel();
         self.tx
             .send(Command::Publish { publish: Box::new(publish), reply, accepted: Some(accepted) })

@@ -34,6 +34,9 @@ const READ_CHUNK: usize = 64 * 1024;
 /// The read buffer's first size: it doubles (up to [`READ_CHUNK`]) whenever a read fills it, so
 /// an idle connection keeps 4 KiB instead of 64 KiB.
 const READ_MIN: usize = 4 * 1024;
+/// Reads in a row (while more input is ready) before pending output is written: the acks
+/// of a burst of input go out in one write instead of one each.
+const READS_BEFORE_WRITE: u32 = 4;
 
 /// A subscribe's reply, and the route of its `subscribe_stream` handle if any.
 type SubscribeWaiter = (Reply<Vec<ReasonCode>>, Option<mpsc::Sender<Message>>);
@@ -52,6 +55,7 @@ enum Target {
 
 pub(crate) fn spawn(mut b: ClientBuilder) -> (Client, Events) {
     let store = b.store.take();
+    let durable = store.is_some();
     let snapshot = b.snapshot.take();
     let credentials = b.credentials.take();
     let authenticator = b.authenticator.take();
@@ -98,7 +102,7 @@ pub(crate) fn spawn(mut b: ClientBuilder) -> (Client, Events) {
         accepted: IdMap::default(),
     };
     tokio::spawn(driver.run());
-    (Client { tx: cmd_tx, state: state_rx }, Events { rx: ev_rx })
+    (Client { tx: cmd_tx, state: state_rx, durable }, Events { rx: ev_rx })
 }
 
 struct Driver {
@@ -149,6 +153,10 @@ impl Driver {
         let mut wbuf = Bytes::new();
         let mut needs_flush = false;
         let mut read_size = READ_MIN;
+        let mut reads_in_a_row = 0u32;
+        // One timer, moved to each new deadline (cheaper than a new one per wake-up).
+        let timer = tokio::time::sleep_until(Instant::now() + Duration::from_secs(86_400));
+        tokio::pin!(timer);
         let now = self.now();
         self.conn.start(now);
         loop {
@@ -196,6 +204,11 @@ impl Driver {
             }
 
             let deadline = self.conn.poll_timeout().map(Instant::from_std);
+            if let Some(d) = deadline {
+                if timer.deadline() != d {
+                    timer.as_mut().reset(d);
+                }
+            }
             // A slow application pauses reading (backpressure), except while waiting for
             // CONNACK; the core then suspends its ping timeout, so a healthy link is not
             // mistaken for a dead one.
@@ -207,7 +220,8 @@ impl Driver {
                 Some((Target::Route(tx), _)) => Some(Target::Route(tx.clone())),
                 None => None,
             };
-            let ev_tx = self.ev_tx.clone();
+            let ev_tx = front_tx.as_ref().map(|_| self.ev_tx.clone());
+            let prefer_read = reads_in_a_row < READS_BEFORE_WRITE;
             // Commands are read even while publishes wait for room in the offline queue: a
             // blocked publish must not hold up disconnect, wake/reconnect_now or subscribe
             // (later publishes queue up behind it, in order; see `handle_command`).
@@ -218,10 +232,10 @@ impl Driver {
                 r = async { connecting.as_mut().expect("guarded").await }, if connecting.is_some() => {
                     Wake::Connected(r)
                 }
-                ev = poll_io(transport.as_mut(), &wbuf, needs_flush, can_read, self.conn.read_buffer(), &mut read_size), if transport.is_some() => {
+                ev = poll_io(transport.as_mut(), &wbuf, needs_flush, can_read, prefer_read, self.conn.read_buffer(), &mut read_size), if transport.is_some() => {
                     Wake::Io(ev)
                 }
-                _ = sleep_until_opt(deadline), if deadline.is_some() => Wake::Timer,
+                _ = &mut timer, if deadline.is_some() => Wake::Timer,
                 _ = reserve(front_tx, ev_tx), if self.pending.front().is_some() => Wake::Delivered,
                 cmd = self.cmd_rx.recv(), if accept_cmds => Wake::Command(cmd),
             };
@@ -237,12 +251,16 @@ impl Driver {
                     connecting = None;
                     self.conn.handle_transport_error(e, now);
                 }
-                Wake::Io(IoEvent::Read) => self.conn.process_input(now),
+                Wake::Io(IoEvent::Read) => {
+                    reads_in_a_row = reads_in_a_row.saturating_add(1);
+                    self.conn.process_input(now);
+                }
                 Wake::Io(IoEvent::Eof) => {
                     self.drop_transport(&mut transport, &mut wbuf);
                     self.conn.handle_transport_error(TransportError::Closed, now);
                 }
                 Wake::Io(IoEvent::Wrote(n)) => {
+                    reads_in_a_row = 0;
                     wbuf.advance(n);
                     needs_flush = true;
                 }
@@ -602,18 +620,13 @@ async fn close_transport(mut t: BoxTransport, rest: Bytes) {
     .await;
 }
 
-async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn reserve(target: Option<Target>, ev_tx: mpsc::Sender<Box<ClientEvent>>) {
+async fn reserve(target: Option<Target>, ev_tx: Option<mpsc::Sender<Box<ClientEvent>>>) {
     match target {
         Some(Target::Events) => {
             // A closed channel also resolves: the event is then discarded.
-            let _ = ev_tx.reserve().await;
+            if let Some(ev_tx) = ev_tx {
+                let _ = ev_tx.reserve().await;
+            }
         }
         Some(Target::Route(tx)) => {
             let _ = tx.reserve().await;
@@ -629,11 +642,17 @@ async fn poll_io(
     wbuf: &Bytes,
     needs_flush: bool,
     can_read: bool,
+    prefer_read: bool,
     rbuf: &mut bytes::BytesMut,
     read_size: &mut usize,
 ) -> IoEvent {
     let Some(t) = transport else { return std::future::pending().await };
     poll_fn(|cx| {
+        if can_read && prefer_read {
+            if let Poll::Ready(ev) = poll_read(t, cx, rbuf, read_size) {
+                return Poll::Ready(ev);
+            }
+        }
         if !wbuf.is_empty() {
             match Pin::new(&mut **t).poll_write(cx, wbuf) {
                 Poll::Ready(Ok(0)) => {
@@ -650,24 +669,36 @@ async fn poll_io(
                 Poll::Pending => {}
             }
         }
-        if can_read {
-            if rbuf.capacity() - rbuf.len() < READ_MIN / 2 {
-                rbuf.reserve(*read_size);
-            }
-            let spare = rbuf.capacity() - rbuf.len();
-            match tokio_util::io::poll_read_buf(Pin::new(&mut **t), cx, rbuf) {
-                Poll::Ready(Ok(0)) => return Poll::Ready(IoEvent::Eof),
-                Poll::Ready(Ok(n)) => {
-                    if n >= spare {
-                        *read_size = (*read_size * 2).min(READ_CHUNK);
-                    }
-                    return Poll::Ready(IoEvent::Read);
-                }
-                Poll::Ready(Err(e)) => return Poll::Ready(IoEvent::Error(e)),
-                Poll::Pending => {}
+        if can_read && !prefer_read {
+            if let Poll::Ready(ev) = poll_read(t, cx, rbuf, read_size) {
+                return Poll::Ready(ev);
             }
         }
         Poll::Pending
     })
     .await
+}
+
+/// Reads into the core's buffer; the buffer grows (up to [`READ_CHUNK`]) when a read fills it.
+fn poll_read(
+    t: &mut BoxTransport,
+    cx: &mut std::task::Context<'_>,
+    rbuf: &mut bytes::BytesMut,
+    read_size: &mut usize,
+) -> Poll<IoEvent> {
+    if rbuf.capacity() - rbuf.len() < READ_MIN / 2 {
+        rbuf.reserve(*read_size);
+    }
+    let spare = rbuf.capacity() - rbuf.len();
+    match tokio_util::io::poll_read_buf(Pin::new(&mut **t), cx, rbuf) {
+        Poll::Ready(Ok(0)) => Poll::Ready(IoEvent::Eof),
+        Poll::Ready(Ok(n)) => {
+            if n >= spare {
+                *read_size = (*read_size * 2).min(READ_CHUNK);
+            }
+            Poll::Ready(IoEvent::Read)
+        }
+        Poll::Ready(Err(e)) => Poll::Ready(IoEvent::Error(e)),
+        Poll::Pending => Poll::Pending,
+    }
 }

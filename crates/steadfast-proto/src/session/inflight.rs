@@ -93,6 +93,10 @@ impl Inflight {
 
     /// The oldest entry not yet sent on this connection.
     pub fn first_unsent(&self) -> Option<u64> {
+        // The common case, everything sent, without a scan: the core asks after every input.
+        if self.sent >= self.entries.len() {
+            return None;
+        }
         self.entries.iter().find(|(_, e)| !e.sent).map(|(s, _)| *s)
     }
 

@@ -92,10 +92,22 @@ enum Job {
         client_id: String,
         reply: mpsc::SyncSender<Result<SessionSnapshot, StoreError>>,
     },
+    /// `reply` is `None` for a batch that need not wait for the disk (see [`is_lazy`]).
     Commit {
         ops: Vec<StoreOp>,
-        reply: oneshot::Sender<Result<(), StoreError>>,
+        reply: Option<oneshot::Sender<Result<(), StoreError>>>,
     },
+}
+
+/// A batch of completions only need not be durable before the driver goes on: losing it in a
+/// crash makes a finished message go out again (a duplicate, which QoS 1 allows; for QoS 2 a
+/// resent PUBREL, answered by PUBCOMP), never a loss. Such a batch is queued to the store
+/// thread and the commit returns at once; it is written in order, without waiting for the
+/// disk, and becomes durable with the next durable commit, since SQLite writes and syncs its
+/// log in order. A packet id is reused only by an operation after the completion, so never
+/// before the completion is durable.
+fn is_lazy(ops: &[StoreOp]) -> bool {
+    ops.iter().all(|op| matches!(op, StoreOp::Completed { .. }))
 }
 
 impl DurableStore {
@@ -140,8 +152,13 @@ impl Store for DurableStore {
     }
 
     fn commit(&mut self, ops: Vec<StoreOp>) -> CommitFuture<'_> {
+        if is_lazy(&ops) {
+            // A failure shows on the next commit (the store thread keeps it).
+            let sent = self.send(Job::Commit { ops, reply: None });
+            return Box::pin(async move { sent });
+        }
         let (reply, rx) = oneshot::channel();
-        let sent = self.send(Job::Commit { ops, reply });
+        let sent = self.send(Job::Commit { ops, reply: Some(reply) });
         Box::pin(async move {
             sent?;
             rx.await.map_err(|_| StoreError::Io("the store thread has ended".into()))?
@@ -161,19 +178,28 @@ impl Drop for DurableStore {
 }
 
 fn worker(mut db: Db, jobs: mpsc::Receiver<Job>) {
+    // After a failed commit the store is not used again: every later job gets that error.
+    let mut failed: Option<StoreError> = None;
     while let Ok(job) = jobs.recv() {
         match job {
             Job::Load { client_id, reply } => {
-                let r = guard(&db.path.clone(), || db.load(&client_id));
+                let r = match &failed {
+                    Some(e) => Err(e.clone()),
+                    None => guard(&db.path.clone(), || db.load(&client_id)),
+                };
                 let _ = reply.send(r);
             }
             Job::Commit { ops, reply } => {
-                let n = ops.len();
-                let kinds = ops.iter().fold([0usize; 3], |mut k, o| { match o { StoreOp::Accepted{..} => k[0]+=1, StoreOp::Completed{..} => k[1]+=1, _ => k[2]+=1 }; k });
-                let t = std::time::Instant::now();
-                let r = guard(&db.path.clone(), || db.commit(ops));
-                if std::env::var_os("STEADFAST_STORE_STATS").is_some() { eprintln!("STAT {n} {:?} {}us", kinds, t.elapsed().as_micros()); }
-                let _ = reply.send(r);
+                let r = match &failed {
+                    Some(e) => Err(e.clone()),
+                    None => guard(&db.path.clone(), || db.commit(ops, reply.is_some())),
+                };
+                if let Err(e) = &r {
+                    failed = Some(e.clone());
+                }
+                if let Some(reply) = reply {
+                    let _ = reply.send(r);
+                }
             }
         }
     }
@@ -410,15 +436,10 @@ impl Db {
         Ok(SessionSnapshot { client_id, subscriptions, outgoing, incoming_qos2 })
     }
 
-    fn commit(&mut self, ops: Vec<StoreOp>) -> Result<(), StoreError> {
+    /// One transaction; with `durable`, synced to disk before it returns.
+    fn commit(&mut self, ops: Vec<StoreOp>, durable: bool) -> Result<(), StoreError> {
         let path = self.path.clone();
         let err = |what: &str, e| sql_error(&path, what, e);
-        // A batch of completions only need not wait for the disk: losing it in a crash makes
-        // a finished message go out again (a duplicate, which QoS 1 allows; for QoS 2 a
-        // resent PUBREL), never a loss. It becomes durable with the next durable commit, as
-        // the log is written and synced in order; and a packet id is reused only after a
-        // durable commit that follows its completion.
-        let durable = !ops.iter().all(|op| matches!(op, StoreOp::Completed { .. }));
         if durable != self.sync_full {
             let mode = if durable { "FULL" } else { "NORMAL" };
             self.conn
