@@ -38,19 +38,5 @@ fn edge_inputs() {
     run(&(0..=255).collect::<Vec<u8>>());
 }
 
-/// Replays a failing input with a trace of every call:
-/// `FUZZ_SM_REPRO=path/to/crash-file cargo test --test core_fuzz_smoke -- --ignored repro`
-/// (a cargo-fuzz artifact), or `FUZZ_SM_SEED=49 FUZZ_SM_LEN=96` for a smoke-run seed.
-#[test]
-#[ignore = "replays an input named by FUZZ_SM_REPRO or FUZZ_SM_SEED / FUZZ_SM_LEN"]
-fn repro() {
-    let data = match std::env::var("FUZZ_SM_REPRO") {
-        Ok(path) => std::fs::read(path).expect("readable input"),
-        Err(_) => {
-            let seed = std::env::var("FUZZ_SM_SEED").expect("FUZZ_SM_REPRO or FUZZ_SM_SEED");
-            let len = std::env::var("FUZZ_SM_LEN").unwrap_or_else(|_| "96".into());
-            seeded_input(seed.parse().expect("seed"), len.parse().expect("len"))
-        }
-    };
-    steadfast_proto::fuzz_sm::run_traced(&data);
-}
+// To replay a failing input with a trace of every call, see examples/fuzz_sm_repro.rs.
+

@@ -34,9 +34,6 @@ const READ_CHUNK: usize = 64 * 1024;
 /// The read buffer's first size: it doubles (up to [`READ_CHUNK`]) whenever a read fills it, so
 /// an idle connection keeps 4 KiB instead of 64 KiB.
 const READ_MIN: usize = 4 * 1024;
-/// Reads in a row (while more input is ready) before pending output is written: the acks
-/// of a burst of input go out in one write instead of one each.
-const READS_BEFORE_WRITE: u32 = 4;
 
 /// A subscribe's reply, and the route of its `subscribe_stream` handle if any.
 type SubscribeWaiter = (Reply<Vec<ReasonCode>>, Option<mpsc::Sender<Message>>);
@@ -153,7 +150,6 @@ impl Driver {
         let mut wbuf = Bytes::new();
         let mut needs_flush = false;
         let mut read_size = READ_MIN;
-        let mut reads_in_a_row = 0u32;
         // One timer, moved to each new deadline (cheaper than a new one per wake-up).
         let timer = tokio::time::sleep_until(Instant::now() + Duration::from_secs(86_400));
         tokio::pin!(timer);
@@ -221,7 +217,6 @@ impl Driver {
                 None => None,
             };
             let ev_tx = front_tx.as_ref().map(|_| self.ev_tx.clone());
-            let prefer_read = reads_in_a_row < READS_BEFORE_WRITE;
             // Commands are read even while publishes wait for room in the offline queue: a
             // blocked publish must not hold up disconnect, wake/reconnect_now or subscribe
             // (later publishes queue up behind it, in order; see `handle_command`).
@@ -232,7 +227,7 @@ impl Driver {
                 r = async { connecting.as_mut().expect("guarded").await }, if connecting.is_some() => {
                     Wake::Connected(r)
                 }
-                ev = poll_io(transport.as_mut(), &wbuf, needs_flush, can_read, prefer_read, self.conn.read_buffer(), &mut read_size), if transport.is_some() => {
+                ev = poll_io(transport.as_mut(), &wbuf, needs_flush, can_read, self.conn.read_buffer(), &mut read_size), if transport.is_some() => {
                     Wake::Io(ev)
                 }
                 _ = &mut timer, if deadline.is_some() => Wake::Timer,
@@ -251,16 +246,12 @@ impl Driver {
                     connecting = None;
                     self.conn.handle_transport_error(e, now);
                 }
-                Wake::Io(IoEvent::Read) => {
-                    reads_in_a_row = reads_in_a_row.saturating_add(1);
-                    self.conn.process_input(now);
-                }
+                Wake::Io(IoEvent::Read) => self.conn.process_input(now),
                 Wake::Io(IoEvent::Eof) => {
                     self.drop_transport(&mut transport, &mut wbuf);
                     self.conn.handle_transport_error(TransportError::Closed, now);
                 }
                 Wake::Io(IoEvent::Wrote(n)) => {
-                    reads_in_a_row = 0;
                     wbuf.advance(n);
                     needs_flush = true;
                 }
@@ -642,17 +633,11 @@ async fn poll_io(
     wbuf: &Bytes,
     needs_flush: bool,
     can_read: bool,
-    prefer_read: bool,
     rbuf: &mut bytes::BytesMut,
     read_size: &mut usize,
 ) -> IoEvent {
     let Some(t) = transport else { return std::future::pending().await };
     poll_fn(|cx| {
-        if can_read && prefer_read {
-            if let Poll::Ready(ev) = poll_read(t, cx, rbuf, read_size) {
-                return Poll::Ready(ev);
-            }
-        }
         if !wbuf.is_empty() {
             match Pin::new(&mut **t).poll_write(cx, wbuf) {
                 Poll::Ready(Ok(0)) => {
@@ -669,7 +654,7 @@ async fn poll_io(
                 Poll::Pending => {}
             }
         }
-        if can_read && !prefer_read {
+        if can_read {
             if let Poll::Ready(ev) = poll_read(t, cx, rbuf, read_size) {
                 return Poll::Ready(ev);
             }

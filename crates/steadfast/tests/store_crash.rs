@@ -336,7 +336,7 @@ fn subscriber_child() {
         std::thread::spawn(move || {
             let stdin = std::io::stdin();
             for line in stdin.lock().lines() {
-                if line.as_deref().map(str::trim) == Ok("kill") {
+                if line.as_deref().map(str::trim).ok() == Some("kill") {
                     loop {
                         let g = gate.in_window.lock().expect("gate");
                         if *g == 0 {
@@ -553,10 +553,11 @@ fn subscriber_killed_and_restarted_sees_every_qos2_message_once() {
 fn subscriber_resubscribes_from_its_store_when_the_broker_lost_the_session() {
     let mut broker = broker();
     let dir = tempdir("store-crash-resub");
+    let url = broker.url();
     let envs = |first: bool| {
         let mut v = vec![
             ("STORE_DIR", dir.path().join("store").display().to_string()),
-            ("BROKER_URL", broker.url()),
+            ("BROKER_URL", url.clone()),
             ("TOPIC", "resub/#".to_string()),
         ];
         if first {
