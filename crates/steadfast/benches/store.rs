@@ -39,11 +39,21 @@ struct Opts {
 }
 
 fn opts() -> Opts {
-    let mut o = Opts { messages: 20_000, window: 256, rounds: 3, qos: QoS::AtLeastOnce, payload: 64 };
+    let mut o = Opts {
+        messages: 20_000,
+        window: 256,
+        rounds: 5,
+        qos: QoS::AtLeastOnce,
+        payload: 64,
+    };
     let args: Vec<String> = std::env::args().collect();
     let mut i = 1;
     while i < args.len() {
-        let val = || args.get(i + 1).and_then(|v| v.parse::<usize>().ok()).expect("a number");
+        let val = || {
+            args.get(i + 1)
+                .and_then(|v| v.parse::<usize>().ok())
+                .expect("a number")
+        };
         match args[i].as_str() {
             "--messages" => o.messages = val(),
             "--window" => o.window = val().max(1),
@@ -80,9 +90,12 @@ async fn run(url: &str, mode: Mode, round: usize, o: &Opts, dir: &std::path::Pat
     }
     let (client, mut events) = b.build().expect("build");
     tokio::spawn(async move { while events.recv().await.is_some() {} });
-    let s = tokio::time::timeout(Duration::from_secs(10), client.wait_for_state(|s| s == State::Connected))
-        .await
-        .expect("connect");
+    let s = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.wait_for_state(|s| s == State::Connected),
+    )
+    .await
+    .expect("connect");
     assert_eq!(s, State::Connected);
 
     let payload = Bytes::from(vec![b'x'; o.payload]);
@@ -106,6 +119,27 @@ async fn run(url: &str, mode: Mode, round: usize, o: &Opts, dir: &std::path::Pat
     rate
 }
 
+/// Median and 90th percentile of a 4 KiB overwrite + fsync in `dir`, in microseconds: what
+/// one durable commit costs at least on this disk right now.
+fn fsync_latency(dir: &std::path::Path) -> (f64, f64) {
+    use std::io::{Seek, SeekFrom, Write};
+    let path = dir.join("fsync-probe");
+    let mut f = std::fs::File::create(&path).expect("probe file");
+    f.write_all(&[0u8; 65536]).expect("probe");
+    f.sync_all().expect("probe");
+    let mut us = Vec::new();
+    for i in 0..200u64 {
+        let t = Instant::now();
+        f.seek(SeekFrom::Start((i % 16) * 4096)).expect("probe");
+        f.write_all(&[1u8; 4096]).expect("probe");
+        f.sync_all().expect("probe");
+        us.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    let _ = std::fs::remove_file(path);
+    us.sort_by(|a, b| a.total_cmp(b));
+    (us[us.len() / 2], us[us.len() * 9 / 10])
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -119,16 +153,25 @@ fn main() {
         .prefix("steadfast-bench-store")
         .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
         .expect("temp dir");
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
     let modes = [Mode::NoStore, Mode::Memory, Mode::Durable];
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
     println!(
         "store bench: {} QoS {} messages of {} bytes, {} publish futures in flight, {} rounds, broker {url}",
         o.messages, o.qos as u8, o.payload, o.window, o.rounds
     );
+    let (p50, p90) = fsync_latency(dir.path());
+    println!("disk before: 4 KiB write + fsync median {p50:.0} us, p90 {p90:.0} us");
     rt.block_on(async {
         // Warm-up: connections, allocator, page cache.
-        let warm = Opts { messages: o.messages / 10, ..o };
+        let warm = Opts {
+            messages: o.messages / 10,
+            ..o
+        };
         for &m in &modes {
             run(&url, m, 1000, &warm, dir.path()).await;
         }
@@ -140,6 +183,8 @@ fn main() {
             }
         }
     });
+    let (p50, p90) = fsync_latency(dir.path());
+    println!("disk after:  4 KiB write + fsync median {p50:.0} us, p90 {p90:.0} us");
     let med: Vec<f64> = rates.into_iter().map(median).collect();
     println!("median msgs/s:");
     for (m, r) in modes.iter().zip(&med) {

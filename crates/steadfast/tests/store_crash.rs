@@ -31,13 +31,16 @@ const SUB_ID: &str = "store-crash-sub";
 // ---------------------------------------------------------------------------------------------
 // Small helpers: a seeded RNG, child processes with line readers, waits with deadlines.
 
-/// splitmix64: a tiny seeded generator (the seed is printed, and `STEADFAST_SEED` overrides it).
+/// splitmix64: a tiny seeded generator (the seed is printed; `STEADFAST_STORE_SEED` overrides it).
 struct Rng(u64);
 
 impl Rng {
     fn from_env(default: u64) -> Rng {
-        let seed = std::env::var("STEADFAST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(default);
-        eprintln!("seed {seed} (set STEADFAST_SEED to replay)");
+        let seed = std::env::var("STEADFAST_STORE_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(default);
+        eprintln!("seed {seed} (set STEADFAST_STORE_SEED to replay)");
         Rng(seed)
     }
     fn next(&mut self) -> u64 {
@@ -63,7 +66,9 @@ struct Proc {
 impl Proc {
     fn spawn(mut cmd: Command, name: &str) -> Proc {
         cmd.stdout(Stdio::piped()).stdin(Stdio::piped());
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
         let stdout = child.stdout.take().expect("stdout");
         let stdin = child.stdin.take();
         let (tx, lines) = mpsc::channel();
@@ -84,15 +89,26 @@ impl Proc {
                 }
             }
         });
-        Proc { child, stdin, lines, seen: Vec::new() }
+        Proc {
+            child,
+            stdin,
+            lines,
+            seen: Vec::new(),
+        }
     }
 
     /// This test binary as a child of the given kind.
     fn child(kind: &str, envs: &[(&str, String)]) -> Proc {
         let mut cmd = Command::new(std::env::current_exe().expect("test binary"));
-        cmd.args(["child_entry", "--exact", "--nocapture", "--test-threads=1", "--quiet"])
-            .env(CHILD_ENV, kind)
-            .stderr(Stdio::inherit());
+        cmd.args([
+            "child_entry",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+            "--quiet",
+        ])
+        .env(CHILD_ENV, kind)
+        .stderr(Stdio::inherit());
         for (k, v) in envs {
             cmd.env(k, v);
         }
@@ -155,12 +171,24 @@ impl Proc {
         while let Ok(l) = self.lines.recv_timeout(Duration::from_secs(5)) {
             self.seen.push(l);
         }
-        self.seen
+        std::mem::take(&mut self.seen)
     }
 
     fn exit_signal(&mut self) -> Option<i32> {
         use std::os::unix::process::ExitStatusExt;
-        self.child.try_wait().ok().flatten().and_then(|s| s.signal())
+        self.child
+            .try_wait()
+            .ok()
+            .flatten()
+            .and_then(|s| s.signal())
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // A failed assertion must not leave a child behind.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -172,7 +200,10 @@ fn tempdir(prefix: &str) -> tempfile::TempDir {
 }
 
 fn broker() -> Mosquitto {
-    Mosquitto::builder().max_queued_messages(1_000_000).start().expect("private mosquitto")
+    Mosquitto::builder()
+        .max_queued_messages(1_000_000)
+        .start()
+        .expect("private mosquitto")
 }
 
 fn count<'a>(it: impl Iterator<Item = &'a str>) -> HashMap<u64, usize> {
@@ -203,7 +234,11 @@ fn env(name: &str) -> String {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
 }
 
 /// The publisher's numbering: blocks of numbers are reserved durably before use, so a
@@ -220,8 +255,15 @@ impl Numbers {
 
     fn open(dir: &Path) -> Numbers {
         let path = dir.join("next-number");
-        let next = std::fs::read_to_string(&path).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
-        Numbers { path, next, reserved: next }
+        let next = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        Numbers {
+            path,
+            next,
+            reserved: next,
+        }
     }
 
     fn take(&mut self) -> u64 {
@@ -232,7 +274,9 @@ impl Numbers {
             write!(f, "{}", self.reserved).expect("counter");
             f.sync_all().expect("counter");
             std::fs::rename(&tmp, &self.path).expect("counter");
-            std::fs::File::open(self.path.parent().expect("dir")).and_then(|d| d.sync_all()).expect("counter");
+            std::fs::File::open(self.path.parent().expect("dir"))
+                .and_then(|d| d.sync_all())
+                .expect("counter");
         }
         self.next += 1;
         self.next - 1
@@ -240,12 +284,21 @@ impl Numbers {
 }
 
 fn numbered(n: u64) -> Publish {
-    let qos = if n % 2 == 0 { QoS::AtLeastOnce } else { QoS::ExactlyOnce };
+    let qos = if n % 2 == 0 {
+        QoS::AtLeastOnce
+    } else {
+        QoS::ExactlyOnce
+    };
     Publish {
         dup: false,
         qos,
         retain: false,
-        topic: if qos == QoS::AtLeastOnce { "crash/q1" } else { "crash/q2" }.into(),
+        topic: if qos == QoS::AtLeastOnce {
+            "crash/q1"
+        } else {
+            "crash/q2"
+        }
+        .into(),
         pkid: 0,
         properties: Default::default(),
         payload: n.to_string().into(),
@@ -258,7 +311,9 @@ fn numbered(n: u64) -> Publish {
 fn publisher_child() {
     let dir = PathBuf::from(env("STORE_DIR"));
     let url = env("BROKER_URL");
-    let stop_after: Option<u64> = std::env::var("STOP_AFTER").ok().and_then(|s| s.parse().ok());
+    let stop_after: Option<u64> = std::env::var("STOP_AFTER")
+        .ok()
+        .and_then(|s| s.parse().ok());
     runtime().block_on(async move {
         let store = DurableStore::open(&dir).expect("open the store");
         let (client, mut events) = ClientBuilder::new()
@@ -284,8 +339,14 @@ fn publisher_child() {
                 None => break,
             }
         }
-        client.publish("crash/q1", QoS::AtLeastOnce, false, "END").await.expect("END q1");
-        client.publish("crash/q2", QoS::ExactlyOnce, false, "END").await.expect("END q2");
+        client
+            .publish("crash/q1", QoS::AtLeastOnce, false, "END")
+            .await
+            .expect("END q1");
+        client
+            .publish("crash/q2", QoS::ExactlyOnce, false, "END")
+            .await
+            .expect("END q2");
         client.disconnect().await.expect("disconnect");
         println!("DONE");
     });
@@ -302,6 +363,18 @@ fn publisher_child() {
 #[derive(Default)]
 struct Gate {
     in_window: Mutex<u64>,
+    /// Die right after the next message was handled: the moment where a packet id that was
+    /// not recorded would bring the message back (PUBREC not yet at the broker).
+    after_delivery: std::sync::atomic::AtomicBool,
+}
+
+/// SIGKILL to ourselves.
+fn die() -> ! {
+    // SAFETY: kill(2) on our own pid.
+    unsafe {
+        libc::kill(libc::getpid(), libc::SIGKILL);
+    }
+    unreachable!("SIGKILL cannot be caught")
 }
 
 struct GatedStore {
@@ -314,7 +387,10 @@ impl Store for GatedStore {
         self.inner.load(client_id)
     }
     fn commit(&mut self, ops: Vec<StoreOp>) -> CommitFuture<'_> {
-        let adds = ops.iter().filter(|op| matches!(op, StoreOp::IncomingQos2Add(_))).count() as u64;
+        let adds = ops
+            .iter()
+            .filter(|op| matches!(op, StoreOp::IncomingQos2Add(_)))
+            .count() as u64;
         if adds > 0 {
             *self.gate.in_window.lock().expect("gate") += adds;
         }
@@ -324,7 +400,8 @@ impl Store for GatedStore {
 
 /// Subscribes (with `FIRST`) or resumes; prints `CONNECTED <session_present>`, `READY`,
 /// `RESUBSCRIBED` and `M <payload>`. On `kill` from stdin it SIGKILLs itself as soon as no
-/// QoS 2 message is between being recorded and being printed.
+/// QoS 2 message is between being recorded and being printed; on `kill-after-delivery`, right
+/// after the next message was printed.
 fn subscriber_child() {
     let dir = PathBuf::from(env("STORE_DIR"));
     let url = env("BROKER_URL");
@@ -336,25 +413,34 @@ fn subscriber_child() {
         std::thread::spawn(move || {
             let stdin = std::io::stdin();
             for line in stdin.lock().lines() {
-                if line.as_deref().map(str::trim).ok() == Some("kill") {
-                    loop {
-                        let g = gate.in_window.lock().expect("gate");
-                        if *g == 0 {
-                            // SAFETY: kill(2) on our own pid; the lock is held so no recorded
-                            // message can be waiting to be printed.
-                            unsafe {
-                                libc::kill(libc::getpid(), libc::SIGKILL);
-                            }
-                        }
-                        drop(g);
-                        std::thread::sleep(Duration::from_micros(50));
+                let line = line.unwrap_or_default();
+                match line.trim() {
+                    "kill" => {}
+                    "kill-after-delivery" => {
+                        gate.after_delivery
+                            .store(true, std::sync::atomic::Ordering::SeqCst);
+                        // Unless no message comes: then like "kill".
+                        std::thread::sleep(Duration::from_secs(2));
                     }
+                    _ => continue,
+                }
+                loop {
+                    // The lock is held: no recorded message can be waiting to be printed.
+                    let g = gate.in_window.lock().expect("gate");
+                    if *g == 0 {
+                        die();
+                    }
+                    drop(g);
+                    std::thread::sleep(Duration::from_micros(50));
                 }
             }
         });
     }
     runtime().block_on(async move {
-        let store = GatedStore { inner: DurableStore::open(&dir).expect("open the store"), gate: gate.clone() };
+        let store = GatedStore {
+            inner: DurableStore::open(&dir).expect("open the store"),
+            gate: gate.clone(),
+        };
         let (client, mut events) = ClientBuilder::new()
             .server(url)
             .client_id(SUB_ID)
@@ -363,7 +449,10 @@ fn subscriber_child() {
             .build()
             .expect("build");
         if first {
-            client.subscribe(topic, QoS::ExactlyOnce).await.expect("subscribe");
+            client
+                .subscribe(topic, QoS::ExactlyOnce)
+                .await
+                .expect("subscribe");
             println!("READY");
         }
         while let Some(ev) = events.recv().await {
@@ -371,13 +460,30 @@ fn subscriber_child() {
                 ClientEvent::Message(m) => {
                     println!("M {}", String::from_utf8_lossy(&m.payload));
                     if m.qos == QoS::ExactlyOnce {
-                        *gate.in_window.lock().expect("gate") -= 1;
+                        let mut g = gate.in_window.lock().expect("gate");
+                        *g -= 1;
+                        if *g == 0
+                            && gate
+                                .after_delivery
+                                .load(std::sync::atomic::Ordering::SeqCst)
+                        {
+                            die();
+                        }
                     }
                 }
-                ClientEvent::Lifecycle { event: Lifecycle::Connected { session_present, .. }, .. } => {
+                ClientEvent::Lifecycle {
+                    event:
+                        Lifecycle::Connected {
+                            session_present, ..
+                        },
+                    ..
+                } => {
                     println!("CONNECTED {session_present}")
                 }
-                ClientEvent::Lifecycle { event: Lifecycle::Resubscribed { .. }, .. } => println!("RESUBSCRIBED"),
+                ClientEvent::Lifecycle {
+                    event: Lifecycle::Resubscribed { .. },
+                    ..
+                } => println!("RESUBSCRIBED"),
                 _ => {}
             }
         }
@@ -399,10 +505,39 @@ fn publisher_killed_at_random_loses_nothing_accepted() {
     let mut sub_cmd = Command::new("mosquitto_sub");
     sub_cmd
         .args(["-h", "127.0.0.1", "-p", &broker.port().to_string()])
-        .args(["-i", "store-crash-ref", "-c", "-q", "2", "-t", "crash/q1", "-t", "crash/q2", "-v", "-d"])
+        .args([
+            "-i",
+            "store-crash-ref",
+            "-c",
+            "-q",
+            "2",
+            "-t",
+            "crash/q1",
+            "-t",
+            "crash/q2",
+            "-v",
+        ])
         .stderr(Stdio::null());
     let mut reference = Proc::spawn(sub_cmd, "mosquitto_sub");
-    assert!(reference.wait_line(Duration::from_secs(10), |l| l.contains("SUBACK")), "mosquitto_sub did not subscribe");
+    // Subscribed once a probe comes through.
+    let probed = (0..50).any(|_| {
+        let _ = Command::new("mosquitto_pub")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &broker.port().to_string(),
+                "-q",
+                "1",
+                "-t",
+                "crash/q1",
+                "-m",
+                "PROBE",
+            ])
+            .status();
+        reference.wait_line(Duration::from_millis(200), |l| l == "crash/q1 PROBE")
+    });
+    assert!(probed, "mosquitto_sub did not subscribe");
 
     let envs = |stop: Option<u64>| {
         let mut v = vec![
@@ -425,13 +560,26 @@ fn publisher_killed_at_random_loses_nothing_accepted() {
             killed_while_publishing += 1;
         }
         let lines = p.kill();
-        accepted.extend(lines.iter().filter_map(|l| l.strip_prefix("A ")).filter_map(|n| n.parse::<u64>().ok()));
+        accepted.extend(
+            lines
+                .iter()
+                .filter_map(|l| l.strip_prefix("A "))
+                .filter_map(|n| n.parse::<u64>().ok()),
+        );
     }
     // The last run finishes: what was left in the store goes out, then END on both topics.
     let mut last = Proc::child("publisher", &envs(Some(100)));
-    assert!(last.wait_line(Duration::from_secs(60), |l| l == "DONE"), "the last publisher did not finish");
+    assert!(
+        last.wait_line(Duration::from_secs(60), |l| l == "DONE"),
+        "the last publisher did not finish"
+    );
     let lines = last.finish();
-    accepted.extend(lines.iter().filter_map(|l| l.strip_prefix("A ")).filter_map(|n| n.parse::<u64>().ok()));
+    accepted.extend(
+        lines
+            .iter()
+            .filter_map(|l| l.strip_prefix("A "))
+            .filter_map(|n| n.parse::<u64>().ok()),
+    );
 
     // END was published after everything else was acknowledged, and the broker delivers one
     // session's messages in order: once both ENDs are in, everything before them is.
@@ -446,7 +594,11 @@ fn publisher_killed_at_random_loses_nothing_accepted() {
     let q2 = count(received.iter().filter_map(|l| l.strip_prefix("crash/q2 ")));
 
     let distinct: std::collections::HashSet<u64> = accepted.iter().copied().collect();
-    assert_eq!(distinct.len(), accepted.len(), "a number was reported accepted twice");
+    assert_eq!(
+        distinct.len(),
+        accepted.len(),
+        "a number was reported accepted twice"
+    );
     eprintln!(
         "{} kills ({} mid-stream), {} numbers accepted, received {} at QoS 1 and {} at QoS 2",
         KILLS,
@@ -455,7 +607,10 @@ fn publisher_killed_at_random_loses_nothing_accepted() {
         q1.values().sum::<usize>(),
         q2.values().sum::<usize>()
     );
-    assert!(killed_while_publishing >= KILLS / 2, "too few kills landed while publishing");
+    assert!(
+        killed_while_publishing >= KILLS / 2,
+        "too few kills landed while publishing"
+    );
     let mut missing = Vec::new();
     for &n in &accepted {
         let got = if n % 2 == 0 { q1.get(&n) } else { q2.get(&n) };
@@ -464,16 +619,35 @@ fn publisher_killed_at_random_loses_nothing_accepted() {
         }
     }
     missing.sort_unstable();
-    assert!(missing.is_empty(), "{} accepted numbers never arrived: {:?}", missing.len(), &missing[..missing.len().min(20)]);
-    let dup2: Vec<_> = q2.iter().filter(|(_, &c)| c > 1).map(|(n, c)| (*n, *c)).collect();
-    assert!(dup2.is_empty(), "QoS 2 numbers delivered more than once: {dup2:?}");
-    assert!(q1.keys().all(|n| n % 2 == 0) && q2.keys().all(|n| n % 2 == 1), "a number on the wrong topic");
+    assert!(
+        missing.is_empty(),
+        "{} accepted numbers never arrived: {:?}",
+        missing.len(),
+        &missing[..missing.len().min(20)]
+    );
+    let dup2: Vec<_> = q2
+        .iter()
+        .filter(|(_, &c)| c > 1)
+        .map(|(n, c)| (*n, *c))
+        .collect();
+    assert!(
+        dup2.is_empty(),
+        "QoS 2 numbers delivered more than once: {dup2:?}"
+    );
+    assert!(
+        q1.keys().all(|n| n % 2 == 0) && q2.keys().all(|n| n % 2 == 1),
+        "a number on the wrong topic"
+    );
 
     // Nothing is left behind in the store, and it still belongs to the publisher.
     let mut store = DurableStore::open(&store_dir).expect("reopen");
     let snap = store.load("").expect("load");
     assert_eq!(snap.client_id.as_deref(), Some(PUB_ID));
-    assert!(snap.outgoing.is_empty(), "{} messages left in the store", snap.outgoing.len());
+    assert!(
+        snap.outgoing.is_empty(),
+        "{} messages left in the store",
+        snap.outgoing.len()
+    );
 }
 
 #[test]
@@ -496,51 +670,111 @@ fn subscriber_killed_and_restarted_sees_every_qos2_message_once() {
     };
     let mut outputs: Vec<Vec<String>> = Vec::new();
     let mut sub = Proc::child("subscriber", &envs(true));
-    assert!(sub.wait_line(Duration::from_secs(10), |l| l == "READY"), "the subscriber did not subscribe");
+    assert!(
+        sub.wait_line(Duration::from_secs(10), |l| l == "READY"),
+        "the subscriber did not subscribe"
+    );
 
     // The publisher: another client (no store, never killed), a paced numbered QoS 2 stream.
     let rt = runtime();
     let url = broker.url();
     let publisher = rt.spawn(async move {
-        let (client, mut events) =
-            ClientBuilder::new().server(url).client_id("store-sub-publisher").build().expect("build");
+        let (client, mut events) = ClientBuilder::new()
+            .server(url)
+            .client_id("store-sub-publisher")
+            .build()
+            .expect("build");
         tokio::spawn(async move { while events.recv().await.is_some() {} });
         for n in 0..TOTAL {
-            client.publish("seq", QoS::ExactlyOnce, false, n.to_string()).await.expect("publish");
-            if n % 10 == 9 {
-                tokio::time::sleep(Duration::from_millis(8)).await;
+            client
+                .publish("seq", QoS::ExactlyOnce, false, n.to_string())
+                .await
+                .expect("publish");
+            if n % 5 == 4 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
-        client.publish("seq", QoS::ExactlyOnce, false, "END").await.expect("publish END");
-        client.disconnect().await.expect("disconnect");
+        client
     });
 
     for k in 0..KILLS {
         std::thread::sleep(Duration::from_millis(rng.range(100, 600)));
-        sub.send("kill");
+        sub.send(if rng.next() % 2 == 0 {
+            "kill"
+        } else {
+            "kill-after-delivery"
+        });
         let deadline = Instant::now() + Duration::from_secs(10);
         while sub.exit_signal().is_none() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(2));
         }
-        assert_eq!(sub.exit_signal(), Some(libc::SIGKILL), "run {k} did not die by SIGKILL");
+        assert_eq!(
+            sub.exit_signal(),
+            Some(libc::SIGKILL),
+            "run {k} did not die by SIGKILL"
+        );
         outputs.push(sub.finish());
         // Down for a while: the broker queues for the session.
         std::thread::sleep(Duration::from_millis(rng.range(0, 300)));
         sub = Proc::child("subscriber", &envs(false));
     }
-    assert!(sub.wait_line(Duration::from_secs(60), |l| l == "M END"), "END never arrived");
-    rt.block_on(publisher).expect("publisher");
+    // FIN goes out after every number was acknowledged (PUBCOMP), and the broker delivers a
+    // session's messages in order: once FIN is in, every delivery before it is.
+    let client = rt.block_on(publisher).expect("publisher");
+    rt.block_on(async {
+        client
+            .publish("seq", QoS::ExactlyOnce, false, "FIN")
+            .await
+            .expect("publish FIN");
+        client.disconnect().await.expect("disconnect");
+    });
+    if !sub.wait_line(Duration::from_secs(60), |l| l == "M FIN") {
+        sub.drain();
+        let n = sub.seen.len();
+        for (i, o) in outputs.iter().enumerate() {
+            let m = o.iter().filter(|l| l.starts_with("M ")).count();
+            let other: Vec<_> = o.iter().filter(|l| !l.starts_with("M ")).collect();
+            let last = o.iter().rev().find(|l| l.starts_with("M "));
+            eprintln!("run {i}: {m} messages, last {last:?}, other lines {other:?}");
+        }
+        panic!(
+            "FIN never arrived; the last run's last lines: {:?}",
+            &sub.seen[n.saturating_sub(10)..]
+        );
+    }
     outputs.push(sub.kill());
 
-    let all: Vec<&str> = outputs.iter().flatten().filter_map(|l| l.strip_prefix("M ")).collect();
+    let all: Vec<&str> = outputs
+        .iter()
+        .flatten()
+        .filter_map(|l| l.strip_prefix("M "))
+        .collect();
     let seen = count(all.iter().copied());
     let missing: Vec<u64> = (0..TOTAL).filter(|n| !seen.contains_key(n)).collect();
-    let dups: Vec<(u64, usize)> = seen.iter().filter(|(_, &c)| c > 1).map(|(n, c)| (*n, *c)).collect();
-    let per_run: Vec<usize> = outputs.iter().map(|o| o.iter().filter(|l| l.starts_with("M ")).count()).collect();
+    let dups: Vec<(u64, usize)> = seen
+        .iter()
+        .filter(|(_, &c)| c > 1)
+        .map(|(n, c)| (*n, *c))
+        .collect();
+    let per_run: Vec<usize> = outputs
+        .iter()
+        .map(|o| o.iter().filter(|l| l.starts_with("M ")).count())
+        .collect();
     eprintln!("messages per run: {per_run:?}");
-    assert!(missing.is_empty(), "{} messages never seen: {:?}", missing.len(), &missing[..missing.len().min(20)]);
-    assert!(dups.is_empty(), "QoS 2 messages seen more than once: {dups:?}");
-    assert!(per_run.iter().filter(|&&n| n > 0).count() >= KILLS / 2, "too few runs received messages: {per_run:?}");
+    assert!(
+        missing.is_empty(),
+        "{} messages never seen: {:?}",
+        missing.len(),
+        &missing[..missing.len().min(20)]
+    );
+    assert!(
+        dups.is_empty(),
+        "QoS 2 messages seen more than once: {dups:?}"
+    );
+    assert!(
+        per_run.iter().filter(|&&n| n > 0).count() >= KILLS / 2,
+        "too few runs received messages: {per_run:?}"
+    );
     // Every restart resumed the session (clean start off, session expiry > 0).
     for (i, o) in outputs.iter().enumerate().skip(1) {
         for l in o.iter().filter(|l| l.starts_with("CONNECTED")) {
@@ -566,19 +800,46 @@ fn subscriber_resubscribes_from_its_store_when_the_broker_lost_the_session() {
         v
     };
     let mut sub = Proc::child("subscriber", &envs(true));
-    assert!(sub.wait_line(Duration::from_secs(10), |l| l == "READY"), "did not subscribe");
+    assert!(
+        sub.wait_line(Duration::from_secs(10), |l| l == "READY"),
+        "did not subscribe"
+    );
     sub.kill();
     // The broker forgets every session (no persistence).
     broker.restart().expect("restart the broker");
     let mut sub = Proc::child("subscriber", &envs(false));
-    assert!(sub.wait_line(Duration::from_secs(10), |l| l == "RESUBSCRIBED"), "did not resubscribe: {:?}", sub.seen);
-    assert!(sub.seen.iter().any(|l| l == "CONNECTED false"), "{:?}", sub.seen);
+    assert!(
+        sub.wait_line(Duration::from_secs(10), |l| l == "RESUBSCRIBED"),
+        "did not resubscribe: {:?}",
+        sub.seen
+    );
+    assert!(
+        sub.seen.iter().any(|l| l == "CONNECTED false"),
+        "{:?}",
+        sub.seen
+    );
     // Retained: it reaches the subscription whether it lands before or after the SUBSCRIBE.
     let status = Command::new("mosquitto_pub")
-        .args(["-h", "127.0.0.1", "-p", &broker.port().to_string(), "-q", "2", "-r", "-t", "resub/x", "-m", "hello"])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &broker.port().to_string(),
+            "-q",
+            "2",
+            "-r",
+            "-t",
+            "resub/x",
+            "-m",
+            "hello",
+        ])
         .status()
         .expect("mosquitto_pub");
     assert!(status.success());
-    assert!(sub.wait_line(Duration::from_secs(10), |l| l == "M hello"), "no message: {:?}", sub.seen);
+    assert!(
+        sub.wait_line(Duration::from_secs(10), |l| l == "M hello"),
+        "no message: {:?}",
+        sub.seen
+    );
     sub.kill();
 }

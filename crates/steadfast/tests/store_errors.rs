@@ -41,7 +41,10 @@ fn filled_store(dir: &std::path::Path, id: &str, n: u64, payload: &str) {
     let mut s = DurableStore::open(dir).expect("open");
     s.load(id).expect("load");
     let mut ops = vec![StoreOp::ClientId(id.into())];
-    ops.extend((1..=n).map(|i| StoreOp::Accepted { id: i, publish: publish(&format!("{payload}-{i}")) }));
+    ops.extend((1..=n).map(|i| StoreOp::Accepted {
+        id: i,
+        publish: publish(&format!("{payload}-{i}")),
+    }));
     block_on(s.commit(ops)).expect("commit");
 }
 
@@ -61,9 +64,12 @@ fn another_client_id_fails_build_with_client_id_mismatch() {
             .store(DurableStore::open(dir.path()).expect("open"))
             .build()
             .expect("build");
-        let s = tokio::time::timeout(Duration::from_secs(10), client.wait_for_state(|s| s == State::Connected))
-            .await
-            .expect("connected");
+        let s = tokio::time::timeout(
+            Duration::from_secs(10),
+            client.wait_for_state(|s| s == State::Connected),
+        )
+        .await
+        .expect("connected");
         assert_eq!(s, State::Connected);
         client.disconnect().await.expect("disconnect");
     });
@@ -79,10 +85,16 @@ fn another_client_id_fails_build_with_client_id_mismatch() {
     let mut s = DurableStore::open(dir.path()).expect("reopen");
     assert_eq!(
         s.load("beta"),
-        Err(StoreError::ClientIdMismatch { stored: "alpha".into(), configured: "beta".into() })
+        Err(StoreError::ClientIdMismatch {
+            stored: "alpha".into(),
+            configured: "beta".into()
+        })
     );
     // No client id configured: the stored one is used.
-    assert_eq!(s.load("").expect("load").client_id.as_deref(), Some("alpha"));
+    assert_eq!(
+        s.load("").expect("load").client_id.as_deref(),
+        Some("alpha")
+    );
 }
 
 #[test]
@@ -90,10 +102,20 @@ fn another_format_version_is_incompatible() {
     let dir = tempdir();
     filled_store(dir.path(), "c", 1, "x");
     let db = rusqlite::Connection::open(dir.path().join(DB_FILE)).expect("sqlite");
-    db.execute("UPDATE meta SET value = 99 WHERE key = 'format_version'", []).expect("update");
+    db.execute(
+        "UPDATE meta SET value = 99 WHERE key = 'format_version'",
+        [],
+    )
+    .expect("update");
     drop(db);
     let e = open_and_load(dir.path()).expect_err("must be refused");
-    assert_eq!(e, StoreError::IncompatibleVersion { found: 99, supported: FORMAT_VERSION });
+    assert_eq!(
+        e,
+        StoreError::IncompatibleVersion {
+            found: 99,
+            supported: FORMAT_VERSION
+        }
+    );
     assert!(e.to_string().contains("format version 99"), "{e}");
 }
 
@@ -103,13 +125,22 @@ fn a_truncated_database_is_corrupt() {
     filled_store(dir.path(), "c", 400, &"p".repeat(1000));
     let path = dir.path().join(DB_FILE);
     let len = std::fs::metadata(&path).expect("db file").len();
-    assert!(len > 100_000, "the store should span many pages ({len} bytes)");
+    assert!(
+        len > 100_000,
+        "the store should span many pages ({len} bytes)"
+    );
     for keep in [len / 2, len / 5, 4096 + 100, 100] {
-        let f = std::fs::OpenOptions::new().write(true).open(&path).expect("open");
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .expect("open");
         f.set_len(keep).expect("truncate");
         drop(f);
         let e = open_and_load(dir.path()).expect_err("a truncated store must be refused");
-        assert!(matches!(e, StoreError::Corrupt(_)), "truncated to {keep}: {e:?}");
+        assert!(
+            matches!(e, StoreError::Corrupt(_)),
+            "truncated to {keep}: {e:?}"
+        );
         assert!(e.to_string().contains(DB_FILE), "{e}");
     }
 }
@@ -143,10 +174,14 @@ fn garbage_and_foreign_files_are_refused() {
     // Some other application's SQLite database.
     let dir = tempdir();
     let db = rusqlite::Connection::open(dir.path().join(DB_FILE)).expect("sqlite");
-    db.execute_batch("CREATE TABLE notes (body TEXT); INSERT INTO notes VALUES ('hi');").expect("create");
+    db.execute_batch("CREATE TABLE notes (body TEXT); INSERT INTO notes VALUES ('hi');")
+        .expect("create");
     drop(db);
     let e = open_and_load(dir.path()).expect_err("a foreign database must be refused");
-    assert!(matches!(&e, StoreError::Corrupt(m) if m.contains("not a steadfast session store")), "{e:?}");
+    assert!(
+        matches!(&e, StoreError::Corrupt(m) if m.contains("not a steadfast session store")),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -157,12 +192,18 @@ fn a_damaged_record_is_corrupt_and_named() {
     let mut bytes = std::fs::read(&path).expect("read");
     // Flip one byte inside the payload of record 2 (SQLite has no checksums of its own).
     let needle = b"MARKER-PAYLOAD-2";
-    let at = bytes.windows(needle.len()).position(|w| w == needle).expect("record 2 in the file");
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .expect("record 2 in the file");
     bytes[at + 3] ^= 0x20;
     std::fs::write(&path, &bytes).expect("write");
     let e = open_and_load(dir.path()).expect_err("a damaged record must be refused");
     match &e {
-        StoreError::Corrupt(m) => assert!(m.contains("outgoing record 2") && m.contains("checksum"), "{m}"),
+        StoreError::Corrupt(m) => assert!(
+            m.contains("outgoing record 2") && m.contains("checksum"),
+            "{m}"
+        ),
         other => panic!("expected Corrupt, got {other:?}"),
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! - Every [`Store::commit`] batch is one SQLite transaction, and the database runs in WAL mode
 //!   with `synchronous = FULL`: the commit future resolves only once the write-ahead log has
-//!   been fsynced, so an accepted message survives a process crash and a power loss.
+//!   been fsynced, so an accepted message survives a process crash and a power loss. The one
+//!   exception is a batch of completions only (see `is_lazy`): it is queued and written in
+//!   order without waiting, and becomes durable with the next durable commit.
 //! - The database work runs on a dedicated thread; the driver awaits a channel, so its timers
 //!   keep running while a commit is on disk.
 //! - Records carry a CRC-32 (SQLite has no checksums of its own) and are encoded with the
@@ -92,7 +94,7 @@ enum Job {
         client_id: String,
         reply: mpsc::SyncSender<Result<SessionSnapshot, StoreError>>,
     },
-    /// `reply` is `None` for a batch that need not wait for the disk (see [`is_lazy`]).
+    /// `reply` is `None` for a batch that need not wait for the disk (see `is_lazy`).
     Commit {
         ops: Vec<StoreOp>,
         reply: Option<oneshot::Sender<Result<(), StoreError>>>,
@@ -119,8 +121,12 @@ impl DurableStore {
     /// store. The client id is checked by [`Store::load`] (called by `ClientBuilder::build`).
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
         let dir = dir.as_ref();
-        std::fs::create_dir_all(dir)
-            .map_err(|e| StoreError::Io(format!("cannot create the store directory {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::Io(format!(
+                "cannot create the store directory {}: {e}",
+                dir.display()
+            ))
+        })?;
         let path = dir.join(DB_FILE);
         let db = guard(&path, || Db::open(&path))?;
         let (jobs, rx) = mpsc::channel();
@@ -128,7 +134,11 @@ impl DurableStore {
             .name("steadfast-store".into())
             .spawn(move || worker(db, rx))
             .map_err(|e| StoreError::Io(format!("cannot start the store thread: {e}")))?;
-        Ok(DurableStore { path, jobs: Some(jobs), thread: Some(thread) })
+        Ok(DurableStore {
+            path,
+            jobs: Some(jobs),
+            thread: Some(thread),
+        })
     }
 
     /// The database file.
@@ -147,21 +157,32 @@ impl DurableStore {
 impl Store for DurableStore {
     fn load(&mut self, client_id: &str) -> Result<SessionSnapshot, StoreError> {
         let (reply, rx) = mpsc::sync_channel(1);
-        self.send(Job::Load { client_id: client_id.to_owned(), reply })?;
-        rx.recv().map_err(|_| StoreError::Io("the store thread has ended".into()))?
+        self.send(Job::Load {
+            client_id: client_id.to_owned(),
+            reply,
+        })?;
+        rx.recv()
+            .map_err(|_| StoreError::Io("the store thread has ended".into()))?
     }
 
     fn commit(&mut self, ops: Vec<StoreOp>) -> CommitFuture<'_> {
+        if ops.is_empty() {
+            return Box::pin(async { Ok(()) });
+        }
         if is_lazy(&ops) {
             // A failure shows on the next commit (the store thread keeps it).
             let sent = self.send(Job::Commit { ops, reply: None });
             return Box::pin(async move { sent });
         }
         let (reply, rx) = oneshot::channel();
-        let sent = self.send(Job::Commit { ops, reply: Some(reply) });
+        let sent = self.send(Job::Commit {
+            ops,
+            reply: Some(reply),
+        });
         Box::pin(async move {
             sent?;
-            rx.await.map_err(|_| StoreError::Io("the store thread has ended".into()))?
+            rx.await
+                .map_err(|_| StoreError::Io("the store thread has ended".into()))?
         })
     }
 }
@@ -215,7 +236,10 @@ fn guard<T>(path: &Path, f: impl FnOnce() -> Result<T, StoreError>) -> Result<T,
                 .map(|s| s.to_string())
                 .or_else(|| p.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
-            Err(StoreError::Corrupt(format!("{}: unexpected failure reading the store: {msg}", path.display())))
+            Err(StoreError::Corrupt(format!(
+                "{}: unexpected failure reading the store: {msg}",
+                path.display()
+            )))
         }
     }
 }
@@ -229,7 +253,7 @@ struct Db {
 
 /// What one batch does to one stored publication, after coalescing.
 enum Change {
-    Insert(Publish, OutgoingState),
+    Insert(Box<Publish>, OutgoingState),
     Update(OutgoingState),
     Delete,
 }
@@ -243,10 +267,13 @@ impl Db {
         let err = |what: &str, e| sql_error(path, what, e);
         let conn = Connection::open_with_flags(
             path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(|e| err("cannot open", e))?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| err("cannot configure", e))?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(|e| err("cannot configure", e))?;
         // Exclusive before the first access: the lock is kept until the store is closed, and
         // WAL mode then needs no shared-memory file.
         conn.pragma_update(None, "locking_mode", "EXCLUSIVE")
@@ -255,12 +282,19 @@ impl Db {
             .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
             .map_err(|e| err("cannot open", e))?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::Io(format!("{}: cannot use WAL mode (got {mode})", path.display())));
+            return Err(StoreError::Io(format!(
+                "{}: cannot use WAL mode (got {mode})",
+                path.display()
+            )));
         }
         // FULL: in WAL mode, every commit fsyncs the log before it returns.
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(|e| err("cannot configure", e))?;
-        let mut db = Db { conn, path: path.to_owned(), sync_full: true };
+        let mut db = Db {
+            conn,
+            path: path.to_owned(),
+            sync_full: true,
+        };
         db.init()?;
         db.check()?;
         Ok(db)
@@ -284,7 +318,8 @@ impl Db {
         if app == 0 && tables == 0 {
             tx.pragma_update(None, "application_id", APPLICATION_ID)
                 .map_err(|e| err("cannot create the store", e))?;
-            tx.execute_batch(SCHEMA).map_err(|e| err("cannot create the store", e))?;
+            tx.execute_batch(SCHEMA)
+                .map_err(|e| err("cannot create the store", e))?;
             tx.execute(
                 "INSERT INTO meta (key, value) VALUES ('format_version', ?1)",
                 params![FORMAT_VERSION],
@@ -300,12 +335,17 @@ impl Db {
             )));
         }
         let found = tx
-            .query_row("SELECT value FROM meta WHERE key = 'format_version'", [], |r| {
-                r.get::<_, i64>(0)
-            })
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'format_version'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
             .map_err(|e| match e {
                 rusqlite::Error::QueryReturnedNoRows | rusqlite::Error::InvalidColumnType(..) => {
-                    StoreError::Corrupt(format!("{}: meta record format_version is missing or not a number", path.display()))
+                    StoreError::Corrupt(format!(
+                        "{}: meta record format_version is missing or not a number",
+                        path.display()
+                    ))
                 }
                 e => err("cannot read meta record format_version", e),
             })?;
@@ -342,20 +382,26 @@ impl Db {
     fn load(&mut self, client_id: &str) -> Result<SessionSnapshot, StoreError> {
         let path = self.path.clone();
         let corrupt = |what: String| StoreError::Corrupt(format!("{}: {what}", path.display()));
-        let stored: Option<String> = match self
-            .conn
-            .query_row("SELECT value FROM meta WHERE key = 'client_id'", [], |r| r.get::<_, String>(0))
-        {
-            Ok(id) => Some(id),
-            Err(rusqlite::Error::QueryReturnedNoRows) => None,
-            Err(rusqlite::Error::InvalidColumnType(..) | rusqlite::Error::FromSqlConversionFailure(..)) => {
-                return Err(corrupt("meta record client_id is not text".into()))
-            }
-            Err(e) => return Err(self.err("cannot read meta record client_id", e)),
-        };
+        let stored: Option<String> =
+            match self
+                .conn
+                .query_row("SELECT value FROM meta WHERE key = 'client_id'", [], |r| {
+                    r.get::<_, String>(0)
+                }) {
+                Ok(id) => Some(id),
+                Err(rusqlite::Error::QueryReturnedNoRows) => None,
+                Err(
+                    rusqlite::Error::InvalidColumnType(..)
+                    | rusqlite::Error::FromSqlConversionFailure(..),
+                ) => return Err(corrupt("meta record client_id is not text".into())),
+                Err(e) => return Err(self.err("cannot read meta record client_id", e)),
+            };
         let client_id = match stored {
             Some(s) if !client_id.is_empty() && !s.is_empty() && s != client_id => {
-                return Err(StoreError::ClientIdMismatch { stored: s, configured: client_id.to_owned() })
+                return Err(StoreError::ClientIdMismatch {
+                    stored: s,
+                    configured: client_id.to_owned(),
+                })
             }
             Some(s) if !s.is_empty() => Some(ByteStr::from(s)),
             _ if !client_id.is_empty() => Some(ByteStr::from(client_id.to_owned())),
@@ -368,14 +414,19 @@ impl Db {
                 .conn
                 .prepare("SELECT filter, record FROM subscriptions ORDER BY filter")
                 .map_err(|e| sql_error(&path, "cannot read subscriptions", e))?;
-            let mut rows = stmt.query([]).map_err(|e| sql_error(&path, "cannot read subscriptions", e))?;
-            while let Some(row) = rows.next().map_err(|e| sql_error(&path, "cannot read subscriptions", e))? {
-                let filter: String = row
-                    .get(0)
-                    .map_err(|_| corrupt("a subscription record has a key that is not text".into()))?;
-                let record: Vec<u8> = row
-                    .get(1)
-                    .map_err(|_| corrupt(format!("subscription record {filter:?} is not a blob")))?;
+            let mut rows = stmt
+                .query([])
+                .map_err(|e| sql_error(&path, "cannot read subscriptions", e))?;
+            while let Some(row) = rows
+                .next()
+                .map_err(|e| sql_error(&path, "cannot read subscriptions", e))?
+            {
+                let filter: String = row.get(0).map_err(|_| {
+                    corrupt("a subscription record has a key that is not text".into())
+                })?;
+                let record: Vec<u8> = row.get(1).map_err(|_| {
+                    corrupt(format!("subscription record {filter:?} is not a blob"))
+                })?;
                 let sub = decode_subscription(&filter, &record)
                     .map_err(|e| corrupt(format!("subscription record {filter:?}: {e}")))?;
                 subscriptions.push(sub);
@@ -388,28 +439,37 @@ impl Db {
                 .conn
                 .prepare("SELECT id, state, pkid, record FROM outgoing ORDER BY id")
                 .map_err(|e| sql_error(&path, "cannot read outgoing messages", e))?;
-            let mut rows = stmt.query([]).map_err(|e| sql_error(&path, "cannot read outgoing messages", e))?;
-            while let Some(row) = rows.next().map_err(|e| sql_error(&path, "cannot read outgoing messages", e))? {
-                let id = row
-                    .get::<_, i64>(0)
-                    .map_err(|_| corrupt("an outgoing record has a key that is not an integer".into()))?
-                    as u64;
-                let state: i64 = row
-                    .get(1)
-                    .map_err(|_| corrupt(format!("outgoing record {id}: state is not an integer")))?;
-                let pkid: i64 = row
-                    .get(2)
-                    .map_err(|_| corrupt(format!("outgoing record {id}: packet id is not an integer")))?;
+            let mut rows = stmt
+                .query([])
+                .map_err(|e| sql_error(&path, "cannot read outgoing messages", e))?;
+            while let Some(row) = rows
+                .next()
+                .map_err(|e| sql_error(&path, "cannot read outgoing messages", e))?
+            {
+                let id = row.get::<_, i64>(0).map_err(|_| {
+                    corrupt("an outgoing record has a key that is not an integer".into())
+                })? as u64;
+                let state: i64 = row.get(1).map_err(|_| {
+                    corrupt(format!("outgoing record {id}: state is not an integer"))
+                })?;
+                let pkid: i64 = row.get(2).map_err(|_| {
+                    corrupt(format!("outgoing record {id}: packet id is not an integer"))
+                })?;
                 let record: Vec<u8> = row
                     .get(3)
                     .map_err(|_| corrupt(format!("outgoing record {id}: not a blob")))?;
-                let state = decode_state(state, pkid)
-                    .ok_or_else(|| corrupt(format!("outgoing record {id}: bad state {state} / packet id {pkid}")))?;
-                let mut publish =
-                    decode_publish(id, &record).map_err(|e| corrupt(format!("outgoing record {id}: {e}")))?;
+                let state = decode_state(state, pkid).ok_or_else(|| {
+                    corrupt(format!(
+                        "outgoing record {id}: bad state {state} / packet id {pkid}"
+                    ))
+                })?;
+                let mut publish = decode_publish(id, &record)
+                    .map_err(|e| corrupt(format!("outgoing record {id}: {e}")))?;
                 publish.pkid = match state {
                     OutgoingState::Queued => 0,
-                    OutgoingState::AwaitPubAck(p) | OutgoingState::AwaitPubRec(p) | OutgoingState::AwaitPubComp(p) => p,
+                    OutgoingState::AwaitPubAck(p)
+                    | OutgoingState::AwaitPubRec(p)
+                    | OutgoingState::AwaitPubComp(p) => p,
                 };
                 outgoing.push(StoredOutgoing { id, publish, state });
             }
@@ -421,19 +481,33 @@ impl Db {
                 .conn
                 .prepare("SELECT pkid FROM incoming_qos2 ORDER BY pkid")
                 .map_err(|e| sql_error(&path, "cannot read incoming QoS 2 ids", e))?;
-            let mut rows = stmt.query([]).map_err(|e| sql_error(&path, "cannot read incoming QoS 2 ids", e))?;
-            while let Some(row) = rows.next().map_err(|e| sql_error(&path, "cannot read incoming QoS 2 ids", e))? {
+            let mut rows = stmt
+                .query([])
+                .map_err(|e| sql_error(&path, "cannot read incoming QoS 2 ids", e))?;
+            while let Some(row) = rows
+                .next()
+                .map_err(|e| sql_error(&path, "cannot read incoming QoS 2 ids", e))?
+            {
                 let p: i64 = row
                     .get(0)
                     .map_err(|_| corrupt("an incoming QoS 2 record is not an integer".into()))?;
                 match u16::try_from(p) {
                     Ok(p) if p != 0 => incoming_qos2.push(p),
-                    _ => return Err(corrupt(format!("incoming QoS 2 record {p}: not a packet id"))),
+                    _ => {
+                        return Err(corrupt(format!(
+                            "incoming QoS 2 record {p}: not a packet id"
+                        )))
+                    }
                 }
             }
         }
 
-        Ok(SessionSnapshot { client_id, subscriptions, outgoing, incoming_qos2 })
+        Ok(SessionSnapshot {
+            client_id,
+            subscriptions,
+            outgoing,
+            incoming_qos2,
+        })
     }
 
     /// One transaction; with `durable`, synced to disk before it returns.
@@ -454,7 +528,7 @@ impl Db {
         for op in ops {
             match op {
                 StoreOp::Accepted { id, publish } => {
-                    changes.insert(id, Change::Insert(publish, OutgoingState::Queued));
+                    changes.insert(id, Change::Insert(Box::new(publish), OutgoingState::Queued));
                 }
                 StoreOp::Outgoing { id, state } => match changes.get_mut(&id) {
                     Some(Change::Insert(_, s)) | Some(Change::Update(s)) => *s = state,
@@ -464,12 +538,9 @@ impl Db {
                     }
                 },
                 StoreOp::Completed { id } => {
-                    match changes.insert(id, Change::Delete) {
-                        // Accepted in this batch: it never reaches the database.
-                        Some(Change::Insert(..)) => {
-                            changes.remove(&id);
-                        }
-                        _ => {}
+                    // Accepted in this batch: it never reaches the database.
+                    if let Some(Change::Insert(..)) = changes.insert(id, Change::Delete) {
+                        changes.remove(&id);
                     }
                 }
                 other => others.push(other),
@@ -482,12 +553,16 @@ impl Db {
         for op in others {
             let r = match op {
                 StoreOp::ClientId(id) => tx
-                    .prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES ('client_id', ?1)")
+                    .prepare_cached(
+                        "INSERT OR REPLACE INTO meta (key, value) VALUES ('client_id', ?1)",
+                    )
                     .and_then(|mut s| s.execute(params![id.as_str()])),
                 StoreOp::SubscriptionUpsert(sub) => {
                     let record = encode_subscription(&sub)?;
-                    tx.prepare_cached("INSERT OR REPLACE INTO subscriptions (filter, record) VALUES (?1, ?2)")
-                        .and_then(|mut s| s.execute(params![sub.filter.as_str(), record]))
+                    tx.prepare_cached(
+                        "INSERT OR REPLACE INTO subscriptions (filter, record) VALUES (?1, ?2)",
+                    )
+                    .and_then(|mut s| s.execute(params![sub.filter.as_str(), record]))
                 }
                 StoreOp::SubscriptionRemove(f) => tx
                     .prepare_cached("DELETE FROM subscriptions WHERE filter = ?1")
@@ -499,7 +574,9 @@ impl Db {
                     .prepare_cached("DELETE FROM incoming_qos2 WHERE pkid = ?1")
                     .and_then(|mut s| s.execute(params![p])),
                 StoreOp::IncomingQos2Clear => tx.execute("DELETE FROM incoming_qos2", []),
-                StoreOp::Accepted { .. } | StoreOp::Outgoing { .. } | StoreOp::Completed { .. } => Ok(0),
+                StoreOp::Accepted { .. } | StoreOp::Outgoing { .. } | StoreOp::Completed { .. } => {
+                    Ok(0)
+                }
             };
             r.map_err(|e| err("cannot write", e))?;
         }
@@ -519,7 +596,7 @@ impl Db {
                 let r = match change {
                     Change::Insert(publish, state) => {
                         let (s, p) = encode_state(state);
-                        encode_publish(id, publish, &mut buf)?;
+                        encode_publish(id, *publish, &mut buf)?;
                         insert.execute(params![key, s, p, &buf[..]])
                     }
                     Change::Update(state) => {
@@ -608,7 +685,10 @@ fn decode_publish(id: u64, record: &[u8]) -> Result<Publish, String> {
     match Packet::decode(&mut buf, ProtocolVersion::V5, u32::MAX) {
         Ok(Packet::Publish(p)) if buf.is_empty() => Ok(p),
         Ok(Packet::Publish(_)) => Err("trailing bytes after the PUBLISH packet".into()),
-        Ok(other) => Err(format!("holds a {:?} packet, not a PUBLISH", packet_name(&other))),
+        Ok(other) => Err(format!(
+            "holds a {:?} packet, not a PUBLISH",
+            packet_name(&other)
+        )),
         Err(e) => Err(format!("undecodable PUBLISH packet: {e}")),
     }
 }
@@ -621,13 +701,19 @@ fn encode_subscription(sub: &Subscription) -> Result<Vec<u8>, StoreError> {
     properties.user_properties = sub.user_properties.clone();
     let packet = Packet::Subscribe(Subscribe {
         pkid: 1,
-        filters: vec![SubscribeFilter { filter: sub.filter.clone(), options: sub.options }],
+        filters: vec![SubscribeFilter {
+            filter: sub.filter.clone(),
+            options: sub.options,
+        }],
         properties,
     });
     let mut buf = BytesMut::new();
     buf.extend_from_slice(&[0; 4]);
     packet.encode(ProtocolVersion::V5, &mut buf).map_err(|e| {
-        StoreError::Io(format!("cannot encode subscription record {:?}: {e}", sub.filter.as_str()))
+        StoreError::Io(format!(
+            "cannot encode subscription record {:?}: {e}",
+            sub.filter.as_str()
+        ))
     })?;
     seal(sub.filter.as_str().as_bytes(), &mut buf, 0);
     Ok(buf.to_vec())
@@ -639,10 +725,16 @@ fn decode_subscription(filter: &str, record: &[u8]) -> Result<Subscription, Stri
     let s = match Packet::decode(&mut buf, ProtocolVersion::V5, u32::MAX) {
         Ok(Packet::Subscribe(s)) if buf.is_empty() => s,
         Ok(Packet::Subscribe(_)) => return Err("trailing bytes after the SUBSCRIBE packet".into()),
-        Ok(other) => return Err(format!("holds a {:?} packet, not a SUBSCRIBE", packet_name(&other))),
+        Ok(other) => {
+            return Err(format!(
+                "holds a {:?} packet, not a SUBSCRIBE",
+                packet_name(&other)
+            ))
+        }
         Err(e) => return Err(format!("undecodable SUBSCRIBE packet: {e}")),
     };
-    let [f] = <[SubscribeFilter; 1]>::try_from(s.filters).map_err(|_| "not exactly one filter".to_string())?;
+    let [f] = <[SubscribeFilter; 1]>::try_from(s.filters)
+        .map_err(|_| "not exactly one filter".to_string())?;
     if f.filter.as_str() != filter {
         return Err(format!("holds filter {:?}", f.filter.as_str()));
     }
@@ -712,7 +804,10 @@ mod tests {
     }
 
     fn block_on<F: std::future::Future>(f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
     }
 
     #[test]
@@ -729,19 +824,40 @@ mod tests {
                 StoreOp::SubscriptionUpsert(sub("y", None)),
                 StoreOp::SubscriptionUpsert(sub("z", None)),
                 StoreOp::SubscriptionRemove("z".into()),
-                StoreOp::Accepted { id: 1, publish: publish(QoS::AtLeastOnce, "one") },
-                StoreOp::Accepted { id: 2, publish: publish(QoS::ExactlyOnce, "two") },
-                StoreOp::Accepted { id: 3, publish: publish(QoS::AtMostOnce, "three") },
-                StoreOp::Accepted { id: 4, publish: publish(QoS::AtLeastOnce, "four") },
-                StoreOp::Outgoing { id: 1, state: OutgoingState::AwaitPubAck(10) },
+                StoreOp::Accepted {
+                    id: 1,
+                    publish: publish(QoS::AtLeastOnce, "one"),
+                },
+                StoreOp::Accepted {
+                    id: 2,
+                    publish: publish(QoS::ExactlyOnce, "two"),
+                },
+                StoreOp::Accepted {
+                    id: 3,
+                    publish: publish(QoS::AtMostOnce, "three"),
+                },
+                StoreOp::Accepted {
+                    id: 4,
+                    publish: publish(QoS::AtLeastOnce, "four"),
+                },
+                StoreOp::Outgoing {
+                    id: 1,
+                    state: OutgoingState::AwaitPubAck(10),
+                },
                 StoreOp::Completed { id: 4 },
                 StoreOp::IncomingQos2Add(5),
                 StoreOp::IncomingQos2Add(6),
             ]))
             .unwrap();
             block_on(s.commit(vec![
-                StoreOp::Outgoing { id: 2, state: OutgoingState::AwaitPubRec(11) },
-                StoreOp::Outgoing { id: 2, state: OutgoingState::AwaitPubComp(11) },
+                StoreOp::Outgoing {
+                    id: 2,
+                    state: OutgoingState::AwaitPubRec(11),
+                },
+                StoreOp::Outgoing {
+                    id: 2,
+                    state: OutgoingState::AwaitPubComp(11),
+                },
                 StoreOp::IncomingQos2Remove(5),
             ]))
             .unwrap();
@@ -749,7 +865,10 @@ mod tests {
         let mut s = DurableStore::open(dir.path()).unwrap();
         let snap = s.load("").unwrap();
         assert_eq!(snap.client_id.as_deref(), Some("c1"));
-        assert_eq!(snap.subscriptions, vec![sub("x/#", Some(7)), sub("y", None)]);
+        assert_eq!(
+            snap.subscriptions,
+            vec![sub("x/#", Some(7)), sub("y", None)]
+        );
         assert_eq!(snap.incoming_qos2, vec![6]);
         let mut p1 = publish(QoS::AtLeastOnce, "one");
         p1.pkid = 10;
@@ -758,17 +877,36 @@ mod tests {
         assert_eq!(
             snap.outgoing,
             vec![
-                StoredOutgoing { id: 1, publish: p1, state: OutgoingState::AwaitPubAck(10) },
-                StoredOutgoing { id: 2, publish: p2, state: OutgoingState::AwaitPubComp(11) },
-                StoredOutgoing { id: 3, publish: publish(QoS::AtMostOnce, "three"), state: OutgoingState::Queued },
+                StoredOutgoing {
+                    id: 1,
+                    publish: p1,
+                    state: OutgoingState::AwaitPubAck(10)
+                },
+                StoredOutgoing {
+                    id: 2,
+                    publish: p2,
+                    state: OutgoingState::AwaitPubComp(11)
+                },
+                StoredOutgoing {
+                    id: 3,
+                    publish: publish(QoS::AtMostOnce, "three"),
+                    state: OutgoingState::Queued
+                },
             ]
         );
         // The same store, another client id: refused.
         assert_eq!(
             s.load("c2"),
-            Err(StoreError::ClientIdMismatch { stored: "c1".into(), configured: "c2".into() })
+            Err(StoreError::ClientIdMismatch {
+                stored: "c1".into(),
+                configured: "c2".into()
+            })
         );
-        block_on(s.commit(vec![StoreOp::IncomingQos2Clear, StoreOp::Completed { id: 1 }])).unwrap();
+        block_on(s.commit(vec![
+            StoreOp::IncomingQos2Clear,
+            StoreOp::Completed { id: 1 },
+        ]))
+        .unwrap();
         let snap = s.load("c1").unwrap();
         assert!(snap.incoming_qos2.is_empty());
         assert_eq!(snap.outgoing.len(), 2);
@@ -781,7 +919,10 @@ mod tests {
         first.load("a").unwrap();
         let start = std::time::Instant::now();
         let e = DurableStore::open(dir.path()).unwrap_err();
-        assert!(matches!(&e, StoreError::Io(m) if m.contains("in use")), "{e}");
+        assert!(
+            matches!(&e, StoreError::Io(m) if m.contains("in use")),
+            "{e}"
+        );
         assert!(start.elapsed() >= BUSY_TIMEOUT / 2);
         drop(first);
         DurableStore::open(dir.path()).unwrap();
@@ -789,7 +930,9 @@ mod tests {
 
     #[test]
     fn damaged_records_name_their_key() {
-        assert!(decode_publish(9, b"\0\0").unwrap_err().contains("truncated"));
+        assert!(decode_publish(9, b"\0\0")
+            .unwrap_err()
+            .contains("truncated"));
         let mut buf = BytesMut::new();
         encode_publish(9, publish(QoS::AtLeastOnce, "x"), &mut buf).unwrap();
         assert!(decode_publish(9, &buf).is_ok());
@@ -801,7 +944,9 @@ mod tests {
         // A valid checksum over garbage: the codec refuses it.
         let mut garbage = BytesMut::from(&[0u8, 0, 0, 0, 0xff, 0xff, 0xff][..]);
         seal(&9u64.to_be_bytes(), &mut garbage, 0);
-        assert!(decode_publish(9, &garbage).unwrap_err().contains("undecodable"));
+        assert!(decode_publish(9, &garbage)
+            .unwrap_err()
+            .contains("undecodable"));
         assert_eq!(decode_state(4, 1), None);
         assert_eq!(decode_state(1, 0), None);
         assert_eq!(decode_state(0, 70000), None);

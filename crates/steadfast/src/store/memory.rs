@@ -3,9 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use steadfast_proto::session::persist::{
-    OutgoingState, SessionSnapshot, StoreOp, StoredOutgoing,
-};
+use steadfast_proto::session::persist::{OutgoingState, SessionSnapshot, StoreOp, StoredOutgoing};
 use steadfast_proto::ByteStr;
 
 use super::{CommitFuture, Store, StoreError};
@@ -56,7 +54,14 @@ pub(crate) fn apply(
             subscriptions.remove(&f);
         }
         StoreOp::Accepted { id, publish } => {
-            outgoing.insert(id, StoredOutgoing { id, publish, state: OutgoingState::Queued });
+            outgoing.insert(
+                id,
+                StoredOutgoing {
+                    id,
+                    publish,
+                    state: OutgoingState::Queued,
+                },
+            );
         }
         StoreOp::Outgoing { id, state } => {
             if let Some(o) = outgoing.get_mut(&id) {
@@ -78,7 +83,10 @@ pub(crate) fn apply(
 
 impl Store for MemoryStore {
     fn load(&mut self, client_id: &str) -> Result<SessionSnapshot, StoreError> {
-        let mut inner = self.inner.lock().map_err(|_| StoreError::Io("poisoned lock".into()))?;
+        let mut inner = self
+            .inner
+            .lock()
+            .map_err(|_| StoreError::Io("poisoned lock".into()))?;
         match &inner.client_id {
             Some(stored) if !client_id.is_empty() && stored.as_str() != client_id => {
                 return Err(StoreError::ClientIdMismatch {
@@ -105,7 +113,13 @@ impl Store for MemoryStore {
             .map(|mut g| {
                 let i = &mut *g;
                 for op in ops {
-                    apply(&mut i.client_id, &mut i.subscriptions, &mut i.outgoing, &mut i.incoming_qos2, op);
+                    apply(
+                        &mut i.client_id,
+                        &mut i.subscriptions,
+                        &mut i.outgoing,
+                        &mut i.incoming_qos2,
+                        op,
+                    );
                 }
             });
         Box::pin(async move { result })

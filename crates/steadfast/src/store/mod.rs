@@ -9,6 +9,9 @@
 //! - on start the stored session is loaded and resumed.
 //!
 //! Batches are group commits: while one commit runs, further commands accumulate into the next.
+//!
+//! Two stores come with the crate: [`DurableStore`] (an SQLite database in a directory; survives
+//! a crash and a reboot) and [`MemoryStore`] (this process only; for tests).
 
 mod durable;
 mod memory;
@@ -18,7 +21,9 @@ use std::pin::Pin;
 
 pub use durable::{DurableStore, DB_FILE, FORMAT_VERSION};
 pub use memory::MemoryStore;
-pub use steadfast_proto::session::persist::{OutgoingState, SessionSnapshot, StoreOp, StoredOutgoing};
+pub use steadfast_proto::session::persist::{
+    OutgoingState, SessionSnapshot, StoreOp, StoredOutgoing,
+};
 
 /// Why a store could not be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
