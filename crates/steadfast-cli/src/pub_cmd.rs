@@ -13,7 +13,7 @@ use bytes::Bytes;
 use clap::{ArgAction, ArgGroup, Args};
 use steadfast::{
     ByteStr, Client, ClientError, ClientEvent, PendingAck, Properties, ProtocolVersion, Publish,
-    PublishError, QoS,
+    PublishError, QoS, State,
 };
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::sync::mpsc;
@@ -273,8 +273,11 @@ async fn send(
     }
 }
 
-/// Reads the source and publishes; returns when every message was acknowledged.
-async fn produce(client: Client, source: Source, template: Publish) -> Stats {
+/// Reads the source and publishes; returns when every message was acknowledged. With a
+/// durable store (`durable`), it then also waits for a connection, so that the graceful
+/// disconnect that follows drains the messages restored from the store of a previous run (for
+/// example one killed mid-stream), even when this run published nothing.
+async fn produce(client: Client, source: Source, template: Publish, durable: bool) -> Stats {
     let (acks, mut rx) = mpsc::channel::<PendingAck>(WINDOW);
     let collector = tokio::spawn(async move {
         let mut s = Stats::default();
@@ -341,6 +344,19 @@ async fn produce(client: Client, source: Source, template: Publish) -> Stats {
         if stats.first_error.is_none() {
             stats.first_error = acked.first_error;
         }
+    }
+    if durable {
+        // A disconnect while not connected ends at once and leaves restored messages in the
+        // store; once connected, it lets them finish (within the drain timeout). Dormant and
+        // Failed end the process through the events loop.
+        client
+            .wait_for_state(|s| {
+                matches!(
+                    s,
+                    State::Connected | State::Dormant | State::Failed | State::Closed
+                )
+            })
+            .await;
     }
     stats
 }
@@ -428,7 +444,13 @@ async fn publish(args: PubArgs) -> ExitCode {
         properties,
         payload: Bytes::new(),
     };
-    let mut work = Some(tokio::spawn(produce(client.clone(), source, template)));
+    let durable = args.conn.store.is_some();
+    let mut work = Some(tokio::spawn(produce(
+        client.clone(),
+        source,
+        template,
+        durable,
+    )));
     let mut closing: Option<(Outcome, Instant)> = None;
 
     loop {
