@@ -153,7 +153,11 @@ impl Measured {
         let us = |q: f64| quantile(&rec.latencies_ns, q) as f64 / 1000.0;
         let (_, maxrss) = rusage();
         Measured {
-            msgs_per_s: if elapsed.is_zero() { 0.0 } else { rec.received as f64 / elapsed.as_secs_f64() },
+            msgs_per_s: if elapsed.is_zero() {
+                0.0
+            } else {
+                rec.received as f64 / elapsed.as_secs_f64()
+            },
             p50_us: us(0.5),
             p99_us: us(0.99),
             p999_us: us(0.999),

@@ -27,7 +27,10 @@ use clients::CLIENTS;
 use common::{Measured, Scenario};
 
 #[derive(Parser, Debug)]
-#[command(name = "steadfast-bench", about = "steadfast vs rumqttc vs mqtt5 through a private Mosquitto")]
+#[command(
+    name = "steadfast-bench",
+    about = "steadfast vs rumqttc vs mqtt5 through a private Mosquitto"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -38,8 +41,18 @@ enum Cmd {
     /// The whole comparison: throughput (QoS 0/1/2 x 64 B / 4 KiB), p99 latency at a fixed
     /// 5,000 msg/s, CPU time per message, peak RSS; a markdown report and SVG plots.
     All(RunArgs),
-    /// The e2e bench: 1 publisher, 1 subscriber, 64 B, QoS 0/1/2, msgs/s and p50/p99.
+    /// The e2e bench: 1 publisher, 1 subscriber, 64 B, QoS 0/1/2: msgs/s (flood) and p50/p99
+    /// latency (at a fixed 5,000 msg/s).
     E2e(RunArgs),
+    /// Redraws the plots (and prints the report) from a results.json of `all`.
+    Replot {
+        /// The results file.
+        #[arg(long, default_value = "target/steadfast-bench/results.json")]
+        from: PathBuf,
+        /// Where the SVG plots go.
+        #[arg(long, default_value = "docs/img")]
+        img: PathBuf,
+    },
     /// Internal: one measurement of one client in this process; prints one JSON line.
     #[command(hide = true)]
     Child(ChildArgs),
@@ -65,6 +78,9 @@ struct RunArgs {
     /// Use this broker instead of starting a private Mosquitto (host:port).
     #[arg(long)]
     broker: Option<String>,
+    /// Only the throughput cases or only the latency cases.
+    #[arg(long, value_parser = ["throughput", "latency"])]
+    only: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -101,7 +117,10 @@ pub struct Case {
 impl Case {
     pub fn label(&self) -> String {
         match self.kind {
-            "latency" => format!("latency QoS {} {} B at {} msg/s", self.qos, self.payload, self.rate),
+            "latency" => format!(
+                "latency QoS {} {} B at {} msg/s",
+                self.qos, self.payload, self.rate
+            ),
             _ => format!("throughput QoS {} {} B", self.qos, self.payload),
         }
     }
@@ -109,9 +128,18 @@ impl Case {
 
 fn throughput_cases(scale: u64) -> Vec<Case> {
     let mut v = Vec::new();
-    for (payload, counts) in [(64, [200_000, 100_000, 50_000]), (4096, [50_000, 40_000, 20_000])] {
+    for (payload, counts) in [
+        (64, [200_000, 100_000, 50_000]),
+        (4096, [50_000, 40_000, 20_000]),
+    ] {
         for (qos, count) in counts.into_iter().enumerate() {
-            v.push(Case { kind: "throughput", qos: qos as u8, payload, count: count / scale, rate: 0.0 });
+            v.push(Case {
+                kind: "throughput",
+                qos: qos as u8,
+                payload,
+                count: count / scale,
+                rate: 0.0,
+            });
         }
     }
     v
@@ -119,7 +147,13 @@ fn throughput_cases(scale: u64) -> Vec<Case> {
 
 fn latency_cases(scale: u64) -> Vec<Case> {
     (0..3)
-        .map(|qos| Case { kind: "latency", qos, payload: 64, count: 20_000 / scale, rate: 5000.0 })
+        .map(|qos| Case {
+            kind: "latency",
+            qos,
+            payload: 64,
+            count: 20_000 / scale,
+            rate: 5000.0,
+        })
         .collect()
 }
 
@@ -127,13 +161,21 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Cmd::Child(a) => child(a),
+        Cmd::Replot { from, img } => replot(&from, &img),
         Cmd::All(a) => {
             let mut cases = throughput_cases(a.scale_down.max(1));
             cases.extend(latency_cases(a.scale_down.max(1)));
+            if let Some(only) = &a.only {
+                cases.retain(|c| c.kind == only.as_str());
+            }
             compare(&a, cases, true)
         }
         Cmd::E2e(a) => {
-            let cases = throughput_cases(a.scale_down.max(1)).into_iter().filter(|c| c.payload == 64).collect();
+            let mut cases: Vec<Case> = throughput_cases(a.scale_down.max(1))
+                .into_iter()
+                .filter(|c| c.payload == 64)
+                .collect();
+            cases.extend(latency_cases(a.scale_down.max(1)));
             compare(&a, cases, false)
         }
     }
@@ -159,7 +201,10 @@ fn child(a: ChildArgs) -> ExitCode {
         idle: Duration::from_secs(10),
     };
     // The same runtime for every client: tokio's multi-thread scheduler, 2 workers.
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build();
     let rt = match rt {
         Ok(rt) => rt,
         Err(e) => {
@@ -194,13 +239,95 @@ fn child(a: ChildArgs) -> ExitCode {
     }
 }
 
+fn replot(from: &std::path::Path, img: &std::path::Path) -> ExitCode {
+    let parsed = std::fs::read_to_string(from)
+        .map_err(|e| e.to_string())
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).map_err(|e| e.to_string()));
+    let v = match parsed {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("cannot read {}: {e}", from.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let num = |x: &serde_json::Value, k: &str| x.get(k).and_then(|n| n.as_f64()).unwrap_or(0.0);
+    let cases: Vec<Case> = v["cases"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|c| Case {
+                    kind: if c["kind"] == "latency" {
+                        "latency"
+                    } else {
+                        "throughput"
+                    },
+                    qos: num(c, "qos") as u8,
+                    payload: num(c, "payload") as usize,
+                    count: num(c, "count") as u64,
+                    rate: num(c, "rate"),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut results: Results = BTreeMap::new();
+    let mut clients: Vec<String> = Vec::new();
+    for r in v["results"].as_array().into_iter().flatten() {
+        let client = r["client"].as_str().unwrap_or_default().to_string();
+        let runs = r["runs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Measured::from_json)
+            .collect();
+        results.insert((num(r, "case") as usize, client.clone()), runs);
+        if !clients.contains(&client) {
+            clients.push(client);
+        }
+    }
+    clients.sort_by_key(|c| CLIENTS.iter().position(|k| k == c).unwrap_or(usize::MAX));
+    let runs = results.values().map(Vec::len).max().unwrap_or(0);
+    println!(
+        "{}",
+        report::markdown(&cases, &clients, &results, runs, true, &[])
+    );
+    draw(&cases, &clients, &results, img);
+    ExitCode::SUCCESS
+}
+
+fn draw(cases: &[Case], clients: &[String], results: &Results, img: &std::path::Path) {
+    let _ = std::fs::create_dir_all(img);
+    let has = |kind: &str| cases.iter().any(|c| c.kind == kind);
+    for payload in [64usize, 4096].into_iter().filter(|_| has("throughput")) {
+        let path = img.join(format!("peers-throughput-{payload}b.svg"));
+        if let Err(e) = plot::throughput_svg(&path, payload, cases, clients, results) {
+            eprintln!("cannot write {}: {e}", path.display());
+        }
+    }
+    if has("latency") {
+        let path = img.join("peers-latency-p99.svg");
+        if let Err(e) = plot::latency_svg(&path, cases, clients, results) {
+            eprintln!("cannot write {}: {e}", path.display());
+        }
+    }
+}
+
 /// Runs one child and parses its JSON line.
 fn run_child(client: &str, url: &str, case: &Case, run_id: &str) -> Result<Measured, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let out = std::process::Command::new(exe)
         .args(["child", "--client", client, "--url", url])
-        .args(["--qos", &case.qos.to_string(), "--payload", &case.payload.to_string()])
-        .args(["--count", &case.count.to_string(), "--rate", &case.rate.to_string()])
+        .args([
+            "--qos",
+            &case.qos.to_string(),
+            "--payload",
+            &case.payload.to_string(),
+        ])
+        .args([
+            "--count",
+            &case.count.to_string(),
+            "--rate",
+            &case.rate.to_string(),
+        ])
         .args(["--run-id", run_id])
         .stdin(std::process::Stdio::null())
         .output()
@@ -208,7 +335,11 @@ fn run_child(client: &str, url: &str, case: &Case, run_id: &str) -> Result<Measu
     let stdout = String::from_utf8_lossy(&out.stdout);
     let line = stdout.lines().last().unwrap_or("");
     let v: serde_json::Value = serde_json::from_str(line).map_err(|_| {
-        format!("{client}: no result ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim())
+        format!(
+            "{client}: no result ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )
     })?;
     Measured::from_json(&v).ok_or_else(|| format!("{client}: bad result line {line}"))
 }
@@ -276,7 +407,12 @@ fn compare(a: &RunArgs, cases: Vec<Case>, full: bool) -> ExitCode {
                         results.entry((ci, client.clone())).or_default().push(m);
                     }
                     Err(e) => {
-                        eprintln!("run {}/{} {} {client}: FAILED: {e}", run + 1, a.runs, case.label());
+                        eprintln!(
+                            "run {}/{} {} {client}: FAILED: {e}",
+                            run + 1,
+                            a.runs,
+                            case.label()
+                        );
                         failures.push(format!("{} {client}: {e}", case.label()));
                     }
                 }
@@ -299,17 +435,7 @@ fn compare(a: &RunArgs, cases: Vec<Case>, full: bool) -> ExitCode {
         serde_json::to_string_pretty(&raw).unwrap_or_default(),
     );
     if full {
-        let _ = std::fs::create_dir_all(&a.img);
-        for payload in [64usize, 4096] {
-            let path = a.img.join(format!("peers-throughput-{payload}b.svg"));
-            if let Err(e) = plot::throughput_svg(&path, payload, &cases, &clients, &results) {
-                eprintln!("cannot write {}: {e}", path.display());
-            }
-        }
-        let path = a.img.join("peers-latency-p99.svg");
-        if let Err(e) = plot::latency_svg(&path, &cases, &clients, &results) {
-            eprintln!("cannot write {}: {e}", path.display());
-        }
+        draw(&cases, &clients, &results, &a.img);
     }
     if failures.is_empty() {
         ExitCode::SUCCESS

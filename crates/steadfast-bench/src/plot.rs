@@ -8,7 +8,11 @@ use crate::common::Measured;
 use crate::report::median;
 use crate::{Case, Results};
 
-const COLORS: [RGBColor; 3] = [RGBColor(31, 119, 180), RGBColor(255, 127, 14), RGBColor(44, 160, 44)];
+const COLORS: [RGBColor; 3] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+];
 
 fn bars(
     path: &Path,
@@ -22,7 +26,12 @@ fn bars(
     let width = clients.len() as f64 + 1.0;
     let values: Vec<Vec<f64>> = groups
         .iter()
-        .map(|(_, ci)| clients.iter().map(|c| median(results, *ci, c, f).unwrap_or(0.0)).collect())
+        .map(|(_, ci)| {
+            clients
+                .iter()
+                .map(|c| median(results, *ci, c, f).unwrap_or(0.0))
+                .collect()
+        })
         .collect();
     let y_max = values.iter().flatten().fold(1.0f64, |a, &b| a.max(b)) * 1.15;
     let root = SVGBackend::new(path, (860, 460)).into_drawing_area();
@@ -48,6 +57,7 @@ fn bars(
                 String::new()
             }
         })
+        .y_label_formatter(&|y| format!("{y:.0}"))
         .y_desc(y_desc)
         .draw()?;
     for (k, client) in clients.iter().enumerate() {
@@ -90,7 +100,15 @@ pub fn throughput_svg(
         .map(|(i, c)| (format!("QoS {}", c.qos), i))
         .collect();
     let title = format!("Throughput, 1 publisher -> 1 subscriber, {payload} B payload (median)");
-    bars(path, &title, "messages received per second", &groups, clients, results, |m| m.msgs_per_s)
+    bars(
+        path,
+        &title,
+        "messages received per second",
+        &groups,
+        clients,
+        results,
+        |m| m.msgs_per_s,
+    )
 }
 
 /// p99 latency per client per QoS at the fixed rate.

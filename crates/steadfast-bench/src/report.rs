@@ -6,7 +6,12 @@ use crate::common::Measured;
 use crate::{Case, Results};
 
 /// The median of `f` over the runs of (case, client).
-pub fn median(results: &Results, ci: usize, client: &str, f: impl Fn(&Measured) -> f64) -> Option<f64> {
+pub fn median(
+    results: &Results,
+    ci: usize,
+    client: &str,
+    f: impl Fn(&Measured) -> f64,
+) -> Option<f64> {
     let runs = results.get(&(ci, client.to_string()))?;
     let mut v: Vec<f64> = runs.iter().map(f).collect();
     if v.is_empty() {
@@ -14,7 +19,11 @@ pub fn median(results: &Results, ci: usize, client: &str, f: impl Fn(&Measured) 
     }
     v.sort_by(|a, b| a.total_cmp(b));
     let n = v.len();
-    Some(if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 })
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
 }
 
 fn fmt_num(x: Option<f64>, decimals: usize) -> String {
@@ -29,7 +38,7 @@ fn group(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -61,7 +70,16 @@ struct Metric<'a> {
     f: fn(&Measured) -> f64,
 }
 
-fn table(out: &mut String, cases: &[(usize, &Case)], clients: &[String], results: &Results, m: &Metric) {
+fn table(
+    out: &mut String,
+    cases: &[(usize, &Case)],
+    clients: &[String],
+    results: &Results,
+    m: &Metric,
+) {
+    if cases.is_empty() {
+        return;
+    }
     let peers: Vec<&String> = clients.iter().filter(|c| *c != "steadfast").collect();
     let _ = writeln!(out, "\n#### {}\n", m.title);
     let mut head = String::from("| case |");
@@ -79,17 +97,25 @@ fn table(out: &mut String, cases: &[(usize, &Case)], clients: &[String], results
         let mut row = format!("| QoS {} {} |", case.qos, size(case.payload));
         let ours = median(results, *ci, "steadfast", m.f);
         for c in clients {
-            let _ = write!(row, " {} |", fmt_num(median(results, *ci, c, m.f), m.decimals));
+            let _ = write!(
+                row,
+                " {} |",
+                fmt_num(median(results, *ci, c, m.f), m.decimals)
+            );
         }
         for p in &peers {
-            let _ = write!(row, " {} |", ratio(ours, median(results, *ci, p, m.f), m.higher_better));
+            let _ = write!(
+                row,
+                " {} |",
+                ratio(ours, median(results, *ci, p, m.f), m.higher_better)
+            );
         }
         let _ = writeln!(out, "{row}");
     }
 }
 
 fn size(b: usize) -> String {
-    if b >= 1024 && b % 1024 == 0 {
+    if b >= 1024 && b.is_multiple_of(1024) {
         format!("{} KiB", b / 1024)
     } else {
         format!("{b} B")
@@ -106,50 +132,60 @@ pub fn markdown(
     failures: &[String],
 ) -> String {
     let mut out = String::new();
-    let tput: Vec<(usize, &Case)> = cases.iter().enumerate().filter(|(_, c)| c.kind == "throughput").collect();
-    let lat: Vec<(usize, &Case)> = cases.iter().enumerate().filter(|(_, c)| c.kind == "latency").collect();
+    let tput: Vec<(usize, &Case)> = cases
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.kind == "throughput")
+        .collect();
+    let lat: Vec<(usize, &Case)> = cases
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.kind == "latency")
+        .collect();
     let _ = writeln!(
         out,
         "Medians of {runs} runs per cell; ratios are steadfast's advantage (> 1: steadfast ahead, in bold)."
     );
-    table(&mut out, &tput, clients, results, &Metric {
-        title: "Throughput, 1 publisher -> 1 subscriber (messages received per second)",
-        unit: "msg/s",
-        decimals: 0,
-        higher_better: true,
-        f: |m| m.msgs_per_s,
-    });
-    if !full {
-        table(&mut out, &tput, clients, results, &Metric {
-            title: "Latency under that flood, p50 (publish to receive)",
-            unit: "µs",
+    table(
+        &mut out,
+        &tput,
+        clients,
+        results,
+        &Metric {
+            title: "Throughput, 1 publisher -> 1 subscriber (messages received per second)",
+            unit: "msg/s",
             decimals: 0,
-            higher_better: false,
-            f: |m| m.p50_us,
-        });
-        table(&mut out, &tput, clients, results, &Metric {
-            title: "Latency under that flood, p99",
-            unit: "µs",
-            decimals: 0,
-            higher_better: false,
-            f: |m| m.p99_us,
-        });
-    }
+            higher_better: true,
+            f: |m| m.msgs_per_s,
+        },
+    );
     if !lat.is_empty() {
-        table(&mut out, &lat, clients, results, &Metric {
-            title: "Latency p99 at a fixed 5,000 msg/s (publish to receive)",
-            unit: "µs",
-            decimals: 0,
-            higher_better: false,
-            f: |m| m.p99_us,
-        });
-        table(&mut out, &lat, clients, results, &Metric {
-            title: "Latency p50 at a fixed 5,000 msg/s",
-            unit: "µs",
-            decimals: 0,
-            higher_better: false,
-            f: |m| m.p50_us,
-        });
+        table(
+            &mut out,
+            &lat,
+            clients,
+            results,
+            &Metric {
+                title: "Latency p99 at a fixed 5,000 msg/s (publish to receive)",
+                unit: "µs",
+                decimals: 0,
+                higher_better: false,
+                f: |m| m.p99_us,
+            },
+        );
+        table(
+            &mut out,
+            &lat,
+            clients,
+            results,
+            &Metric {
+                title: "Latency p50 at a fixed 5,000 msg/s",
+                unit: "µs",
+                decimals: 0,
+                higher_better: false,
+                f: |m| m.p50_us,
+            },
+        );
     }
     if full {
         table(&mut out, &tput, clients, results, &Metric {
@@ -159,27 +195,45 @@ pub fn markdown(
             higher_better: false,
             f: |m| m.cpu_per_msg_us,
         });
-        table(&mut out, &lat, clients, results, &Metric {
-            title: "CPU time per message at 5,000 msg/s",
-            unit: "µs",
-            decimals: 2,
-            higher_better: false,
-            f: |m| m.cpu_per_msg_us,
-        });
-        table(&mut out, &tput, clients, results, &Metric {
-            title: "Peak RSS of the client process (throughput runs)",
-            unit: "MiB",
-            decimals: 1,
-            higher_better: false,
-            f: |m| m.maxrss_kib as f64 / 1024.0,
-        });
-        table(&mut out, &lat, clients, results, &Metric {
-            title: "Peak RSS of the client process at 5,000 msg/s",
-            unit: "MiB",
-            decimals: 1,
-            higher_better: false,
-            f: |m| m.maxrss_kib as f64 / 1024.0,
-        });
+        table(
+            &mut out,
+            &lat,
+            clients,
+            results,
+            &Metric {
+                title: "CPU time per message at 5,000 msg/s",
+                unit: "µs",
+                decimals: 2,
+                higher_better: false,
+                f: |m| m.cpu_per_msg_us,
+            },
+        );
+        table(
+            &mut out,
+            &tput,
+            clients,
+            results,
+            &Metric {
+                title: "Peak RSS of the client process (throughput runs)",
+                unit: "MiB",
+                decimals: 1,
+                higher_better: false,
+                f: |m| m.maxrss_kib as f64 / 1024.0,
+            },
+        );
+        table(
+            &mut out,
+            &lat,
+            clients,
+            results,
+            &Metric {
+                title: "Peak RSS of the client process at 5,000 msg/s",
+                unit: "MiB",
+                decimals: 1,
+                higher_better: false,
+                f: |m| m.maxrss_kib as f64 / 1024.0,
+            },
+        );
     }
     let lossy: Vec<String> = results
         .iter()
@@ -187,7 +241,10 @@ pub fn markdown(
         .map(|((ci, client), ms)| {
             let lost: u64 = ms.iter().map(|m| m.lost).sum();
             let dup: u64 = ms.iter().map(|m| m.duplicates).sum();
-            format!("{} {client}: lost {lost}, duplicates {dup} (all runs)", cases[*ci].label())
+            format!(
+                "{} {client}: lost {lost}, duplicates {dup} (all runs)",
+                cases[*ci].label()
+            )
         })
         .collect();
     let _ = writeln!(out);

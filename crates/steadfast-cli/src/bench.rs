@@ -79,7 +79,12 @@ pub struct BenchArgs {
     #[command(flatten)]
     pub conn: ConnArgs,
     /// Topic prefix.
-    #[arg(short = 't', long = "topic", value_name = "PREFIX", default_value = "steadfast/bench")]
+    #[arg(
+        short = 't',
+        long = "topic",
+        value_name = "PREFIX",
+        default_value = "steadfast/bench"
+    )]
     pub topic: String,
     /// QoS: 0, 1 or 2.
     #[arg(short = 'q', long = "qos", value_name = "QOS", default_value = "0", value_parser = parse_qos)]
@@ -186,7 +191,9 @@ fn check(args: &BenchArgs) -> Result<(), UsageError> {
         )));
     }
     if args.publishers == 0 || args.subscribers == 0 {
-        return Err(UsageError("--publishers and --subscribers must be at least 1".into()));
+        return Err(UsageError(
+            "--publishers and --subscribers must be at least 1".into(),
+        ));
     }
     if args.count == 0 {
         return Err(UsageError("--count must be at least 1".into()));
@@ -195,13 +202,17 @@ fn check(args: &BenchArgs) -> Result<(), UsageError> {
         return Err(UsageError("--window must be at least 1".into()));
     }
     if !(args.rate.is_finite() && args.rate >= 0.0) {
-        return Err(UsageError("--rate must be a number of messages per second (0: no limit)".into()));
+        return Err(UsageError(
+            "--rate must be a number of messages per second (0: no limit)".into(),
+        ));
     }
     if args.clients == Some(0) {
         return Err(UsageError("--clients must be at least 1".into()));
     }
     if args.connect_concurrency == 0 {
-        return Err(UsageError("--connect-concurrency must be at least 1".into()));
+        return Err(UsageError(
+            "--connect-concurrency must be at least 1".into(),
+        ));
     }
     Ok(())
 }

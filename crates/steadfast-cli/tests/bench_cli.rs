@@ -46,14 +46,35 @@ fn throughput_json_has_the_contract_keys_and_loses_nothing() {
     let broker = Mosquitto::start().expect("start mosquitto");
     for qos in ["0", "1", "2"] {
         let out = run(
-            &["bench", "-L", &broker.url(), "-q", qos, "--count", "200", "--json"],
+            &[
+                "bench",
+                "-L",
+                &broker.url(),
+                "-q",
+                qos,
+                "--count",
+                "200",
+                "--json",
+            ],
             Duration::from_secs(60),
         );
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let v = last_json_line(&out.stdout);
         for key in [
-            "qos", "count", "payload_size", "elapsed_s", "msgs_per_s", "lost", "duplicates", "p50_us",
-            "p99_us", "p999_us",
+            "qos",
+            "count",
+            "payload_size",
+            "elapsed_s",
+            "msgs_per_s",
+            "lost",
+            "duplicates",
+            "p50_us",
+            "p99_us",
+            "p999_us",
         ] {
             assert!(v.get(key).is_some(), "missing {key}: {v}");
         }
@@ -74,12 +95,28 @@ fn several_publishers_and_subscribers() {
     let broker = Mosquitto::start().expect("start mosquitto");
     let out = run(
         &[
-            "bench", "-L", &broker.url(), "-q", "1", "--count", "300", "--publishers", "3",
-            "--subscribers", "2", "--payload-size", "100", "--json",
+            "bench",
+            "-L",
+            &broker.url(),
+            "-q",
+            "1",
+            "--count",
+            "300",
+            "--publishers",
+            "3",
+            "--subscribers",
+            "2",
+            "--payload-size",
+            "100",
+            "--json",
         ],
         Duration::from_secs(60),
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v = last_json_line(&out.stdout);
     assert_eq!(v["expected"], 600, "{v}");
     assert_eq!(v["received"], 600, "{v}");
@@ -98,29 +135,54 @@ fn too_small_payload_is_a_usage_error() {
 fn fleet_with_a_short_outage() {
     let out = run(
         &[
-            "bench", "--spawn-broker", "--clients", "50", "--outage", "1s", "--reconnect-min",
-            "100ms", "--reconnect-max", "1s", "--fixed-interval", "200ms", "--json",
+            "bench",
+            "--spawn-broker",
+            "--clients",
+            "50",
+            "--outage",
+            "1s",
+            "--reconnect-min",
+            "100ms",
+            "--reconnect-max",
+            "1s",
+            "--fixed-interval",
+            "200ms",
+            "--json",
         ],
         Duration::from_secs(120),
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v = last_json_line(&out.stdout);
     assert_eq!(v["clients"], 50, "{v}");
     assert!(v["memory_per_client_bytes"].as_f64().is_some(), "{v}");
     let policies = v["policies"].as_array().expect("policies");
-    let names: Vec<&str> = policies.iter().filter_map(|p| p["policy"].as_str()).collect();
+    let names: Vec<&str> = policies
+        .iter()
+        .filter_map(|p| p["policy"].as_str())
+        .collect();
     assert_eq!(names, ["default", "none", "fixed"], "{v}");
     for p in policies {
         assert_eq!(p["resubscribed"], 50, "{p}");
         assert_eq!(p["verified"], true, "{p}");
         // Every client came back, so the proxies saw at least one CONNECT per client.
-        assert!(p["attempts_after_restart"].as_u64().unwrap_or(0) >= 50, "{p}");
+        assert!(
+            p["attempts_after_restart"].as_u64().unwrap_or(0) >= 50,
+            "{p}"
+        );
         assert!(p["peak_attempts_per_s"].as_u64().unwrap_or(0) >= 1, "{p}");
         assert!(p["recovery_s"].as_f64().is_some(), "{p}");
     }
     // No backoff hammers the broker while it is down; a backoff does not.
     let attempts = |name: &str| {
-        policies.iter().find(|p| p["policy"] == name).and_then(|p| p["attempts_while_down"].as_u64()).unwrap_or(0)
+        policies
+            .iter()
+            .find(|p| p["policy"] == name)
+            .and_then(|p| p["attempts_while_down"].as_u64())
+            .unwrap_or(0)
     };
     assert!(attempts("none") > attempts("default"), "{v}");
 }

@@ -35,9 +35,9 @@ use crate::session::subscriptions::{Registry, Subscription};
 use crate::timer::{Timer, TimerTable};
 use crate::topic::{TopicFilter, TopicName};
 use crate::{
-    Auth, ByteStr, ConnAck, Connect, Disconnect, Packet, Properties, ProtocolVersion, PubAck, PubComp,
-    PubRec, PubRel, Publish, QoS, ReasonCode, SubAck, Subscribe, SubscribeFilter, UnsubAck,
-    Unsubscribe,
+    Auth, ByteStr, ConnAck, Connect, Disconnect, Packet, Properties, ProtocolVersion, PubAck,
+    PubComp, PubRec, PubRel, Publish, QoS, ReasonCode, SubAck, Subscribe, SubscribeFilter,
+    UnsubAck, Unsubscribe,
 };
 
 /// What the driver must do with transports.
@@ -88,7 +88,10 @@ pub struct DisconnectOptions {
 
 impl Default for DisconnectOptions {
     fn default() -> Self {
-        DisconnectOptions { reason: ReasonCode::Success, session_expiry_interval: None }
+        DisconnectOptions {
+            reason: ReasonCode::Success,
+            session_expiry_interval: None,
+        }
     }
 }
 
@@ -269,7 +272,11 @@ impl Connection {
             let (pkid, state) = match o.state {
                 OutgoingState::Queued => {
                     publish.pkid = 0;
-                    self.queue.push_back(Queued { token, publish, queued_at: now });
+                    self.queue.push_back(Queued {
+                        token,
+                        publish,
+                        queued_at: now,
+                    });
                     continue;
                 }
                 OutgoingState::AwaitPubAck(p) => (p, OutState::AwaitPubAck),
@@ -279,13 +286,22 @@ impl Connection {
             if pkid == 0 || self.pkids.owner(pkid).is_some() {
                 // A damaged record: send it again as a new publication rather than lose it.
                 publish.pkid = 0;
-                self.queue.push_back(Queued { token, publish, queued_at: now });
+                self.queue.push_back(Queued {
+                    token,
+                    publish,
+                    queued_at: now,
+                });
                 continue;
             }
             publish.pkid = pkid;
             let seq = self.inflight.next_seq();
             self.pkids.claim(pkid, Owner::Publish(seq));
-            self.inflight.push(Outgoing { token, publish, state, sent: false });
+            self.inflight.push(Outgoing {
+                token,
+                publish,
+                state,
+                sent: false,
+            });
         }
         self.incoming_qos2.extend(snapshot.incoming_qos2);
         self.connected_once = true;
@@ -304,7 +320,9 @@ impl Connection {
     /// Starts an MQTT 5 re-authentication (AUTH 0x19) on the current connection.
     pub fn reauthenticate(&mut self, now: Instant) -> Result<(), CommandError> {
         if self.config.protocol != ProtocolVersion::V5 {
-            return Err(CommandError::Invalid("re-authentication needs MQTT 5".into()));
+            return Err(CommandError::Invalid(
+                "re-authentication needs MQTT 5".into(),
+            ));
         }
         if !self.is_connected() {
             return Err(CommandError::Invalid("not connected".into()));
@@ -317,7 +335,13 @@ impl Connection {
             authentication_data: auth.start(),
             ..Properties::default()
         };
-        self.send_packet(&Packet::Auth(Auth { reason: ReasonCode::ReAuthenticate, properties }), now);
+        self.send_packet(
+            &Packet::Auth(Auth {
+                reason: ReasonCode::ReAuthenticate,
+                properties,
+            }),
+            now,
+        );
         Ok(())
     }
 
@@ -362,7 +386,10 @@ impl Connection {
 
     /// The broker's Receive Maximum on the current connection.
     pub fn peer_receive_maximum(&self) -> Option<u16> {
-        self.link.as_ref().filter(|l| l.connected_at.is_some()).map(|l| l.receive_maximum)
+        self.link
+            .as_ref()
+            .filter(|l| l.connected_at.is_some())
+            .map(|l| l.receive_maximum)
     }
 
     /// Messages waiting in the offline queue.
@@ -408,6 +435,12 @@ impl Connection {
     /// The next event for the application.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
+    }
+
+    /// Bytes encoded and not yet taken by [`Connection::poll_transmit`] (the driver holds new
+    /// publishes back while too much waits to be written).
+    pub fn pending_transmit(&self) -> usize {
+        self.tx.len()
     }
 
     /// Bytes to write to the transport, if any.
@@ -621,7 +654,11 @@ impl Connection {
     /// message is handed back with the error (`QueueFull` under `Reject` and `Backpressure`;
     /// the driver makes a backpressured publish wait for room and try again).
     #[allow(clippy::result_large_err)] // the refused message is handed back by value, on purpose
-    pub fn publish(&mut self, mut publish: Publish, now: Instant) -> Result<Token, (PublishError, Publish)> {
+    pub fn publish(
+        &mut self,
+        mut publish: Publish,
+        now: Instant,
+    ) -> Result<Token, (PublishError, Publish)> {
         if matches!(self.state, State::Closed | State::Disconnecting) {
             return Err((PublishError::Closed, publish));
         }
@@ -636,13 +673,17 @@ impl Connection {
         }
         if publish.properties.topic_alias.is_some() {
             return Err((
-                PublishError::Invalid("topic aliases are managed by the client; enable outgoing_topic_aliases".into()),
+                PublishError::Invalid(
+                    "topic aliases are managed by the client; enable outgoing_topic_aliases".into(),
+                ),
                 publish,
             ));
         }
         if !publish.properties.subscription_identifiers.is_empty() {
             return Err((
-                PublishError::Invalid("a client must not send subscription identifiers in PUBLISH".into()),
+                PublishError::Invalid(
+                    "a client must not send subscription identifiers in PUBLISH".into(),
+                ),
                 publish,
             ));
         }
@@ -655,7 +696,11 @@ impl Connection {
         if publish.qos == QoS::AtMostOnce && !connected && !self.config.queue.queue_qos0 {
             return Err((PublishError::NotConnected, publish));
         }
-        let q = Queued { token: Token(0), publish, queued_at: now };
+        let q = Queued {
+            token: Token(0),
+            publish,
+            queued_at: now,
+        };
         let cost = q.cost();
         if !self.queue.has_room(cost, &self.config.queue) {
             match self.config.queue.overflow {
@@ -678,7 +723,10 @@ impl Connection {
             }
         }
         let token = self.token();
-        self.store(|| StoreOp::Accepted { id: token.0, publish: q.publish.clone() });
+        self.store(|| StoreOp::Accepted {
+            id: token.0,
+            publish: q.publish.clone(),
+        });
         self.queue.push_back(Queued { token, ..q });
         self.pump(now);
         Ok(token)
@@ -697,7 +745,9 @@ impl Connection {
             return Err(CommandError::Closed);
         }
         if filters.is_empty() {
-            return Err(CommandError::Invalid("SUBSCRIBE needs at least one filter".into()));
+            return Err(CommandError::Invalid(
+                "SUBSCRIBE needs at least one filter".into(),
+            ));
         }
         for f in &filters {
             TopicFilter::new(f.filter.clone())
@@ -726,7 +776,11 @@ impl Connection {
             ));
         }
         let id = if v5 && self.config.subscription_identifiers {
-            self.next_sub_id = if self.next_sub_id >= PROTOCOL_MAX_REMAINING { 1 } else { self.next_sub_id + 1 };
+            self.next_sub_id = if self.next_sub_id >= PROTOCOL_MAX_REMAINING {
+                1
+            } else {
+                self.next_sub_id + 1
+            };
             properties.subscription_identifiers.push(self.next_sub_id);
             Some(self.next_sub_id)
         } else {
@@ -742,8 +796,13 @@ impl Connection {
             });
         }
         let token = self.token();
-        let packet = Subscribe { pkid: 0, filters, properties };
-        self.requests.push_back(Request::Subscribe { token, packet });
+        let packet = Subscribe {
+            pkid: 0,
+            filters,
+            properties,
+        };
+        self.requests
+            .push_back(Request::Subscribe { token, packet });
         self.pump(now);
         Ok(token)
     }
@@ -760,7 +819,9 @@ impl Connection {
             return Err(CommandError::Closed);
         }
         if filters.is_empty() {
-            return Err(CommandError::Invalid("UNSUBSCRIBE needs at least one filter".into()));
+            return Err(CommandError::Invalid(
+                "UNSUBSCRIBE needs at least one filter".into(),
+            ));
         }
         if self.config.protocol == ProtocolVersion::V311 && !properties.is_empty() {
             return Err(CommandError::Invalid(
@@ -775,8 +836,13 @@ impl Connection {
             }
         }
         let token = self.token();
-        let packet = Unsubscribe { pkid: 0, filters, properties };
-        self.requests.push_back(Request::Unsubscribe { token, packet });
+        let packet = Unsubscribe {
+            pkid: 0,
+            filters,
+            properties,
+        };
+        self.requests
+            .push_back(Request::Unsubscribe { token, packet });
         self.pump(now);
         Ok(token)
     }
@@ -793,7 +859,8 @@ impl Connection {
                 self.disconnect = Some(options);
                 self.set_state(State::Disconnecting);
                 self.timers.stop(Timer::Reconnect);
-                self.timers.set(Timer::Drain, now + self.config.drain_timeout);
+                self.timers
+                    .set(Timer::Drain, now + self.config.drain_timeout);
                 self.pump(now);
                 self.maybe_finish_drain(now);
             }
@@ -872,9 +939,16 @@ impl Connection {
         self.attempt = self.attempt.saturating_add(1);
         self.set_state(State::Connecting);
         self.timers.stop(Timer::Reconnect);
-        self.timers.set(Timer::Connect, now + self.config.connect_timeout);
+        self.timers
+            .set(Timer::Connect, now + self.config.connect_timeout);
         let server = self.current_server();
-        self.emit(now, Lifecycle::Connecting { attempt: self.attempt, server: server.clone() });
+        self.emit(
+            now,
+            Lifecycle::Connecting {
+                attempt: self.attempt,
+                server: server.clone(),
+            },
+        );
         self.actions.push_back(Action::Connect { server });
     }
 
@@ -892,7 +966,8 @@ impl Connection {
             self.pkids.release(pkid);
             self.requests.push_front(req);
         }
-        self.pkids.release_where(|o| matches!(o, Owner::Resubscribe));
+        self.pkids
+            .release_where(|o| matches!(o, Owner::Resubscribe));
         self.inflight.mark_all_unsent();
         link
     }
@@ -900,7 +975,13 @@ impl Connection {
     fn attempt_failed(&mut self, reason: Reason, now: Instant) {
         let server_reference = self.link.as_ref().and_then(|l| l.server_reference.clone());
         self.close_link();
-        self.emit(now, Lifecycle::ConnectFailed { attempt: self.attempt, reason: reason.clone() });
+        self.emit(
+            now,
+            Lifecycle::ConnectFailed {
+                attempt: self.attempt,
+                reason: reason.clone(),
+            },
+        );
         if self.state == State::Disconnecting || self.disconnect.is_some() {
             self.finish_disconnect(now);
             return;
@@ -917,7 +998,13 @@ impl Connection {
             .map(|t| now.saturating_duration_since(t))
             .unwrap_or_default();
         self.close_link();
-        self.emit(now, Lifecycle::ConnectionLost { reason: reason.clone(), uptime });
+        self.emit(
+            now,
+            Lifecycle::ConnectionLost {
+                reason: reason.clone(),
+                uptime,
+            },
+        );
         if self.state == State::Disconnecting {
             self.finish_disconnect(now);
             return;
@@ -927,7 +1014,9 @@ impl Connection {
 
     fn classify_reason(&mut self, reason: &Reason) -> ReasonClass {
         let class = match reason {
-            Reason::Transport(TransportError::TlsFatal(_)) | Reason::Authentication(_) => ReasonClass::Fatal,
+            Reason::Transport(TransportError::TlsFatal(_)) | Reason::Authentication(_) => {
+                ReasonClass::Fatal
+            }
             Reason::Refused { code, .. } | Reason::ServerDisconnect { code, .. } => classify(*code),
             _ => ReasonClass::Transient,
         };
@@ -1011,7 +1100,13 @@ impl Connection {
         }
         self.set_state(State::Backoff);
         self.timers.set(Timer::Reconnect, now + delay);
-        self.emit(now, Lifecycle::Reconnecting { attempt: self.attempt.saturating_add(1), delay });
+        self.emit(
+            now,
+            Lifecycle::Reconnecting {
+                attempt: self.attempt.saturating_add(1),
+                delay,
+            },
+        );
     }
 
     fn max_attempts_reached(&self, failed_attempt: bool) -> bool {
@@ -1020,12 +1115,20 @@ impl Connection {
 
     fn go_dormant(&mut self, now: Instant) {
         self.set_state(State::Dormant);
-        self.emit(now, Lifecycle::Dormant { attempts: self.attempt });
+        self.emit(
+            now,
+            Lifecycle::Dormant {
+                attempts: self.attempt,
+            },
+        );
     }
 
     fn protocol_violation(&mut self, code: ReasonCode, detail: String, now: Instant) {
         if self.config.protocol == ProtocolVersion::V5 && self.link.is_some() {
-            let d = Disconnect { reason: code, properties: Properties::default() };
+            let d = Disconnect {
+                reason: code,
+                properties: Properties::default(),
+            };
             self.send_packet(&Packet::Disconnect(d), now);
         }
         let reason = Reason::ProtocolViolation { code, detail };
@@ -1039,7 +1142,11 @@ impl Connection {
     fn build_connect(&mut self) -> Connect {
         let c = &self.config;
         let v5 = c.protocol == ProtocolVersion::V5;
-        let clean_start = if v5 && self.connected_once { false } else { c.clean_start };
+        let clean_start = if v5 && self.connected_once {
+            false
+        } else {
+            c.clean_start
+        };
         let mut properties = Properties::default();
         if v5 {
             if c.session_expiry_interval != 0 {
@@ -1157,7 +1264,10 @@ impl Connection {
                             authentication_data: data,
                             ..Properties::default()
                         };
-                        let reply = Auth { reason: ReasonCode::ContinueAuthentication, properties };
+                        let reply = Auth {
+                            reason: ReasonCode::ContinueAuthentication,
+                            properties,
+                        };
                         self.send_packet(&Packet::Auth(reply), now);
                     }
                     Err(e) => {
@@ -1194,7 +1304,10 @@ impl Connection {
             if let Some(link) = self.link.as_mut() {
                 link.server_reference = ack.properties.server_reference.clone();
             }
-            let reason = Reason::Refused { code: ack.reason, reason_string: ack.properties.reason_string };
+            let reason = Reason::Refused {
+                code: ack.reason,
+                reason_string: ack.properties.reason_string,
+            };
             self.attempt_failed(reason, now);
             return;
         }
@@ -1219,7 +1332,10 @@ impl Connection {
             maximum_packet_size: p.maximum_packet_size,
             assigned_client_id: p.assigned_client_identifier.clone(),
             topic_alias_maximum: p.topic_alias_maximum.unwrap_or(0),
-            maximum_qos: p.maximum_qos.and_then(QoS::from_u8).unwrap_or(QoS::ExactlyOnce),
+            maximum_qos: p
+                .maximum_qos
+                .and_then(QoS::from_u8)
+                .unwrap_or(QoS::ExactlyOnce),
             retain_available: p.retain_available != Some(0),
             wildcard_subscription_available: p.wildcard_subscription_available != Some(0),
             subscription_identifiers_available: p.subscription_identifier_available != Some(0),
@@ -1229,7 +1345,9 @@ impl Connection {
         };
         let ping_timeout = self.config.ping_timeout_for(keep_alive);
         let server = {
-            let Some(link) = self.link.as_mut() else { return };
+            let Some(link) = self.link.as_mut() else {
+                return;
+            };
             link.connected_at = Some(now);
             link.keep_alive = keep_alive;
             link.ping_timeout = ping_timeout;
@@ -1238,11 +1356,20 @@ impl Connection {
             link.max_qos = granted.maximum_qos;
             link.retain_available = granted.retain_available;
             link.sub_ids_available = granted.subscription_identifiers_available;
-            link.topic_alias_max = if self.config.outgoing_topic_aliases { granted.topic_alias_maximum } else { 0 };
+            link.topic_alias_max = if self.config.outgoing_topic_aliases {
+                granted.topic_alias_maximum
+            } else {
+                0
+            };
             link.server.clone()
         };
-        self.set_state(if self.disconnect.is_some() { State::Disconnecting } else { State::Connected });
-        self.timers.set(Timer::StableAfter, now + self.config.stable_after);
+        self.set_state(if self.disconnect.is_some() {
+            State::Disconnecting
+        } else {
+            State::Connected
+        });
+        self.timers
+            .set(Timer::StableAfter, now + self.config.stable_after);
         self.redirects = 0;
         self.redirect_target = None;
         let attempt = self.attempt;
@@ -1280,8 +1407,15 @@ impl Connection {
                         publish.pkid = 0;
                         publish.dup = false;
                         let id = out.token.0;
-                        self.store(|| StoreOp::Outgoing { id, state: OutgoingState::Queued });
-                        self.queue.push_front(Queued { token: out.token, publish, queued_at: now });
+                        self.store(|| StoreOp::Outgoing {
+                            id,
+                            state: OutgoingState::Queued,
+                        });
+                        self.queue.push_front(Queued {
+                            token: out.token,
+                            publish,
+                            queued_at: now,
+                        });
                     } else {
                         self.finish_publish(out.token, Err(PublishError::SessionLost));
                     }
@@ -1295,7 +1429,12 @@ impl Connection {
 
     fn resubscribe(&mut self, now: Instant) {
         let v5 = self.config.protocol == ProtocolVersion::V5;
-        let confirmed: Vec<Subscription> = self.registry.iter().filter(|s| s.confirmed).cloned().collect();
+        let confirmed: Vec<Subscription> = self
+            .registry
+            .iter()
+            .filter(|s| s.confirmed)
+            .cloned()
+            .collect();
         if confirmed.is_empty() {
             return;
         }
@@ -1310,7 +1449,9 @@ impl Connection {
         }
         for (id, subs) in groups {
             for chunk in subs.chunks(64) {
-                let Some(pkid) = self.pkids.alloc(Owner::Resubscribe) else { return };
+                let Some(pkid) = self.pkids.alloc(Owner::Resubscribe) else {
+                    return;
+                };
                 let mut properties = Properties::default();
                 if v5 {
                     if let Some(id) = id {
@@ -1320,9 +1461,16 @@ impl Connection {
                 }
                 let filters = chunk
                     .iter()
-                    .map(|s| SubscribeFilter { filter: s.filter.clone(), options: s.options })
+                    .map(|s| SubscribeFilter {
+                        filter: s.filter.clone(),
+                        options: s.options,
+                    })
                     .collect();
-                let mut packet = Subscribe { pkid, filters, properties };
+                let mut packet = Subscribe {
+                    pkid,
+                    filters,
+                    properties,
+                };
                 self.strip_sub_ids(&mut packet);
                 self.send_packet(&Packet::Subscribe(packet), now);
             }
@@ -1339,7 +1487,9 @@ impl Connection {
     fn check_against_broker(&self, p: &Publish) -> Option<PublishError> {
         let link = self.link.as_ref().filter(|l| l.connected_at.is_some())?;
         if p.qos > link.max_qos {
-            return Some(PublishError::QoSNotSupported { max: link.max_qos as u8 });
+            return Some(PublishError::QoSNotSupported {
+                max: link.max_qos as u8,
+            });
         }
         if p.retain && !link.retain_available {
             return Some(PublishError::RetainNotSupported);
@@ -1351,7 +1501,9 @@ impl Connection {
             if probe.qos != QoS::AtMostOnce && probe.pkid == 0 {
                 probe.pkid = 1;
             }
-            let size = Packet::Publish(probe).encoded_len(self.config.protocol).unwrap_or(usize::MAX);
+            let size = Packet::Publish(probe)
+                .encoded_len(self.config.protocol)
+                .unwrap_or(usize::MAX);
             if size > max as usize {
                 return Some(PublishError::PacketTooLarge { size, max });
             }
@@ -1390,14 +1542,21 @@ impl Connection {
             self.send_packet(&packet, now);
             self.sent_requests.insert(pkid, req);
         }
-        let recv_max = self.link.as_ref().map_or(0, |l| usize::from(l.receive_maximum));
+        let recv_max = self
+            .link
+            .as_ref()
+            .map_or(0, |l| usize::from(l.receive_maximum));
         // Resend in-flight messages in their original order.
         while self.inflight.sent_count() < recv_max {
-            let Some(seq) = self.inflight.first_unsent() else { break };
+            let Some(seq) = self.inflight.first_unsent() else {
+                break;
+            };
             // This broker may grant less than the one the message was first sent to (Maximum
             // QoS, Retain Available, Maximum Packet Size): a PUBLISH it would refuse fails.
             let refused = match self.inflight.get(seq) {
-                Some(out) if out.state != OutState::AwaitPubComp => self.check_against_broker(&out.publish),
+                Some(out) if out.state != OutState::AwaitPubComp => {
+                    self.check_against_broker(&out.publish)
+                }
                 _ => None,
             };
             if let Some(err) = refused {
@@ -1407,7 +1566,9 @@ impl Connection {
                 }
                 continue;
             }
-            let Some(out) = self.inflight.get_mut(seq) else { break };
+            let Some(out) = self.inflight.get_mut(seq) else {
+                break;
+            };
             let packet = match out.state {
                 OutState::AwaitPubComp => Packet::PubRel(PubRel::new(out.publish.pkid)),
                 _ => {
@@ -1423,15 +1584,19 @@ impl Connection {
             if front_qos != QoS::AtMostOnce && self.inflight.sent_count() >= recv_max {
                 break;
             }
-            let Some(mut q) = self.queue.pop_front() else { break };
+            let Some(mut q) = self.queue.pop_front() else {
+                break;
+            };
             if q.expired(now) {
                 self.finish_publish(q.token, Err(PublishError::Expired));
                 continue;
             }
             if let Some(s) = q.publish.properties.message_expiry_interval {
                 let waited = now.saturating_duration_since(q.queued_at).as_secs();
-                q.publish.properties.message_expiry_interval =
-                    Some(s.saturating_sub(u32::try_from(waited).unwrap_or(u32::MAX)).max(1));
+                q.publish.properties.message_expiry_interval = Some(
+                    s.saturating_sub(u32::try_from(waited).unwrap_or(u32::MAX))
+                        .max(1),
+                );
             }
             if let Some(err) = self.check_against_broker(&q.publish) {
                 self.finish_publish(q.token, Err(err));
@@ -1441,7 +1606,9 @@ impl Connection {
                 let wire = self.with_alias(q.publish);
                 let ok = self.send_packet(&Packet::Publish(wire), now);
                 let result = if ok {
-                    Ok(PublishOutcome { reason: ReasonCode::Success })
+                    Ok(PublishOutcome {
+                        reason: ReasonCode::Success,
+                    })
                 } else {
                     Err(PublishError::Invalid("message cannot be encoded".into()))
                 };
@@ -1454,11 +1621,18 @@ impl Connection {
                 break;
             };
             q.publish.pkid = pkid;
-            let state = if q.publish.qos == QoS::AtLeastOnce { OutState::AwaitPubAck } else { OutState::AwaitPubRec };
+            let state = if q.publish.qos == QoS::AtLeastOnce {
+                OutState::AwaitPubAck
+            } else {
+                OutState::AwaitPubRec
+            };
             let wire = self.with_alias(q.publish.clone());
             if !self.send_packet(&Packet::Publish(wire), now) {
                 self.pkids.release(pkid);
-                self.finish_publish(q.token, Err(PublishError::Invalid("message cannot be encoded".into())));
+                self.finish_publish(
+                    q.token,
+                    Err(PublishError::Invalid("message cannot be encoded".into())),
+                );
                 continue;
             }
             let id = q.token.0;
@@ -1470,7 +1644,12 @@ impl Connection {
                     OutgoingState::AwaitPubRec(pkid)
                 },
             });
-            let seq = self.inflight.push(Outgoing { token: q.token, publish: q.publish, state, sent: true });
+            let seq = self.inflight.push(Outgoing {
+                token: q.token,
+                publish: q.publish,
+                state,
+                sent: true,
+            });
             debug_assert_eq!(seq, seq_hint);
         }
         self.maybe_finish_drain(now);
@@ -1482,7 +1661,9 @@ impl Connection {
 
     fn with_alias(&mut self, p: Publish) -> Publish {
         let protocol = self.config.protocol;
-        let Some(link) = self.link.as_mut() else { return p };
+        let Some(link) = self.link.as_mut() else {
+            return p;
+        };
         if link.topic_alias_max == 0 {
             return p;
         }
@@ -1492,7 +1673,9 @@ impl Connection {
         let max = link.max_packet_size;
         let fits = |c: &Publish| match max {
             None => true,
-            Some(max) => Packet::Publish(c.clone()).encoded_len(protocol).is_ok_and(|n| n <= max as usize),
+            Some(max) => Packet::Publish(c.clone())
+                .encoded_len(protocol)
+                .is_ok_and(|n| n <= max as usize),
         };
         let key = topic_key(&p.topic);
         if let Some((topic, alias)) = link.out_aliases.get(&key) {
@@ -1508,7 +1691,8 @@ impl Connection {
             c.properties.topic_alias = Some(link.next_out_alias + 1);
             if fits(&c) {
                 link.next_out_alias += 1;
-                link.out_aliases.insert(key, (c.topic.clone(), link.next_out_alias));
+                link.out_aliases
+                    .insert(key, (c.topic.clone(), link.next_out_alias));
                 return c;
             }
         }
@@ -1526,7 +1710,9 @@ impl Connection {
                 );
                 return;
             }
-            let Some(link) = self.link.as_mut() else { return };
+            let Some(link) = self.link.as_mut() else {
+                return;
+            };
             if p.topic.is_empty() {
                 match link.in_aliases.get(&alias) {
                     Some(t) => p.topic = t.clone(),
@@ -1543,7 +1729,11 @@ impl Connection {
                 link.in_aliases.insert(alias, p.topic.clone());
             }
         } else if p.topic.is_empty() {
-            self.protocol_violation(ReasonCode::ProtocolError, "PUBLISH with an empty topic and no alias".into(), now);
+            self.protocol_violation(
+                ReasonCode::ProtocolError,
+                "PUBLISH with an empty topic and no alias".into(),
+                now,
+            );
             return;
         }
         match p.qos {
@@ -1606,7 +1796,9 @@ impl Connection {
     }
 
     fn on_puback(&mut self, a: PubAck, now: Instant) {
-        let Some(seq) = self.owner_seq(a.pkid) else { return };
+        let Some(seq) = self.owner_seq(a.pkid) else {
+            return;
+        };
         match self.inflight.get_mut(seq).map(|o| o.state) {
             Some(OutState::AwaitPubAck) => {
                 let result = if a.reason.is_success() {
@@ -1643,14 +1835,19 @@ impl Connection {
             return;
         };
         match self.inflight.get_mut(seq) {
-            Some(out) if out.state == OutState::AwaitPubRec || out.state == OutState::AwaitPubComp => {
+            Some(out)
+                if out.state == OutState::AwaitPubRec || out.state == OutState::AwaitPubComp =>
+            {
                 if !r.reason.is_success() {
                     self.complete(seq, Err(PublishError::Rejected(r.reason)), now);
                     return;
                 }
                 out.state = OutState::AwaitPubComp;
                 let id = out.token.0;
-                self.store(|| StoreOp::Outgoing { id, state: OutgoingState::AwaitPubComp(r.pkid) });
+                self.store(|| StoreOp::Outgoing {
+                    id,
+                    state: OutgoingState::AwaitPubComp(r.pkid),
+                });
                 self.send_packet(&Packet::PubRel(PubRel::new(r.pkid)), now);
             }
             Some(_) => self.protocol_violation(
@@ -1674,7 +1871,9 @@ impl Connection {
     }
 
     fn on_pubcomp(&mut self, c: PubComp, now: Instant) {
-        let Some(seq) = self.owner_seq(c.pkid) else { return };
+        let Some(seq) = self.owner_seq(c.pkid) else {
+            return;
+        };
         match self.inflight.get_mut(seq).map(|o| o.state) {
             Some(OutState::AwaitPubComp) => {
                 let result = if c.reason.is_success() {
@@ -1696,13 +1895,21 @@ impl Connection {
     fn on_suback(&mut self, s: SubAck, now: Instant) {
         match self.pkids.release(s.pkid) {
             Some(Owner::Subscribe(token)) => {
-                let Some(Request::Subscribe { packet, .. }) = self.sent_requests.remove(&s.pkid) else { return };
+                let Some(Request::Subscribe { packet, .. }) = self.sent_requests.remove(&s.pkid)
+                else {
+                    return;
+                };
                 if s.reasons.len() != packet.filters.len() {
-                    let detail = format!("SUBACK has {} codes for {} filters", s.reasons.len(), packet.filters.len());
+                    let detail = format!(
+                        "SUBACK has {} codes for {} filters",
+                        s.reasons.len(),
+                        packet.filters.len()
+                    );
                     // Keep the request: the link closes and it is sent again on the next one
                     // (otherwise its token would never complete).
                     self.pkids.claim(s.pkid, Owner::Subscribe(token));
-                    self.sent_requests.insert(s.pkid, Request::Subscribe { token, packet });
+                    self.sent_requests
+                        .insert(s.pkid, Request::Subscribe { token, packet });
                     self.protocol_violation(ReasonCode::ProtocolError, detail, now);
                     return;
                 }
@@ -1724,7 +1931,10 @@ impl Connection {
                         self.store(|| StoreOp::SubscriptionRemove(f.filter.clone()));
                     }
                 }
-                self.events.push_back(Event::SubscribeDone { token, result: Ok(s.reasons) });
+                self.events.push_back(Event::SubscribeDone {
+                    token,
+                    result: Ok(s.reasons),
+                });
             }
             Some(Owner::Resubscribe) => {}
             Some(other) => {
@@ -1746,14 +1956,24 @@ impl Connection {
                     Some(Request::Unsubscribe { packet, .. }) => packet.filters.len(),
                     _ => 0,
                 };
-                let reasons = if u.reasons.is_empty() { vec![ReasonCode::Success; n] } else { u.reasons };
-                self.events.push_back(Event::UnsubscribeDone { token, result: Ok(reasons) });
+                let reasons = if u.reasons.is_empty() {
+                    vec![ReasonCode::Success; n]
+                } else {
+                    u.reasons
+                };
+                self.events.push_back(Event::UnsubscribeDone {
+                    token,
+                    result: Ok(reasons),
+                });
             }
             Some(other) => {
                 self.pkids.claim(u.pkid, other);
                 self.protocol_violation(
                     ReasonCode::ProtocolError,
-                    format!("UNSUBACK for packet id {} that is not an UNSUBSCRIBE", u.pkid),
+                    format!(
+                        "UNSUBACK for packet id {} that is not an UNSUBSCRIBE",
+                        u.pkid
+                    ),
                     now,
                 );
             }
@@ -1788,20 +2008,30 @@ impl Connection {
         self.timers.stop_all();
         self.set_state(State::Closed);
         for out in self.inflight.drain() {
-            self.events.push_back(Event::PublishDone { token: out.token, result: Err(PublishError::Closed) });
+            self.events.push_back(Event::PublishDone {
+                token: out.token,
+                result: Err(PublishError::Closed),
+            });
         }
         while let Some(q) = self.queue.pop_front() {
-            self.events.push_back(Event::PublishDone { token: q.token, result: Err(PublishError::Closed) });
+            self.events.push_back(Event::PublishDone {
+                token: q.token,
+                result: Err(PublishError::Closed),
+            });
         }
         let mut reqs: Vec<Request> = self.requests.drain(..).collect();
         reqs.extend(self.sent_requests.drain().map(|(_, r)| r));
         for r in reqs {
             match r {
-                Request::Subscribe { token, .. } => {
-                    self.events.push_back(Event::SubscribeDone { token, result: Err(CommandError::Closed) })
-                }
+                Request::Subscribe { token, .. } => self.events.push_back(Event::SubscribeDone {
+                    token,
+                    result: Err(CommandError::Closed),
+                }),
                 Request::Unsubscribe { token, .. } => {
-                    self.events.push_back(Event::UnsubscribeDone { token, result: Err(CommandError::Closed) })
+                    self.events.push_back(Event::UnsubscribeDone {
+                        token,
+                        result: Err(CommandError::Closed),
+                    })
                 }
             }
         }

@@ -130,14 +130,20 @@ impl fmt::Display for Reason {
             Reason::KeepAliveTimeout(d) => {
                 write!(f, "keep-alive timeout: no answer to PINGREQ within {d:?}")
             }
-            Reason::Refused { code, reason_string } => {
+            Reason::Refused {
+                code,
+                reason_string,
+            } => {
                 write!(f, "{}", code.name().to_lowercase())?;
                 if let Some(s) = reason_string {
                     write!(f, " ({s})")?;
                 }
                 Ok(())
             }
-            Reason::ServerDisconnect { code, reason_string } => {
+            Reason::ServerDisconnect {
+                code,
+                reason_string,
+            } => {
                 write!(f, "server disconnected: {}", code.name().to_lowercase())?;
                 if let Some(s) = reason_string {
                     write!(f, " ({s})")?;
@@ -145,7 +151,11 @@ impl fmt::Display for Reason {
                 Ok(())
             }
             Reason::ProtocolViolation { code, detail } => {
-                write!(f, "broker violated the protocol ({}): {detail}", code.name())
+                write!(
+                    f,
+                    "broker violated the protocol ({}): {detail}",
+                    code.name()
+                )
             }
             Reason::Authentication(e) => write!(f, "authentication failed: {e}"),
             Reason::Storage(e) => write!(f, "session store failed: {e}"),

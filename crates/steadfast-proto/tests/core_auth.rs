@@ -8,8 +8,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use steadfast_proto::connection::Authenticator;
 use steadfast_proto::{
-    Auth, ByteStr, Event, Lifecycle, Packet, Properties, ProtocolVersion, Reason, ReasonCode,
-    State,
+    Auth, ByteStr, Event, Lifecycle, Packet, Properties, ProtocolVersion, Reason, ReasonCode, State,
 };
 use support::*;
 
@@ -32,7 +31,9 @@ impl Authenticator for Echo {
         Some(Bytes::from_static(b"hello"))
     }
     fn challenge(&mut self, data: Option<&Bytes>) -> Result<Option<Bytes>, String> {
-        let d = data.map(|d| String::from_utf8_lossy(d).into_owned()).unwrap_or_default();
+        let d = data
+            .map(|d| String::from_utf8_lossy(d).into_owned())
+            .unwrap_or_default();
         self.log.lock().unwrap().push(format!("challenge:{d}"));
         if self.refuse {
             return Err("unexpected challenge".into());
@@ -40,7 +41,9 @@ impl Authenticator for Echo {
         Ok(Some(Bytes::from(format!("re:{d}"))))
     }
     fn success(&mut self, data: Option<&Bytes>) {
-        let d = data.map(|d| String::from_utf8_lossy(d).into_owned()).unwrap_or_default();
+        let d = data
+            .map(|d| String::from_utf8_lossy(d).into_owned())
+            .unwrap_or_default();
         self.log.lock().unwrap().push(format!("success:{d}"));
     }
 }
@@ -68,15 +71,24 @@ fn connect_carries_the_method_and_the_challenge_is_answered() {
         [Packet::Connect(c)] => c.clone(),
         other => panic!("expected CONNECT, got {other:?}"),
     };
-    assert_eq!(connect.properties.authentication_method.as_deref(), Some("ECHO"));
-    assert_eq!(connect.properties.authentication_data.as_deref(), Some(&b"hello"[..]));
+    assert_eq!(
+        connect.properties.authentication_method.as_deref(),
+        Some("ECHO")
+    );
+    assert_eq!(
+        connect.properties.authentication_data.as_deref(),
+        Some(&b"hello"[..])
+    );
 
     h.reply(auth_packet(ReasonCode::ContinueAuthentication, b"nonce-1"));
     match h.sent().as_slice() {
         [Packet::Auth(a)] => {
             assert_eq!(a.reason, ReasonCode::ContinueAuthentication);
             assert_eq!(a.properties.authentication_method.as_deref(), Some("ECHO"));
-            assert_eq!(a.properties.authentication_data.as_deref(), Some(&b"re:nonce-1"[..]));
+            assert_eq!(
+                a.properties.authentication_data.as_deref(),
+                Some(&b"re:nonce-1"[..])
+            );
         }
         other => panic!("expected AUTH, got {other:?}"),
     }
@@ -102,27 +114,40 @@ fn reauthentication_sends_auth_0x19_and_reports_success() {
     h.conn.set_authenticator(Box::new(echo.clone()));
     h.connected();
 
-    h.conn.reauthenticate(h.now).expect("connected with an authenticator");
+    h.conn
+        .reauthenticate(h.now)
+        .expect("connected with an authenticator");
     match h.sent().as_slice() {
         [Packet::Auth(a)] => {
             assert_eq!(a.reason, ReasonCode::ReAuthenticate);
-            assert_eq!(a.properties.authentication_data.as_deref(), Some(&b"hello"[..]));
+            assert_eq!(
+                a.properties.authentication_data.as_deref(),
+                Some(&b"hello"[..])
+            );
         }
         other => panic!("expected AUTH 0x19, got {other:?}"),
     }
     h.reply(auth_packet(ReasonCode::ContinueAuthentication, b"nonce-2"));
-    assert!(matches!(h.sent().as_slice(), [Packet::Auth(a)] if a.reason == ReasonCode::ContinueAuthentication));
+    assert!(
+        matches!(h.sent().as_slice(), [Packet::Auth(a)] if a.reason == ReasonCode::ContinueAuthentication)
+    );
     h.reply(auth_packet(ReasonCode::Success, b"ok"));
     assert!(h.events().contains(&Event::Reauthenticated));
     assert_eq!(h.conn.state(), State::Connected);
-    assert_eq!(echo.log.lock().unwrap().last().map(String::as_str), Some("success:ok"));
+    assert_eq!(
+        echo.log.lock().unwrap().last().map(String::as_str),
+        Some("success:ok")
+    );
 }
 
 #[test]
 fn reauthentication_is_refused_clearly_without_mqtt5_or_authenticator() {
     let mut h = Harness::new(config(V5));
     h.connected();
-    assert!(h.conn.reauthenticate(h.now).is_err(), "no authenticator installed");
+    assert!(
+        h.conn.reauthenticate(h.now).is_err(),
+        "no authenticator installed"
+    );
     let mut h = Harness::new(config(ProtocolVersion::V311));
     h.connected();
     assert!(h.conn.reauthenticate(h.now).is_err(), "3.1.1 has no AUTH");
@@ -131,7 +156,10 @@ fn reauthentication_is_refused_clearly_without_mqtt5_or_authenticator() {
 #[test]
 fn an_authenticator_that_refuses_is_fatal() {
     let mut h = Harness::new(config(V5));
-    h.conn.set_authenticator(Box::new(Echo { refuse: true, ..Echo::default() }));
+    h.conn.set_authenticator(Box::new(Echo {
+        refuse: true,
+        ..Echo::default()
+    }));
     h.start();
     h.expect_connect_action();
     h.open();
@@ -139,7 +167,12 @@ fn an_authenticator_that_refuses_is_fatal() {
     h.reply(auth_packet(ReasonCode::ContinueAuthentication, b"nonce"));
     let events = h.lifecycle();
     assert!(
-        events.iter().any(|e| matches!(e, Lifecycle::Fatal { reason: Reason::Authentication(_) })),
+        events.iter().any(|e| matches!(
+            e,
+            Lifecycle::Fatal {
+                reason: Reason::Authentication(_)
+            }
+        )),
         "{events:?}"
     );
     assert_eq!(h.conn.state(), State::Failed);
@@ -156,7 +189,13 @@ fn auth_without_an_authenticator_is_a_protocol_error() {
     assert!(
         events.iter().any(|e| matches!(
             e,
-            Lifecycle::ConnectionLost { reason: Reason::ProtocolViolation { code: ReasonCode::ProtocolError, .. }, .. }
+            Lifecycle::ConnectionLost {
+                reason: Reason::ProtocolViolation {
+                    code: ReasonCode::ProtocolError,
+                    ..
+                },
+                ..
+            }
         )),
         "{events:?}"
     );
@@ -170,7 +209,10 @@ fn credentials_provider_is_asked_before_every_connect() {
     h.conn.set_credentials_provider(Box::new(move || {
         let mut n = c.lock().unwrap();
         *n += 1;
-        (Some(ByteStr::from("device")), Some(Bytes::from(format!("token-{n}"))))
+        (
+            Some(ByteStr::from("device")),
+            Some(Bytes::from(format!("token-{n}"))),
+        )
     }));
     h.start();
     let first = h.connect(false);
@@ -194,7 +236,10 @@ fn an_expired_token_is_replaced_not_fatal() {
         h.conn.set_credentials_provider(Box::new(move || {
             let mut n = c.lock().unwrap();
             *n += 1;
-            (Some(ByteStr::from("device")), Some(Bytes::from(format!("token-{n}"))))
+            (
+                Some(ByteStr::from("device")),
+                Some(Bytes::from(format!("token-{n}"))),
+            )
         }));
         h.start();
         h.expect_connect_action();
@@ -213,7 +258,11 @@ fn an_expired_token_is_replaced_not_fatal() {
         h.open();
         h.sent();
         h.connack(false, code, Properties::default());
-        assert_eq!(h.conn.state(), State::Backoff, "one retry per successful connect");
+        assert_eq!(
+            h.conn.state(),
+            State::Backoff,
+            "one retry per successful connect"
+        );
         h.advance_to_next_timeout();
         h.expect_connect_action();
         h.open();
@@ -226,6 +275,14 @@ fn an_expired_token_is_replaced_not_fatal() {
     h.expect_connect_action();
     h.open();
     h.sent();
-    h.connack(false, ReasonCode::BadUserNameOrPassword, Properties::default());
-    assert_eq!(h.conn.state(), State::Failed, "without a provider the refusal is fatal");
+    h.connack(
+        false,
+        ReasonCode::BadUserNameOrPassword,
+        Properties::default(),
+    );
+    assert_eq!(
+        h.conn.state(),
+        State::Failed,
+        "without a provider the refusal is fatal"
+    );
 }

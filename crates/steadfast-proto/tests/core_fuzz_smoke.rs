@@ -39,4 +39,3 @@ fn edge_inputs() {
 }
 
 // To replay a failing input with a trace of every call, see examples/fuzz_sm_repro.rs.
-

@@ -4,13 +4,25 @@ use steadfast::{ClientBuilder, ClientEvent, QoS};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let url = std::env::args().nth(1).unwrap_or_else(|| "mqtt://127.0.0.1:1883".into());
-    let (client, mut events) = ClientBuilder::from_url(&url)?.keep_alive(Duration::from_secs(5)).build()?;
+    let url = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "mqtt://127.0.0.1:1883".into());
+    let (client, mut events) = ClientBuilder::from_url(&url)?
+        .keep_alive(Duration::from_secs(5))
+        .build()?;
     let c = client.clone();
     tokio::spawn(async move {
-        println!("granted {:?}", c.subscribe("steadfast/smoke/#", QoS::ExactlyOnce).await);
+        println!(
+            "granted {:?}",
+            c.subscribe("steadfast/smoke/#", QoS::ExactlyOnce).await
+        );
         for q in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
-            println!("publish {:?} -> {:?}", q, c.publish("steadfast/smoke/a", q, false, format!("hello {q:?}")).await);
+            println!(
+                "publish {:?} -> {:?}",
+                q,
+                c.publish("steadfast/smoke/a", q, false, format!("hello {q:?}"))
+                    .await
+            );
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
         c.disconnect().await.ok();

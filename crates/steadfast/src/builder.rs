@@ -66,7 +66,9 @@ impl Default for ClientBuilder {
 
 impl core::fmt::Debug for ClientBuilder {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("ClientBuilder").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("ClientBuilder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -98,10 +100,15 @@ impl ClientBuilder {
     /// host and port.
     pub fn from_url(url: &str) -> Result<Self, BuildError> {
         let mut b = ClientBuilder::new();
-        let parsed = url::Url::parse(url).map_err(|e| BuildError(format!("bad URL {url:?}: {e}")))?;
+        let parsed =
+            url::Url::parse(url).map_err(|e| BuildError(format!("bad URL {url:?}: {e}")))?;
         match parsed.scheme() {
             "mqtt" | "mqtts" | "ws" | "wss" | "tcp" | "ssl" => {}
-            s => return Err(BuildError(format!("bad URL {url:?}: unsupported scheme {s:?}"))),
+            s => {
+                return Err(BuildError(format!(
+                    "bad URL {url:?}: unsupported scheme {s:?}"
+                )))
+            }
         }
         let host = parsed
             .host_str()
@@ -123,12 +130,17 @@ impl ClientBuilder {
             match &*k {
                 "client_id" | "clientId" => b = b.client_id(v.to_string()),
                 "keep_alive" => {
-                    let s: u64 = v.parse().map_err(|_| BuildError(format!("bad keep_alive {v:?}")))?;
+                    let s: u64 = v
+                        .parse()
+                        .map_err(|_| BuildError(format!("bad keep_alive {v:?}")))?;
                     b = b.keep_alive(Duration::from_secs(s));
                 }
                 "clean_start" | "clean" => b = b.clean_start(matches!(&*v, "true" | "1")),
                 "version" | "protocol" => {
-                    b = b.protocol(parse_version(&v).ok_or_else(|| BuildError(format!("bad version {v:?}")))?)
+                    b = b.protocol(
+                        parse_version(&v)
+                            .ok_or_else(|| BuildError(format!("bad version {v:?}")))?,
+                    )
                 }
                 other => return Err(BuildError(format!("unknown URL option {other:?}"))),
             }
@@ -227,10 +239,18 @@ impl ClientBuilder {
     }
 
     /// User name and password. Never printed by `Debug`, logs or events.
-    pub fn credentials(mut self, username: impl Into<String>, password: impl Into<Vec<u8>>) -> Self {
+    pub fn credentials(
+        mut self,
+        username: impl Into<String>,
+        password: impl Into<Vec<u8>>,
+    ) -> Self {
         self.config.username = Some(ByteStr::from(username.into()));
         let p: Vec<u8> = password.into();
-        self.config.password = if p.is_empty() { None } else { Some(Bytes::from(p)) };
+        self.config.password = if p.is_empty() {
+            None
+        } else {
+            Some(Bytes::from(p))
+        };
         self
     }
 
@@ -371,7 +391,10 @@ impl ClientBuilder {
 
     /// MQTT 5 enhanced authentication: `auth` answers the broker's AUTH challenges, at connect
     /// and on [`Client::reauthenticate`].
-    pub fn authenticator(mut self, auth: impl steadfast_proto::connection::Authenticator + 'static) -> Self {
+    pub fn authenticator(
+        mut self,
+        auth: impl steadfast_proto::connection::Authenticator + 'static,
+    ) -> Self {
         self.authenticator = Some(Box::new(auth));
         self
     }
@@ -407,7 +430,10 @@ impl ClientBuilder {
             let v5_only = [
                 (c.session_expiry_interval != 0, "session expiry"),
                 (!c.user_properties.is_empty(), "user properties"),
-                (c.request_response_information, "request/response information"),
+                (
+                    c.request_response_information,
+                    "request/response information",
+                ),
                 (c.outgoing_topic_aliases, "topic aliases"),
                 (
                     c.will.as_ref().is_some_and(|w| !w.properties.is_empty()),
@@ -415,7 +441,9 @@ impl ClientBuilder {
                 ),
             ];
             if let Some((_, name)) = v5_only.iter().find(|(used, _)| *used) {
-                return Err(BuildError(format!("{name} needs MQTT 5, but the protocol is MQTT 3.1.1")));
+                return Err(BuildError(format!(
+                    "{name} needs MQTT 5, but the protocol is MQTT 3.1.1"
+                )));
             }
             if c.client_id.is_empty() && !c.clean_start {
                 return Err(BuildError(
@@ -453,7 +481,8 @@ impl ClientBuilder {
             self.config.rng_seed = os_seed();
         }
         if let Some(tls) = self.tls.take() {
-            let connector = DefaultConnector::with_tls(tls).map_err(|e| BuildError(e.to_string()))?;
+            let connector =
+                DefaultConnector::with_tls(tls).map_err(|e| BuildError(e.to_string()))?;
             self.connector = Arc::new(connector);
         }
         Ok(crate::driver::spawn(self))
@@ -474,7 +503,10 @@ fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Some(b) = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
+            if let Some(b) = std::str::from_utf8(&bytes[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
                 out.push(b);
                 i += 3;
                 continue;

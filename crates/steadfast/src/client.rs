@@ -78,15 +78,24 @@ pub(crate) enum Command {
         reply: Reply<PublishOutcome>,
         accepted: Option<oneshot::Sender<()>>,
     },
-    Reauthenticate { reply: Reply<()> },
+    Reauthenticate {
+        reply: Reply<()>,
+    },
     Subscribe {
         filters: Vec<SubscribeFilter>,
         properties: Box<Properties>,
         route: Option<mpsc::Sender<Message>>,
         reply: Reply<Vec<ReasonCode>>,
     },
-    Unsubscribe { filters: Vec<ByteStr>, properties: Box<Properties>, reply: Reply<Vec<ReasonCode>> },
-    Disconnect { options: DisconnectOptions, reply: oneshot::Sender<()> },
+    Unsubscribe {
+        filters: Vec<ByteStr>,
+        properties: Box<Properties>,
+        reply: Reply<Vec<ReasonCode>>,
+    },
+    Disconnect {
+        options: DisconnectOptions,
+        reply: oneshot::Sender<()>,
+    },
     ReconnectNow,
 }
 
@@ -134,7 +143,11 @@ impl Client {
     pub async fn publish_message(&self, publish: Publish) -> Result<PublishOutcome, ClientError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Command::Publish { publish: Box::new(publish), reply, accepted: None })
+            .send(Command::Publish {
+                publish: Box::new(publish),
+                reply,
+                accepted: None,
+            })
             .await
             .map_err(|_| ClientError::Closed)?;
         rx.await.map_err(|_| ClientError::Closed)?
@@ -160,14 +173,22 @@ impl Client {
         let (reply, rx) = oneshot::channel();
         if !self.durable {
             self.tx
-                .send(Command::Publish { publish: Box::new(publish), reply, accepted: None })
+                .send(Command::Publish {
+                    publish: Box::new(publish),
+                    reply,
+                    accepted: None,
+                })
                 .await
                 .map_err(|_| ClientError::Closed)?;
             return Ok(PendingAck { rx });
         }
         let (accepted, acc_rx) = oneshot::channel();
         self.tx
-            .send(Command::Publish { publish: Box::new(publish), reply, accepted: Some(accepted) })
+            .send(Command::Publish {
+                publish: Box::new(publish),
+                reply,
+                accepted: Some(accepted),
+            })
             .await
             .map_err(|_| ClientError::Closed)?;
         match acc_rx.await {
@@ -184,7 +205,10 @@ impl Client {
     /// AUTH exchange has been started (the broker's answer arrives as events / a disconnect).
     pub async fn reauthenticate(&self) -> Result<(), ClientError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Command::Reauthenticate { reply }).await.map_err(|_| ClientError::Closed)?;
+        self.tx
+            .send(Command::Reauthenticate { reply })
+            .await
+            .map_err(|_| ClientError::Closed)?;
         rx.await.map_err(|_| ClientError::Closed)?
     }
 
@@ -209,12 +233,21 @@ impl Client {
         let (reply, done) = oneshot::channel();
         let filters = vec![filter_with(filter.clone(), qos)];
         self.tx
-            .send(Command::Subscribe { filters, properties: Box::default(), route: Some(route), reply })
+            .send(Command::Subscribe {
+                filters,
+                properties: Box::default(),
+                route: Some(route),
+                reply,
+            })
             .await
             .map_err(|_| ClientError::Closed)?;
         let codes = done.await.map_err(|_| ClientError::Closed)??;
         let qos = granted(&codes)?;
-        Ok(Subscription { filter, granted: qos, rx })
+        Ok(Subscription {
+            filter,
+            granted: qos,
+            rx,
+        })
     }
 
     /// Subscribes to several filters with full MQTT 5 options in one SUBSCRIBE. Returns the
@@ -226,7 +259,12 @@ impl Client {
     ) -> Result<Vec<ReasonCode>, ClientError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Command::Subscribe { filters, properties: Box::new(properties), route: None, reply })
+            .send(Command::Subscribe {
+                filters,
+                properties: Box::new(properties),
+                route: None,
+                reply,
+            })
             .await
             .map_err(|_| ClientError::Closed)?;
         rx.await.map_err(|_| ClientError::Closed)?
@@ -237,7 +275,11 @@ impl Client {
         let (reply, rx) = oneshot::channel();
         let filters = filters.into_iter().map(ByteStr::from).collect();
         self.tx
-            .send(Command::Unsubscribe { filters, properties: Box::default(), reply })
+            .send(Command::Unsubscribe {
+                filters,
+                properties: Box::default(),
+                reply,
+            })
             .await
             .map_err(|_| ClientError::Closed)?;
         rx.await.map_err(|_| ClientError::Closed)?
@@ -252,7 +294,12 @@ impl Client {
     /// Disconnects with MQTT 5 options (for example reason 0x04 to have the will published).
     pub async fn disconnect_with(&self, options: DisconnectOptions) -> Result<(), ClientError> {
         let (reply, rx) = oneshot::channel();
-        if self.tx.send(Command::Disconnect { options, reply }).await.is_err() {
+        if self
+            .tx
+            .send(Command::Disconnect { options, reply })
+            .await
+            .is_err()
+        {
             return Ok(());
         }
         let _ = rx.await;
@@ -293,7 +340,10 @@ impl Client {
 fn filter_with(filter: impl Into<String>, qos: QoS) -> SubscribeFilter {
     SubscribeFilter {
         filter: ByteStr::from(filter.into()),
-        options: SubscriptionOptions { qos, ..Default::default() },
+        options: SubscriptionOptions {
+            qos,
+            ..Default::default()
+        },
     }
 }
 

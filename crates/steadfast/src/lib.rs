@@ -26,15 +26,17 @@
 mod builder;
 mod client;
 mod driver;
-mod tls_options;
 pub mod store;
+mod tls_options;
 pub mod transport;
 
 pub use builder::{BuildError, ClientBuilder};
 pub use client::{Client, ClientError, ClientEvent, Events, Message, PendingAck, Subscription};
-pub use steadfast_proto::connection::Authenticator;
 pub use steadfast_proto as proto;
-pub use steadfast_proto::backoff::{self, BackoffPolicy, Constant, Exponential, Jitter, Stepped, UniformRandom};
+pub use steadfast_proto::backoff::{
+    self, BackoffPolicy, Constant, Exponential, Jitter, Stepped, UniformRandom,
+};
+pub use steadfast_proto::connection::Authenticator;
 pub use steadfast_proto::policy::ReasonClass;
 pub use steadfast_proto::session::offline::Overflow;
 pub use steadfast_proto::{

@@ -29,7 +29,11 @@ fn expired_credentials_are_replaced_by_the_provider() {
             let (client, mut r) = start(b, &id);
             r.connected(T).await;
             assert_eq!(client.state(), State::Connected);
-            assert_eq!(calls.load(Ordering::SeqCst), 2, "asked before each of the two connects");
+            assert_eq!(
+                calls.load(Ordering::SeqCst),
+                2,
+                "asked before each of the two connects"
+            );
             assert_eq!(
                 r.count(|e| matches!(e, Lifecycle::ConnectFailed { attempt: 1, .. })),
                 1,

@@ -16,6 +16,8 @@ pub async fn run(client: &str, scenario: &Scenario) -> Result<Measured, String> 
         "steadfast" => steadfast_client::run(scenario).await,
         "rumqttc" => rumqttc_client::run(scenario).await,
         "mqtt5" => mqtt5_client::run(scenario).await,
-        other => Err(format!("unknown client {other:?} (steadfast, rumqttc, mqtt5)")),
+        other => Err(format!(
+            "unknown client {other:?} (steadfast, rumqttc, mqtt5)"
+        )),
     }
 }

@@ -31,7 +31,10 @@ async fn connect(s: &Scenario, role: &str) -> Result<MqttClient, String> {
 }
 
 /// Keeps the pending publishes moving while waiting for the next slot.
-async fn wait_until<F, T, E>(window: &mut FuturesUnordered<F>, at: tokio::time::Instant) -> Result<(), String>
+async fn wait_until<F, T, E>(
+    window: &mut FuturesUnordered<F>,
+    at: tokio::time::Instant,
+) -> Result<(), String>
 where
     F: std::future::Future<Output = Result<T, E>>,
     E: std::fmt::Display,
@@ -54,7 +57,10 @@ pub async fn run(s: &Scenario) -> Result<Measured, String> {
     let rec = Arc::new(Mutex::new(Recorder::new(start, s.count)));
     let done = Arc::new(Notify::new());
     let (r, d) = (rec.clone(), done.clone());
-    let sub_opts = SubscribeOptions { qos: qos(s.qos), ..Default::default() };
+    let sub_opts = SubscribeOptions {
+        qos: qos(s.qos),
+        ..Default::default()
+    };
     sub.subscribe_with_options(s.filter(), sub_opts, move |msg| {
         let mut rec = r.lock().unwrap_or_else(|e| e.into_inner());
         if rec.record(&msg.payload) {
@@ -71,7 +77,10 @@ pub async fn run(s: &Scenario) -> Result<Measured, String> {
     let began = tokio::time::Instant::now();
     let mut first_ns = None;
     let mut window = FuturesUnordered::new();
-    let pub_opts = PublishOptions { qos: qos(s.qos), ..Default::default() };
+    let pub_opts = PublishOptions {
+        qos: qos(s.qos),
+        ..Default::default()
+    };
     for seq in 0..s.count {
         if let Some(at) = due(began, s.rate, seq) {
             wait_until(&mut window, at).await?;

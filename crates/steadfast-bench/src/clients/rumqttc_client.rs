@@ -41,10 +41,18 @@ async fn poll_until(el: &mut EventLoop, pred: impl Fn(&Event) -> bool) -> Result
 
 pub async fn run(s: &Scenario) -> Result<Measured, String> {
     let (sub, mut sub_el) = AsyncClient::new(options(s, "sub"), s.window);
-    sub.subscribe(s.filter(), qos(s.qos)).await.map_err(|e| e.to_string())?;
-    poll_until(&mut sub_el, |e| matches!(e, Event::Incoming(Packet::SubAck(_)))).await?;
+    sub.subscribe(s.filter(), qos(s.qos))
+        .await
+        .map_err(|e| e.to_string())?;
+    poll_until(&mut sub_el, |e| {
+        matches!(e, Event::Incoming(Packet::SubAck(_)))
+    })
+    .await?;
     let (publisher, mut pub_el) = AsyncClient::new(options(s, "pub"), s.window);
-    poll_until(&mut pub_el, |e| matches!(e, Event::Incoming(Packet::ConnAck(_)))).await?;
+    poll_until(&mut pub_el, |e| {
+        matches!(e, Event::Incoming(Packet::ConnAck(_)))
+    })
+    .await?;
     let pub_loop = tokio::spawn(async move { while pub_el.poll().await.is_ok() {} });
 
     let start = Instant::now();

@@ -5,7 +5,6 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::StreamExt;
 use steadfast::{ByteStr, Client, ClientBuilder, Properties, Publish, QoS, State};
 
 use crate::common::{due, ns_since, put_header, rusage, Measured, Recorder, Scenario};
@@ -36,7 +35,10 @@ async fn connect(s: &Scenario, role: &str) -> Result<Client, String> {
 
 pub async fn run(s: &Scenario) -> Result<Measured, String> {
     let sub_client = connect(s, "sub").await?;
-    let mut sub = sub_client.subscribe_stream(s.filter(), qos(s.qos)).await.map_err(|e| e.to_string())?;
+    let mut sub = sub_client
+        .subscribe_stream(s.filter(), qos(s.qos))
+        .await
+        .map_err(|e| e.to_string())?;
     let publisher = connect(s, "pub").await?;
     let start = Instant::now();
     let (cpu0, _) = rusage();
@@ -58,8 +60,6 @@ pub async fn run(s: &Scenario) -> Result<Measured, String> {
     let mut window = VecDeque::with_capacity(s.window);
     let began = tokio::time::Instant::now();
     let mut first_ns = None;
-    let futures = std::env::var("SF_VARIANT").as_deref() == Ok("futures");
-    let mut unordered = futures_util::stream::FuturesUnordered::new();
     for seq in 0..s.count {
         if let Some(at) = due(began, s.rate, seq) {
             tokio::time::sleep_until(at).await;
@@ -76,22 +76,12 @@ pub async fn run(s: &Scenario) -> Result<Measured, String> {
             properties: Properties::default(),
             payload: Bytes::copy_from_slice(&buf),
         };
-        if futures {
-            let c = publisher.clone();
-            unordered.push(async move { c.publish_message(p).await });
-            if s.rate > 0.0 {
-                while let Some(Some(r)) = futures_util::FutureExt::now_or_never(unordered.next()) {
-                    r.map_err(|e| e.to_string())?;
-                }
-            }
-            while unordered.len() >= s.window {
-                if let Some(r) = unordered.next().await {
-                    r.map_err(|e| e.to_string())?;
-                }
-            }
-            continue;
-        }
-        window.push_back(publisher.publish_accepted(p).await.map_err(|e| e.to_string())?);
+        window.push_back(
+            publisher
+                .publish_accepted(p)
+                .await
+                .map_err(|e| e.to_string())?,
+        );
         if window.len() >= s.window {
             if let Some(a) = window.pop_front() {
                 a.await.map_err(|e| e.to_string())?;
@@ -100,9 +90,6 @@ pub async fn run(s: &Scenario) -> Result<Measured, String> {
     }
     for a in window {
         a.await.map_err(|e| e.to_string())?;
-    }
-    while let Some(r) = unordered.next().await {
-        r.map_err(|e| e.to_string())?;
     }
     let rec = receiver.await.map_err(|e| e.to_string())?;
     let (cpu1, _) = rusage();

@@ -83,7 +83,10 @@ pub async fn run(args: &BenchArgs, n: usize) -> Result<ExitCode, String> {
     }
     // Mosquitto inherits our raised RLIMIT_NOFILE; it must not cap connections.
     let mut broker = if args.spawn_broker {
-        Some(spawn_broker(&["max_connections -1", "set_tcp_nodelay true"])?)
+        Some(spawn_broker(&[
+            "max_connections -1",
+            "set_tcp_nodelay true",
+        ])?)
     } else {
         None
     };
@@ -96,7 +99,10 @@ pub async fn run(args: &BenchArgs, n: usize) -> Result<ExitCode, String> {
     let servers: Vec<Option<String>> = if shards.is_empty() {
         vec![None]
     } else {
-        shards.iter().map(|s| Some(format!("mqtt://{}", s.addr))).collect()
+        shards
+            .iter()
+            .map(|s| Some(format!("mqtt://{}", s.addr)))
+            .collect()
     };
     let clock = MonoClock::new();
     let ideal_window = args.conn.reconnect_max;
@@ -118,7 +124,12 @@ pub async fn run(args: &BenchArgs, n: usize) -> Result<ExitCode, String> {
     let mut curves = Vec::new();
     for (k, &policy) in policies.iter().enumerate() {
         let state = Arc::new(FleetState::new(n));
-        let topic = format!("{}/fleet/{:x}/{}", args.topic, std::process::id(), policy.name());
+        let topic = format!(
+            "{}/fleet/{:x}/{}",
+            args.topic,
+            std::process::id(),
+            policy.name()
+        );
         // 1. Open the fleet.
         let rss_before = util::vm_rss();
         let heap_before = util::heap_in_use();
@@ -126,7 +137,11 @@ pub async fn run(args: &BenchArgs, n: usize) -> Result<ExitCode, String> {
         let opened = Instant::now();
         let mut clients: Vec<Client> = Vec::with_capacity(n);
         for i in 0..n {
-            let permit = sem.clone().acquire_owned().await.map_err(|e| e.to_string())?;
+            let permit = sem
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|e| e.to_string())?;
             let server = servers[i % servers.len()].as_deref();
             let b = client_builder(args, server, &format!("{}{k}", policy.name()), i)?
                 .backoff(make_policy(args, policy)?);
@@ -165,15 +180,24 @@ pub async fn run(args: &BenchArgs, n: usize) -> Result<ExitCode, String> {
         let per_client = rss_after.saturating_sub(rss_before) as f64 / n as f64;
         let heap_per_client = util::heap_in_use().saturating_sub(heap_before) as f64 / n as f64;
         if !json_out {
+            // Only the first fleet starts from a fresh heap: later ones reuse what the previous
+            // fleet freed, so their VmRSS delta says little (the heap figure still holds).
+            let rss = if k == 0 {
+                format!(
+                    "{:.1} KiB per idle client (VmRSS {} -> {} MiB); ",
+                    per_client / 1024.0,
+                    rss_before >> 20,
+                    rss_after >> 20
+                )
+            } else {
+                String::new()
+            };
             println!(
                 "[{}] {n} clients connected and subscribed in {:.2} s ({:.0} per second); memory \
-                 {:.1} KiB per idle client (VmRSS {} -> {} MiB; heap allocated {:.1} KiB per client)",
+                 {rss}heap allocated {:.1} KiB per client",
                 policy.name(),
                 connect_time.as_secs_f64(),
                 n as f64 / connect_time.as_secs_f64().max(1e-9),
-                per_client / 1024.0,
-                rss_before >> 20,
-                rss_after >> 20,
                 heap_per_client / 1024.0
             );
         }
@@ -185,6 +209,7 @@ pub async fn run(args: &BenchArgs, n: usize) -> Result<ExitCode, String> {
             "rss_before_bytes": rss_before,
             "rss_after_bytes": rss_after,
             "memory_per_client_bytes": per_client.round(),
+            "rss_is_fresh": k == 0,
             "heap_per_client_bytes": heap_per_client.round(),
         });
 
@@ -236,10 +261,16 @@ pub async fn run(args: &BenchArgs, n: usize) -> Result<ExitCode, String> {
     if let Some(path) = &args.storm_json {
         let mut full = doc.clone();
         full["curves"] = Value::Object(
-            curves.iter().map(|(name, c)| (name.clone(), json!(c))).collect(),
+            curves
+                .iter()
+                .map(|(name, c)| (name.clone(), json!(c)))
+                .collect(),
         );
-        std::fs::write(path, serde_json::to_string_pretty(&full).unwrap_or_default())
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        std::fs::write(
+            path,
+            serde_json::to_string_pretty(&full).unwrap_or_default(),
+        )
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
     if let Some(path) = &args.storm_svg {
         if curves.is_empty() {
@@ -275,14 +306,26 @@ fn make_policy(args: &BenchArgs, policy: PolicyKind) -> Result<Box<dyn BackoffPo
 fn describe_policy(args: &BenchArgs, policy: PolicyKind) -> String {
     let d = |d: Duration| humantime::format_duration(d).to_string();
     match policy {
-        PolicyKind::Default => format!(
-            "{:?} {}..{}, jitter {:?}",
-            args.conn.backoff,
-            d(args.conn.reconnect_min),
-            d(args.conn.reconnect_max),
-            args.conn.jitter.unwrap_or(crate::conn::JitterKind::Decorrelated)
-        )
-        .to_lowercase(),
+        PolicyKind::Default => {
+            let jitter = match args.conn.backoff {
+                crate::conn::BackoffKind::Exponential | crate::conn::BackoffKind::Stepped => {
+                    format!(
+                        ", jitter {:?}",
+                        args.conn
+                            .jitter
+                            .unwrap_or(crate::conn::JitterKind::Decorrelated)
+                    )
+                }
+                _ => String::new(),
+            };
+            format!(
+                "{:?} {}..{}{jitter}",
+                args.conn.backoff,
+                d(args.conn.reconnect_min),
+                d(args.conn.reconnect_max)
+            )
+            .to_lowercase()
+        }
         PolicyKind::None => "constant 0 (immediate)".into(),
         PolicyKind::Fixed => format!("constant {}", d(args.fixed_interval)),
     }
@@ -298,7 +341,9 @@ async fn client_events(i: usize, mut events: steadfast::Events, st: Arc<FleetSta
                 Lifecycle::Connecting { .. } => {
                     st.connecting.fetch_add(1, Ordering::Relaxed);
                 }
-                Lifecycle::Connected { .. } => st.connected_ns[i].store(st.now_ns(), Ordering::Relaxed),
+                Lifecycle::Connected { .. } => {
+                    st.connected_ns[i].store(st.now_ns(), Ordering::Relaxed)
+                }
                 Lifecycle::Resubscribed { .. } => {
                     st.resubscribed_ns[i].store(st.now_ns(), Ordering::Relaxed)
                 }
@@ -368,10 +413,17 @@ async fn run_storm(
     let ready_at = Instant::now();
     let kill_rel = kill_at.saturating_duration_since(state.origin).as_nanos() as u64;
     let back = wait_for(args.fleet_timeout, || {
-        state.resubscribed_ns.iter().all(|t| t.load(Ordering::Relaxed) > kill_rel)
+        state
+            .resubscribed_ns
+            .iter()
+            .all(|t| t.load(Ordering::Relaxed) > kill_rel)
     })
     .await;
-    let resub: Vec<u64> = state.resubscribed_ns.iter().map(|t| t.load(Ordering::Relaxed)).collect();
+    let resub: Vec<u64> = state
+        .resubscribed_ns
+        .iter()
+        .map(|t| t.load(Ordering::Relaxed))
+        .collect();
     let resubscribed = resub.iter().filter(|&&t| t > kill_rel).count();
     let back_ns = back.then(|| {
         let last = resub.iter().copied().max().unwrap_or(0);
@@ -385,7 +437,12 @@ async fn run_storm(
     let kill_ns = clock.ns(kill_at);
     let mut attempts = Vec::new();
     for s in shards.iter_mut() {
-        attempts.extend(s.connect_times().await?.into_iter().filter(|&t| t >= kill_ns));
+        attempts.extend(
+            s.connect_times()
+                .await?
+                .into_iter()
+                .filter(|&t| t >= kill_ns),
+        );
     }
     attempts.sort_unstable();
     Ok(Storm {
@@ -409,15 +466,33 @@ async fn probe(
     topic: &str,
     n: usize,
 ) -> usize {
-    let before: Vec<u32> = state.probes.iter().map(|p| p.load(Ordering::Relaxed)).collect();
+    let before: Vec<u32> = state
+        .probes
+        .iter()
+        .map(|p| p.load(Ordering::Relaxed))
+        .collect();
     let count = || {
-        state.probes.iter().zip(&before).filter(|(p, b)| p.load(Ordering::Relaxed) > **b).count()
+        state
+            .probes
+            .iter()
+            .zip(&before)
+            .filter(|(p, b)| p.load(Ordering::Relaxed) > **b)
+            .count()
     };
-    let Ok(b) = client_builder(args, Some(&broker.url()), "probe", 0) else { return 0 };
-    let Ok((client, events)) = b.build() else { return 0 };
+    let Ok(b) = client_builder(args, Some(&broker.url()), "probe", 0) else {
+        return 0;
+    };
+    let Ok((client, events)) = b.build() else {
+        return 0;
+    };
     tokio::spawn(super::throughput::drain_events(events));
-    if wait_connected(&client, Duration::from_secs(10)).await.is_ok()
-        && client.publish(topic.to_string(), QoS::AtMostOnce, false, "probe").await.is_ok()
+    if wait_connected(&client, Duration::from_secs(10))
+        .await
+        .is_ok()
+        && client
+            .publish(topic.to_string(), QoS::AtMostOnce, false, "probe")
+            .await
+            .is_ok()
     {
         wait_for(Duration::from_secs(10), || count() >= n).await;
     }
@@ -434,8 +509,15 @@ impl Storm {
         ideal: f64,
         ideal_window: Duration,
     ) -> (serde_json::Map<String, Value>, Vec<(f64, f64)>) {
-        let end_ns = self.back_ns.unwrap_or_else(|| self.attempts.last().copied().unwrap_or(self.ready_ns));
-        let window: Vec<u64> = self.attempts.iter().copied().filter(|&t| t <= end_ns.max(self.ready_ns) + 1_000_000_000).collect();
+        let end_ns = self
+            .back_ns
+            .unwrap_or_else(|| self.attempts.last().copied().unwrap_or(self.ready_ns));
+        let window: Vec<u64> = self
+            .attempts
+            .iter()
+            .copied()
+            .filter(|&t| t <= end_ns.max(self.ready_ns) + 1_000_000_000)
+            .collect();
         // Peak in any one-second window (two pointers over the sorted times).
         let mut peak = 0usize;
         let mut lo = 0;
@@ -448,7 +530,9 @@ impl Storm {
         let while_down = window.iter().filter(|&&t| t < self.restart_ns).count();
         let after_restart = window.len() - while_down;
         let s = |ns: u64| ns.saturating_sub(self.kill_ns) as f64 / 1e9;
-        let recovery = self.back_ns.map(|b| b.saturating_sub(self.restart_ns) as f64 / 1e9);
+        let recovery = self
+            .back_ns
+            .map(|b| b.saturating_sub(self.restart_ns) as f64 / 1e9);
         let bucket_ns = BUCKET.as_nanos() as u64;
         let last = window.last().copied().unwrap_or(self.kill_ns).max(end_ns);
         let buckets = ((last - self.kill_ns) / bucket_ns + 1) as usize;
@@ -467,18 +551,27 @@ impl Storm {
         m.insert("attempts".into(), json!(window.len()));
         m.insert("attempts_while_down".into(), json!(while_down));
         m.insert("attempts_after_restart".into(), json!(after_restart));
-        m.insert("attempts_per_client".into(), json!(r3(window.len() as f64 / n as f64)));
+        m.insert(
+            "attempts_per_client".into(),
+            json!(r3(window.len() as f64 / n as f64)),
+        );
         m.insert("client_side_attempts".into(), json!(self.client_attempts));
         m.insert("peak_attempts_per_s".into(), json!(peak));
         m.insert("ideal_attempts_per_s".into(), json!(ideal.round()));
         m.insert("ideal_window_s".into(), json!(secs3(ideal_window)));
-        m.insert("peak_over_ideal".into(), json!(r3(peak as f64 / ideal.max(1e-9))));
+        m.insert(
+            "peak_over_ideal".into(),
+            json!(r3(peak as f64 / ideal.max(1e-9))),
+        );
         m.insert("restart_at_s".into(), json!(r3(s(self.restart_ns))));
         m.insert("broker_ready_at_s".into(), json!(r3(s(self.ready_ns))));
         m.insert("recovery_s".into(), json!(recovery.map(r3)));
         m.insert("resubscribed".into(), json!(self.resubscribed));
         m.insert("probe_received".into(), json!(self.probe_received));
-        m.insert("verified".into(), json!(self.probe_received == n && self.resubscribed == n));
+        m.insert(
+            "verified".into(),
+            json!(self.probe_received == n && self.resubscribed == n),
+        );
         (m, curve)
     }
 }

@@ -4,12 +4,11 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-const COLORS: [RGBColor; 6] = [
+const COLORS: [RGBColor; 5] = [
     RGBColor(31, 119, 180),
     RGBColor(214, 39, 40),
     RGBColor(44, 160, 44),
     RGBColor(255, 127, 14),
-    RGBColor(148, 103, 189),
     RGBColor(140, 86, 75),
 ];
 
@@ -44,19 +43,37 @@ pub fn storm_svg(
     chart
         .configure_mesh()
         .x_desc("seconds since the broker was killed (SIGKILL)")
+        .y_label_formatter(&|y| format!("{y:.0}"))
         .y_desc("CONNECT attempts per second (log)")
         .draw()?;
     chart
-        .draw_series(LineSeries::new(
+        .draw_series(DashedLineSeries::new(
             vec![(restart_s, 1.0), (restart_s, y_max)],
-            BLACK.mix(0.4).stroke_width(1),
+            6,
+            4,
+            RGBColor(90, 90, 90).stroke_width(2),
         ))?
         .label("broker restarted")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.4)));
+        .legend(|(x, y)| {
+            PathElement::new(
+                vec![(x, y), (x + 20, y)],
+                RGBColor(90, 90, 90).stroke_width(2),
+            )
+        });
     chart
-        .draw_series(LineSeries::new(vec![(0.0, ideal), (x_max, ideal)], BLACK.mix(0.25).stroke_width(1)))?
+        .draw_series(DashedLineSeries::new(
+            vec![(0.0, ideal), (x_max, ideal)],
+            3,
+            3,
+            RGBColor(148, 103, 189).stroke_width(2),
+        ))?
         .label(format!("ideal uniform spread ({ideal:.0}/s)"))
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.25)));
+        .legend(|(x, y)| {
+            PathElement::new(
+                vec![(x, y), (x + 20, y)],
+                RGBColor(148, 103, 189).stroke_width(2),
+            )
+        });
     for (i, (name, curve)) in curves.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
         chart
@@ -65,7 +82,9 @@ pub fn storm_svg(
                 color.stroke_width(2),
             ))?
             .label(name.as_str())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
     }
     chart
         .configure_series_labels()

@@ -23,7 +23,11 @@ use super::util::{raise_nofile_limit, MonoClock};
 /// Runs the shard until told to quit.
 pub fn run(upstream: SocketAddr) -> ExitCode {
     raise_nofile_limit();
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("steadfast bench shard: {e}");
@@ -101,23 +105,41 @@ impl Shard {
             .strip_prefix("listening ")
             .and_then(|a| a.parse().ok())
             .ok_or_else(|| format!("unexpected line from the proxy shard: {first:?}"))?;
-        Ok(Shard { child, stdin, out, addr })
+        Ok(Shard {
+            child,
+            stdin,
+            out,
+            addr,
+        })
     }
 
     /// Every CONNECT the shard saw so far, in CLOCK_MONOTONIC ns.
     pub async fn connect_times(&mut self) -> Result<Vec<u64>, String> {
         use tokio::io::AsyncWriteExt;
-        self.stdin.write_all(b"stats\n").await.map_err(|e| e.to_string())?;
+        self.stdin
+            .write_all(b"stats\n")
+            .await
+            .map_err(|e| e.to_string())?;
         self.stdin.flush().await.map_err(|e| e.to_string())?;
         let read = async {
-            let head = self.out.next_line().await.map_err(|e| e.to_string())?.ok_or("shard gone")?;
+            let head = self
+                .out
+                .next_line()
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or("shard gone")?;
             let n: usize = head
                 .strip_prefix("times ")
                 .and_then(|n| n.parse().ok())
                 .ok_or_else(|| format!("unexpected line from the proxy shard: {head:?}"))?;
             let mut times = Vec::with_capacity(n);
             for _ in 0..n {
-                let l = self.out.next_line().await.map_err(|e| e.to_string())?.ok_or("shard gone")?;
+                let l = self
+                    .out
+                    .next_line()
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .ok_or("shard gone")?;
                 times.push(l.parse::<u64>().map_err(|e| e.to_string())?);
             }
             let end = self.out.next_line().await.map_err(|e| e.to_string())?;
@@ -136,7 +158,10 @@ impl Shard {
         use tokio::io::AsyncWriteExt;
         let _ = self.stdin.write_all(b"quit\n").await;
         drop(self.stdin);
-        if tokio::time::timeout(std::time::Duration::from_secs(3), self.child.wait()).await.is_err() {
+        if tokio::time::timeout(std::time::Duration::from_secs(3), self.child.wait())
+            .await
+            .is_err()
+        {
             let _ = self.child.kill().await;
         }
     }

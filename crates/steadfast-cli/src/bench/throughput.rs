@@ -41,7 +41,8 @@ pub(super) fn spawn_broker(extra: &[&str]) -> Result<Mosquitto, String> {
     for e in extra {
         b = b.extra_config(*e);
     }
-    b.start().map_err(|e| format!("cannot start a private mosquitto: {e}"))
+    b.start()
+        .map_err(|e| format!("cannot start a private mosquitto: {e}"))
 }
 
 /// The builder for one bench client: the connection flags, `server` if given, and an id.
@@ -68,7 +69,10 @@ pub(super) async fn wait_connected(client: &Client, timeout: Duration) -> Result
     let waited = tokio::time::timeout(
         timeout,
         client.wait_for_state(|s| {
-            matches!(s, State::Connected | State::Failed | State::Dormant | State::Closed)
+            matches!(
+                s,
+                State::Connected | State::Failed | State::Dormant | State::Closed
+            )
         }),
     )
     .await;
@@ -81,7 +85,11 @@ pub(super) async fn wait_connected(client: &Client, timeout: Duration) -> Result
 
 /// Runs the throughput bench.
 pub async fn run(args: &BenchArgs) -> Result<ExitCode, String> {
-    let broker = if args.spawn_broker { Some(spawn_broker(&[])?) } else { None };
+    let broker = if args.spawn_broker {
+        Some(spawn_broker(&["set_tcp_nodelay true"])?)
+    } else {
+        None
+    };
     let server = broker.as_ref().map(|b| b.url());
     let run_id = format!("{:08x}", util::monotonic_ns() as u32 ^ std::process::id());
     let prefix = format!("{}/{}", args.topic, run_id);
@@ -103,10 +111,13 @@ pub async fn run(args: &BenchArgs) -> Result<ExitCode, String> {
             .map_err(|e| e.to_string())?;
         tokio::spawn(drain_events(events));
         wait_connected(&client, CONNECT_TIMEOUT).await?;
-        let sub = tokio::time::timeout(CONNECT_TIMEOUT, client.subscribe_stream(format!("{prefix}/#"), qos))
-            .await
-            .map_err(|_| "the subscription was not acknowledged in time".to_string())?
-            .map_err(|e| format!("subscribe failed: {e}"))?;
+        let sub = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            client.subscribe_stream(format!("{prefix}/#"), qos),
+        )
+        .await
+        .map_err(|_| "the subscription was not acknowledged in time".to_string())?
+        .map_err(|e| format!("subscribe failed: {e}"))?;
         subs.push(sub);
         clients.push(client);
     }
@@ -129,7 +140,9 @@ pub async fn run(args: &BenchArgs) -> Result<ExitCode, String> {
         let per_pub = per_pub.clone();
         let received = received.clone();
         let idle = args.idle_timeout;
-        sub_tasks.push(tokio::spawn(subscriber(sub, per_pub, start, received, idle)));
+        sub_tasks.push(tokio::spawn(subscriber(
+            sub, per_pub, start, received, idle,
+        )));
     }
     let mut pub_tasks = Vec::new();
     for (i, client) in publishers.into_iter().enumerate() {
@@ -140,7 +153,11 @@ pub async fn run(args: &BenchArgs) -> Result<ExitCode, String> {
             qos,
             count: per_pub[i],
             payload_size: args.payload_size,
-            rate: if args.rate > 0.0 { args.rate / p_count as f64 } else { 0.0 },
+            rate: if args.rate > 0.0 {
+                args.rate / p_count as f64
+            } else {
+                0.0
+            },
             window: args.window,
             start,
             sent: sent.clone(),
@@ -184,7 +201,10 @@ pub async fn run(args: &BenchArgs) -> Result<ExitCode, String> {
     }
     let mut results = Vec::new();
     for t in sub_tasks {
-        results.push(t.await.map_err(|e| format!("subscriber task failed: {e}"))?);
+        results.push(
+            t.await
+                .map_err(|e| format!("subscriber task failed: {e}"))?,
+        );
     }
     if let Some(p) = progress {
         p.abort();
@@ -206,7 +226,11 @@ pub async fn run(args: &BenchArgs) -> Result<ExitCode, String> {
     lat.sort_unstable();
     let first = first_ns.unwrap_or(0);
     let elapsed = Duration::from_nanos(last_ns.saturating_sub(first));
-    let rate = if elapsed.is_zero() { 0.0 } else { got as f64 / elapsed.as_secs_f64() };
+    let rate = if elapsed.is_zero() {
+        0.0
+    } else {
+        got as f64 / elapsed.as_secs_f64()
+    };
     let us = |q: f64| quantile(&lat, q) as f64 / 1000.0;
     let (p50, p99, p999) = (us(0.50), us(0.99), us(0.999));
     let max = lat.last().copied().unwrap_or(0) as f64 / 1000.0;
@@ -248,7 +272,11 @@ pub async fn run(args: &BenchArgs) -> Result<ExitCode, String> {
             .finish();
         println!("{line}");
     }
-    Ok(if pub_errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(crate::exit::RUNTIME) })
+    Ok(if pub_errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(crate::exit::RUNTIME)
+    })
 }
 
 /// Reads (and drops) a client's events; messages go to the subscription handles.
@@ -264,7 +292,10 @@ async fn subscriber(
     idle: Duration,
 ) -> SubResult {
     let expected: u64 = per_pub.iter().sum();
-    let mut seen: Vec<Vec<u64>> = per_pub.iter().map(|&n| vec![0u64; n.div_ceil(64) as usize]).collect();
+    let mut seen: Vec<Vec<u64>> = per_pub
+        .iter()
+        .map(|&n| vec![0u64; n.div_ceil(64) as usize])
+        .collect();
     let mut r = SubResult {
         received: 0,
         unique: 0,
@@ -280,10 +311,16 @@ async fn subscriber(
         received.fetch_add(1, Ordering::Relaxed);
         r.received += 1;
         r.last_ns = now;
-        let Some((p, seq, sent)) = get_header(&msg.payload) else { continue };
-        let Some(bits) = seen.get_mut(p as usize) else { continue };
+        let Some((p, seq, sent)) = get_header(&msg.payload) else {
+            continue;
+        };
+        let Some(bits) = seen.get_mut(p as usize) else {
+            continue;
+        };
         let (word, bit) = ((seq / 64) as usize, seq % 64);
-        let Some(w) = bits.get_mut(word) else { continue };
+        let Some(w) = bits.get_mut(word) else {
+            continue;
+        };
         if *w & (1 << bit) != 0 {
             continue;
         }
@@ -311,7 +348,11 @@ struct PubJob {
 async fn publisher(job: PubJob) -> PubResult {
     let mut buf = vec![b'.'; job.payload_size];
     let mut window = VecDeque::with_capacity(job.window);
-    let mut r = PubResult { first_ns: None, sent: 0, error: None };
+    let mut r = PubResult {
+        first_ns: None,
+        sent: 0,
+        error: None,
+    };
     let began = tokio::time::Instant::now();
     for seq in 0..job.count {
         if job.rate > 0.0 {

@@ -65,14 +65,20 @@ pub fn heap_in_use() -> u64 {
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit; returns the limit now in force.
 pub fn raise_nofile_limit() -> u64 {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
             return 0;
         }
         if lim.rlim_cur < lim.rlim_max {
-            let want = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+            let want = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
                 lim.rlim_cur = lim.rlim_max;
             }
@@ -84,12 +90,17 @@ pub fn raise_nofile_limit() -> u64 {
 /// CLOCK_MONOTONIC in ns: the clock behind [`Instant`] on Linux, shared by every process, so
 /// times from a child process can be put on the parent's time line.
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime with a valid pointer to a local struct.
     unsafe {
         libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts);
     }
-    (ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64)
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
 }
 
 /// Maps [`Instant`]s to CLOCK_MONOTONIC ns (taken once, then exact differences).
@@ -103,14 +114,19 @@ impl MonoClock {
     /// Pairs `Instant::now()` with the monotonic clock.
     pub fn new() -> MonoClock {
         let base = Instant::now();
-        MonoClock { base, base_ns: monotonic_ns() }
+        MonoClock {
+            base,
+            base_ns: monotonic_ns(),
+        }
     }
 
     /// `t` in CLOCK_MONOTONIC ns.
     pub fn ns(&self, t: Instant) -> u64 {
         match t.checked_duration_since(self.base) {
             Some(d) => self.base_ns.saturating_add(d.as_nanos() as u64),
-            None => self.base_ns.saturating_sub(self.base.duration_since(t).as_nanos() as u64),
+            None => self
+                .base_ns
+                .saturating_sub(self.base.duration_since(t).as_nanos() as u64),
         }
     }
 }

@@ -65,7 +65,9 @@ impl Queued {
         self.publish
             .properties
             .message_expiry_interval
-            .is_some_and(|s| now.saturating_duration_since(self.queued_at) >= Duration::from_secs(u64::from(s)))
+            .is_some_and(|s| {
+                now.saturating_duration_since(self.queued_at) >= Duration::from_secs(u64::from(s))
+            })
     }
 }
 
