@@ -223,7 +223,7 @@ fn check_url(url: &str) -> Result<url::Url, UsageError> {
             )))
         }
     }
-    if parsed.host_str().map_or(true, str::is_empty) {
+    if parsed.host_str().is_none_or(str::is_empty) {
         return Err(UsageError(format!("bad URL {shown:?}: no host")));
     }
     Ok(parsed)

@@ -328,7 +328,7 @@ fn publisher_child() {
         let end = stop_after.map(|k| numbers.next + k);
         let mut inflight = FuturesUnordered::new();
         loop {
-            while inflight.len() < 16 && end.map_or(true, |e| numbers.next < e) {
+            while inflight.len() < 16 && end.is_none_or(|e| numbers.next < e) {
                 let n = numbers.take();
                 let c = client.clone();
                 inflight.push(async move { (n, c.publish_accepted(numbered(n)).await) });

@@ -184,7 +184,7 @@ impl ClientTrack {
         o.delays = self
             .delays
             .iter()
-            .filter(|(at, _)| *at >= detected && end.map_or(true, |e| *at <= e))
+            .filter(|(at, _)| *at >= detected && end.is_none_or(|e| *at <= e))
             .map(|(_, d)| *d)
             .collect();
         o
