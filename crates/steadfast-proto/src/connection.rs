@@ -126,7 +126,7 @@ struct Link {
     retain_available: bool,
     sub_ids_available: bool,
     topic_alias_max: u16,
-    out_aliases: IdMap<u64, (ByteStr, u16)>,
+    out_aliases: std::collections::HashMap<ByteStr, u16>,
     next_out_alias: u16,
     in_aliases: IdMap<u16, ByteStr>,
     server_reference: Option<ByteStr>,
@@ -491,7 +491,7 @@ impl Connection {
             retain_available: true,
             sub_ids_available: true,
             topic_alias_max: 0,
-            out_aliases: IdMap::default(),
+            out_aliases: std::collections::HashMap::new(),
             next_out_alias: 0,
             in_aliases: IdMap::default(),
             server_reference: None,
@@ -1615,7 +1615,7 @@ impl Connection {
                 self.finish_publish(q.token, result);
                 continue;
             }
-            let seq_hint = self.inflight_next_seq_hint();
+            let seq_hint = self.inflight.next_seq();
             let Some(pkid) = self.pkids.alloc(Owner::Publish(seq_hint)) else {
                 self.queue.push_front(q);
                 break;
@@ -1655,10 +1655,6 @@ impl Connection {
         self.maybe_finish_drain(now);
     }
 
-    fn inflight_next_seq_hint(&self) -> u64 {
-        self.inflight.next_seq()
-    }
-
     fn with_alias(&mut self, p: Publish) -> Publish {
         let protocol = self.config.protocol;
         let Some(link) = self.link.as_mut() else {
@@ -1677,14 +1673,11 @@ impl Connection {
                 .encoded_len(protocol)
                 .is_ok_and(|n| n <= max as usize),
         };
-        let key = topic_key(&p.topic);
-        if let Some((topic, alias)) = link.out_aliases.get(&key) {
-            if *topic == p.topic {
-                let mut c = p.clone();
-                c.properties.topic_alias = Some(*alias);
-                c.topic = ByteStr::new();
-                return if fits(&c) { c } else { p };
-            }
+        if let Some(&alias) = link.out_aliases.get(p.topic.as_str()) {
+            let mut c = p.clone();
+            c.properties.topic_alias = Some(alias);
+            c.topic = ByteStr::new();
+            return if fits(&c) { c } else { p };
         }
         if link.next_out_alias < link.topic_alias_max {
             let mut c = p.clone();
@@ -1692,7 +1685,7 @@ impl Connection {
             if fits(&c) {
                 link.next_out_alias += 1;
                 link.out_aliases
-                    .insert(key, (c.topic.clone(), link.next_out_alias));
+                    .insert(c.topic.clone(), link.next_out_alias);
                 return c;
             }
         }
@@ -2038,11 +2031,4 @@ impl Connection {
         self.pkids = PkidPool::default();
         self.emit(now, Lifecycle::Disconnected);
     }
-}
-
-fn topic_key(topic: &str) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    topic.hash(&mut h);
-    h.finish()
 }

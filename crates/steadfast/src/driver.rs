@@ -405,16 +405,7 @@ impl Driver {
         now: std::time::Instant,
     ) {
         match self.conn.publish(publish, now) {
-            Ok(Token(t)) => {
-                self.publishes.insert(t, reply);
-                if let Some(acc) = accepted {
-                    if self.store.is_some() {
-                        self.accepted.insert(t, acc);
-                    } else {
-                        let _ = acc.send(());
-                    }
-                }
-            }
+            Ok(token) => self.admitted(token, reply, accepted),
             Err((steadfast_proto::PublishError::QueueFull, p))
                 if self.conn.config().queue.overflow == Overflow::Backpressure =>
             {
@@ -422,6 +413,24 @@ impl Driver {
             }
             Err((e, _)) => {
                 let _ = reply.send(Err(ClientError::Publish(e)));
+            }
+        }
+    }
+
+    /// The core took a publish: its reply waits for the acknowledgement, and its "accepted"
+    /// signal for the store commit (or fires now, with no store).
+    fn admitted(
+        &mut self,
+        Token(t): Token,
+        reply: Reply<PublishOutcome>,
+        accepted: Option<oneshot::Sender<()>>,
+    ) {
+        self.publishes.insert(t, reply);
+        if let Some(acc) = accepted {
+            if self.store.is_some() {
+                self.accepted.insert(t, acc);
+            } else {
+                let _ = acc.send(());
             }
         }
     }
@@ -440,16 +449,7 @@ impl Driver {
             };
             let now = self.now();
             match self.conn.publish(p, now) {
-                Ok(Token(t)) => {
-                    self.publishes.insert(t, reply);
-                    if let Some(acc) = accepted {
-                        if self.store.is_some() {
-                            self.accepted.insert(t, acc);
-                        } else {
-                            let _ = acc.send(());
-                        }
-                    }
-                }
+                Ok(token) => self.admitted(token, reply, accepted),
                 Err((e, p)) => {
                     if e == steadfast_proto::PublishError::QueueFull {
                         self.blocked.push_front((p, reply, accepted));
