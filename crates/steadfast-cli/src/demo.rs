@@ -21,8 +21,7 @@ use std::time::{Duration, SystemTime};
 use clap::Args;
 use steadfast::store::MemoryStore;
 use steadfast::{
-    ByteStr, Client, ClientBuilder, ClientEvent, Events, Exponential, Jitter, Properties, Publish,
-    QoS,
+    ByteStr, Client, ClientBuilder, ClientEvent, Events, Exponential, Jitter, Props, Publish, QoS,
 };
 use steadfast_chaos::Proxy;
 use tokio::sync::watch;
@@ -323,7 +322,7 @@ fn publisher(
                 retain: false,
                 topic: ByteStr::from(topic.as_str()),
                 pkid: 0,
-                properties: Properties::default(),
+                properties: Props::new(),
                 payload: seq.to_string().into(),
             };
             // Accepted = in the client's session (queued while offline); the PUBACK comes later.

@@ -441,7 +441,7 @@ async fn publish(args: PubArgs) -> ExitCode {
         retain: args.retain,
         topic: ByteStr::from(topic),
         pkid: 0,
-        properties,
+        properties: properties.into(),
         payload: Bytes::new(),
     };
     let durable = args.conn.store.is_some();

@@ -18,7 +18,7 @@ use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use rumqttc::mqttbytes::v4 as rv4;
 use rumqttc::v5::mqttbytes::v5 as rv5;
-use steadfast_proto::{Packet, Properties, ProtocolVersion, Publish, QoS};
+use steadfast_proto::{Packet, Props, ProtocolVersion, Publish, QoS};
 
 const TOPIC: &str = "sensors/building-7/floor-3/room-12/temperature";
 const PKID: u16 = 4242;
@@ -30,7 +30,7 @@ fn steadfast_publish(payload: &Bytes) -> Packet {
         retain: false,
         topic: TOPIC.into(),
         pkid: PKID,
-        properties: Properties::default(),
+        properties: Props::new(),
         payload: payload.clone(),
     })
 }

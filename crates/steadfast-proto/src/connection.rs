@@ -35,8 +35,8 @@ use crate::session::subscriptions::{Registry, Subscription};
 use crate::timer::{Timer, TimerTable};
 use crate::topic::{TopicFilter, TopicName};
 use crate::{
-    Auth, ByteStr, ConnAck, Connect, Disconnect, Packet, Properties, ProtocolVersion, PubAck,
-    PubComp, PubRec, PubRel, Publish, QoS, ReasonCode, SubAck, Subscribe, SubscribeFilter,
+    Auth, ByteStr, ConnAck, Connect, Disconnect, Packet, Properties, Props, ProtocolVersion,
+    PubAck, PubComp, PubRec, PubRel, Publish, QoS, ReasonCode, SubAck, Subscribe, SubscribeFilter,
     UnsubAck, Unsubscribe,
 };
 
@@ -338,7 +338,7 @@ impl Connection {
         self.send_packet(
             &Packet::Auth(Auth {
                 reason: ReasonCode::ReAuthenticate,
-                properties,
+                properties: properties.into(),
             }),
             now,
         );
@@ -799,7 +799,7 @@ impl Connection {
         let packet = Subscribe {
             pkid: 0,
             filters,
-            properties,
+            properties: properties.into(),
         };
         self.requests
             .push_back(Request::Subscribe { token, packet });
@@ -839,7 +839,7 @@ impl Connection {
         let packet = Unsubscribe {
             pkid: 0,
             filters,
-            properties,
+            properties: properties.into(),
         };
         self.requests
             .push_back(Request::Unsubscribe { token, packet });
@@ -1127,7 +1127,7 @@ impl Connection {
         if self.config.protocol == ProtocolVersion::V5 && self.link.is_some() {
             let d = Disconnect {
                 reason: code,
-                properties: Properties::default(),
+                properties: Props::new(),
             };
             self.send_packet(&Packet::Disconnect(d), now);
         }
@@ -1184,7 +1184,7 @@ impl Connection {
             will: c.will.clone(),
             username: c.username.clone(),
             password: c.password.clone(),
-            properties,
+            properties: properties.into(),
         }
     }
 
@@ -1233,7 +1233,7 @@ impl Connection {
                 }
                 let reason = Reason::ServerDisconnect {
                     code: d.reason,
-                    reason_string: d.properties.reason_string,
+                    reason_string: d.properties.into_inner().reason_string,
                 };
                 self.connection_lost(reason, now);
             }
@@ -1266,7 +1266,7 @@ impl Connection {
                         };
                         let reply = Auth {
                             reason: ReasonCode::ContinueAuthentication,
-                            properties,
+                            properties: properties.into(),
                         };
                         self.send_packet(&Packet::Auth(reply), now);
                     }
@@ -1276,7 +1276,7 @@ impl Connection {
                             self.send_packet(
                                 &Packet::Disconnect(Disconnect {
                                     reason: ReasonCode::NotAuthorized,
-                                    properties: Properties::default(),
+                                    properties: Props::new(),
                                 }),
                                 now,
                             );
@@ -1306,7 +1306,7 @@ impl Connection {
             }
             let reason = Reason::Refused {
                 code: ack.reason,
-                reason_string: ack.properties.reason_string,
+                reason_string: ack.properties.into_inner().reason_string,
             };
             self.attempt_failed(reason, now);
             return;
@@ -1469,7 +1469,7 @@ impl Connection {
                 let mut packet = Subscribe {
                     pkid,
                     filters,
-                    properties,
+                    properties: properties.into(),
                 };
                 self.strip_sub_ids(&mut packet);
                 self.send_packet(&Packet::Subscribe(packet), now);
@@ -1480,7 +1480,9 @@ impl Connection {
 
     fn strip_sub_ids(&self, packet: &mut Subscribe) {
         if self.link.as_ref().is_some_and(|l| !l.sub_ids_available) {
-            packet.properties.subscription_identifiers.clear();
+            if let Some(p) = packet.properties.get_mut() {
+                p.subscription_identifiers.clear();
+            }
         }
     }
 
@@ -1821,7 +1823,7 @@ impl Connection {
                     } else {
                         ReasonCode::Success
                     },
-                    properties: Properties::default(),
+                    properties: Props::new(),
                 }),
                 now,
             );
@@ -1993,7 +1995,13 @@ impl Connection {
             } else {
                 ReasonCode::Success
             };
-            self.send_packet(&Packet::Disconnect(Disconnect { reason, properties }), now);
+            self.send_packet(
+                &Packet::Disconnect(Disconnect {
+                    reason,
+                    properties: properties.into(),
+                }),
+                now,
+            );
         }
         if self.link.take().is_some() {
             self.actions.push_back(Action::Close);

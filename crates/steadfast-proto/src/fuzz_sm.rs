@@ -35,7 +35,7 @@ use crate::backoff::{BackoffPolicy, Constant, Exponential, Jitter, Stepped, Unif
 use crate::session::offline::{Overflow, QueueLimits};
 use crate::{
     Action, Auth, ByteStr, Config, ConnAck, Connection, DecodeError, Disconnect, DisconnectOptions,
-    Event, Lifecycle, Packet, Properties, ProtocolVersion, PubAck, PubComp, PubRec, PubRel,
+    Event, Lifecycle, Packet, Properties, Props, ProtocolVersion, PubAck, PubComp, PubRec, PubRel,
     Publish, QoS, ReasonCode, State, SubAck, SubscribeFilter, SubscriptionOptions, Token,
     TransportError, UnsubAck,
 };
@@ -392,7 +392,7 @@ impl Sm {
                 ];
                 let mut d = Disconnect {
                     reason: ReasonCode::Success,
-                    properties: Properties::default(),
+                    properties: Props::new(),
                 };
                 if self.version == ProtocolVersion::V5 {
                     d.reason =
@@ -413,7 +413,7 @@ impl Sm {
                 if self.version == ProtocolVersion::V5 && input.one_in(3) {
                     let a = Auth {
                         reason: ReasonCode::ContinueAuthentication,
-                        properties: Properties::default(),
+                        properties: Props::new(),
                     };
                     self.send_packet(input, Packet::Auth(a));
                 } else {
@@ -462,7 +462,7 @@ impl Sm {
             retain: input.one_in(4),
             topic: topic.into(),
             pkid: u16::from(input.u8()),
-            properties,
+            properties: properties.into(),
             payload: Bytes::from(vec![b'p'; len]),
         };
         match self.conn.publish(p, self.now) {
@@ -496,7 +496,7 @@ impl Sm {
         let mut ack = ConnAck {
             session_present: input.bool(),
             reason: ReasonCode::Success,
-            properties: Properties::default(),
+            properties: Props::new(),
         };
         if input.one_in(6) {
             let codes: &[u8] = match self.version {
@@ -619,7 +619,7 @@ impl Sm {
             Packet::SubAck(SubAck {
                 pkid,
                 reasons,
-                properties: Properties::default(),
+                properties: Props::new(),
             }),
         );
     }
@@ -655,7 +655,7 @@ impl Sm {
             Packet::UnsubAck(UnsubAck {
                 pkid,
                 reasons,
-                properties: Properties::default(),
+                properties: Props::new(),
             }),
         );
     }
@@ -678,7 +678,7 @@ impl Sm {
             retain: input.one_in(4),
             topic: input.pick(&TOPICS).into(),
             pkid,
-            properties: Properties::default(),
+            properties: Props::new(),
             payload: Bytes::from_static(b"m"),
         };
         if self.version == ProtocolVersion::V5 && input.bool() {

@@ -263,7 +263,7 @@ fn connect(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
             payload,
             qos,
             retain,
-            properties,
+            properties: properties.into(),
         });
     (
         any::<bool>(),
@@ -290,7 +290,7 @@ fn connect(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
                     will,
                     username,
                     password,
-                    properties,
+                    properties: properties.into(),
                 })
             },
         )
@@ -306,7 +306,7 @@ fn connack(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
             Packet::ConnAck(ConnAck {
                 session_present,
                 reason,
-                properties,
+                properties: properties.into(),
             })
         },
     )
@@ -338,7 +338,7 @@ fn publish(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
                     retain,
                     topic,
                     pkid: if at_most_once { 0 } else { pkid },
-                    properties,
+                    properties: properties.into(),
                     payload,
                 })
             },
@@ -366,22 +366,22 @@ fn ack(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
                 0 => Packet::PubAck(PubAck {
                     pkid,
                     reason: pub_reason,
-                    properties,
+                    properties: properties.into(),
                 }),
                 1 => Packet::PubRec(PubRec {
                     pkid,
                     reason: pub_reason,
-                    properties,
+                    properties: properties.into(),
                 }),
                 2 => Packet::PubRel(PubRel {
                     pkid,
                     reason: rel_reason,
-                    properties,
+                    properties: properties.into(),
                 }),
                 _ => Packet::PubComp(PubComp {
                     pkid,
                     reason: rel_reason,
-                    properties,
+                    properties: properties.into(),
                 }),
             },
         )
@@ -418,7 +418,7 @@ fn subscribe(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
             Packet::Subscribe(Subscribe {
                 pkid,
                 filters,
-                properties,
+                properties: properties.into(),
             })
         })
 }
@@ -437,7 +437,7 @@ fn suback(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
             Packet::SubAck(SubAck {
                 pkid,
                 reasons,
-                properties,
+                properties: properties.into(),
             })
         })
 }
@@ -452,7 +452,7 @@ fn unsubscribe(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
             Packet::Unsubscribe(Unsubscribe {
                 pkid,
                 filters,
-                properties,
+                properties: properties.into(),
             })
         })
 }
@@ -466,7 +466,7 @@ fn unsuback(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
         Packet::UnsubAck(UnsubAck {
             pkid,
             reasons,
-            properties,
+            properties: properties.into(),
         })
     })
 }
@@ -476,13 +476,21 @@ fn disconnect(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
         ProtocolVersion::V311 => &[0x00u8][..],
         ProtocolVersion::V5 => DISCONNECT_RC,
     };
-    (reason(codes), props(v, Ctx::Disconnect))
-        .prop_map(|(reason, properties)| Packet::Disconnect(Disconnect { reason, properties }))
+    (reason(codes), props(v, Ctx::Disconnect)).prop_map(|(reason, properties)| {
+        Packet::Disconnect(Disconnect {
+            reason,
+            properties: properties.into(),
+        })
+    })
 }
 
 fn auth() -> impl Strategy<Value = Packet> {
-    (reason(AUTH_RC), props(ProtocolVersion::V5, Ctx::Auth))
-        .prop_map(|(reason, properties)| Packet::Auth(Auth { reason, properties }))
+    (reason(AUTH_RC), props(ProtocolVersion::V5, Ctx::Auth)).prop_map(|(reason, properties)| {
+        Packet::Auth(Auth {
+            reason,
+            properties: properties.into(),
+        })
+    })
 }
 
 fn packet(v: ProtocolVersion) -> BoxedStrategy<Packet> {

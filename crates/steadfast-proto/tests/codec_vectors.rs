@@ -85,7 +85,7 @@ fn publish(qos: QoS, topic: &'static str, pkid: u16, payload: &'static [u8]) -> 
         retain: false,
         topic: s(topic),
         pkid,
-        properties: none(),
+        properties: none().into(),
         payload: Bytes::from_static(payload),
     }
 }
@@ -103,11 +103,11 @@ fn spec_connect(protocol: ProtocolVersion, properties: Properties) -> Packet {
             payload: Bytes::from_static(b"bye"),
             qos: QoS::AtLeastOnce,
             retain: false,
-            properties: none(),
+            properties: none().into(),
         }),
         username: Some(s("u")),
         password: Some(Bytes::from_static(b"p")),
-        properties,
+        properties: properties.into(),
     })
 }
 
@@ -166,7 +166,7 @@ fn connect_minimal_both_versions() {
             will: None,
             username: None,
             password: None,
-            properties: none(),
+            properties: none().into(),
         })
     };
     vector(
@@ -198,7 +198,7 @@ fn connect_password_without_username() {
         will: None,
         username: None,
         password: Some(Bytes::from_static(b"pw")),
-        properties: none(),
+        properties: none().into(),
     });
     // Allowed in 5.0 (flags 0x42).
     vector(
@@ -226,7 +226,7 @@ fn connect_password_without_username() {
         will: None,
         username: None,
         password: Some(Bytes::from_static(b"pw")),
-        properties: none(),
+        properties: none().into(),
     });
     assert!(matches!(
         enc_err(&c311, V311),
@@ -245,27 +245,27 @@ fn connack_vectors() {
     };
     vector(
         V311,
-        ack(true, ReasonCode::Success, none()),
+        ack(true, ReasonCode::Success, none().into()),
         &[0x20, 0x02, 0x01, 0x00],
     );
     vector(
         V311,
-        ack(false, ReasonCode::NotAuthorized, none()),
+        ack(false, ReasonCode::NotAuthorized, none().into()),
         &[0x20, 0x02, 0x00, 0x05],
     );
     vector(
         V311,
-        ack(false, ReasonCode::UnsupportedProtocolVersion, none()),
+        ack(false, ReasonCode::UnsupportedProtocolVersion, none().into()),
         &[0x20, 2, 0, 1],
     );
     vector(
         V5,
-        ack(false, ReasonCode::Success, none()),
+        ack(false, ReasonCode::Success, none().into()),
         &[0x20, 0x03, 0x00, 0x00, 0x00],
     );
     vector(
         V5,
-        ack(false, ReasonCode::Banned, none()),
+        ack(false, ReasonCode::Banned, none().into()),
         &[0x20, 0x03, 0x00, 0x8A, 0x00],
     );
     let props = Properties {
@@ -275,7 +275,7 @@ fn connack_vectors() {
     };
     vector(
         V5,
-        ack(true, ReasonCode::Success, props),
+        ack(true, ReasonCode::Success, props.into()),
         &[0x20, 0x08, 0x01, 0x00, 0x05, 0x21, 0x00, 0x0A, 0x24, 0x01],
     );
     // A 3.1.1-only server answers a 5.0 CONNECT with a 3.1.1 CONNACK: return code 1 maps onto
@@ -283,13 +283,13 @@ fn connack_vectors() {
     decodes_to(
         V5,
         &[0x20, 0x02, 0x00, 0x01],
-        ack(false, ReasonCode::UnsupportedProtocolVersion, none()),
+        ack(false, ReasonCode::UnsupportedProtocolVersion, none().into()),
         &[0x20, 0x03, 0x00, 0x84, 0x00],
     );
     decodes_to(
         V5,
         &[0x20, 0x02, 0x00, 0x00],
-        ack(false, ReasonCode::Success, none()),
+        ack(false, ReasonCode::Success, none().into()),
         &[0x20, 0x03, 0x00, 0x00, 0x00],
     );
 }
@@ -362,7 +362,8 @@ fn publish_v5_vectors() {
         subscription_identifiers: vec![1, 300],
         user_properties: vec![(s("k"), s("1")), (s("k"), s("0"))],
         ..none()
-    };
+    }
+    .into();
     vector(
         V5,
         Packet::Publish(p),
@@ -549,7 +550,7 @@ fn pub_acks_v5_short_and_long_forms() {
         Packet::PubAck(PubAck {
             pkid: 10,
             reason: ReasonCode::NoMatchingSubscribers,
-            properties: none(),
+            properties: none().into(),
         }),
         &[0x40, 0x03, 0x00, 0x0A, 0x10],
     );
@@ -558,7 +559,7 @@ fn pub_acks_v5_short_and_long_forms() {
         Packet::PubComp(PubComp {
             pkid: 10,
             reason: ReasonCode::PacketIdentifierNotFound,
-            properties: none(),
+            properties: none().into(),
         }),
         &[0x70, 0x03, 0x00, 0x0A, 0x92],
     );
@@ -570,7 +571,8 @@ fn pub_acks_v5_short_and_long_forms() {
             properties: Properties {
                 reason_string: Some(s("")),
                 ..none()
-            },
+            }
+            .into(),
         }),
         &[0x50, 0x07, 0x00, 0x0A, 0x10, 0x03, 0x1F, 0x00, 0x00],
     );
@@ -604,7 +606,7 @@ fn subscribe_v311_spec_example() {
         Packet::Subscribe(Subscribe {
             pkid: 10,
             filters: vec![sub("a/b", QoS::AtLeastOnce), sub("c/d", QoS::ExactlyOnce)],
-            properties: none(),
+            properties: none().into(),
         }),
         &[
             0x82, 0x0E, 0x00, 0x0A, 0x00, 0x03, b'a', b'/', b'b', 0x01, 0x00, 0x03, b'c', b'/',
@@ -620,7 +622,7 @@ fn subscribe_v5_vectors() {
         Packet::Subscribe(Subscribe {
             pkid: 10,
             filters: vec![sub("a/b", QoS::AtLeastOnce), sub("c/d", QoS::ExactlyOnce)],
-            properties: none(),
+            properties: none().into(),
         }),
         &[
             0x82, 0x0F, 0x00, 0x0A, 0x00, 0x00, 0x03, b'a', b'/', b'b', 0x01, 0x00, 0x03, b'c',
@@ -645,7 +647,8 @@ fn subscribe_v5_vectors() {
             properties: Properties {
                 subscription_identifiers: vec![300],
                 ..none()
-            },
+            }
+            .into(),
         }),
         &[
             0x82, 0x0C, 0x00, 0x01, 0x03, 0x0B, 0xAC, 0x02, 0x00, 0x03, b'x', b'/', b'#', 0x2D,
@@ -666,7 +669,7 @@ fn suback_vectors() {
         Packet::SubAck(SubAck {
             pkid: 10,
             reasons: reasons.clone(),
-            properties: none(),
+            properties: none().into(),
         }),
         &[0x90, 0x05, 0x00, 0x0A, 0x00, 0x02, 0x80],
     );
@@ -675,7 +678,7 @@ fn suback_vectors() {
         Packet::SubAck(SubAck {
             pkid: 10,
             reasons,
-            properties: none(),
+            properties: none().into(),
         }),
         &[0x90, 0x06, 0x00, 0x0A, 0x00, 0x00, 0x02, 0x80],
     );
@@ -687,7 +690,7 @@ fn suback_vectors() {
                 ReasonCode::NotAuthorized,
                 ReasonCode::WildcardSubscriptionsNotSupported,
             ],
-            properties: none(),
+            properties: none().into(),
         }),
         &[0x90, 0x05, 0x00, 0x0A, 0x00, 0x87, 0xA2],
     );
@@ -699,7 +702,7 @@ fn unsubscribe_and_unsuback_vectors() {
     let u = Packet::Unsubscribe(Unsubscribe {
         pkid: 10,
         filters: vec![s("a/b"), s("c/d")],
-        properties: none(),
+        properties: none().into(),
     });
     vector(
         V311,
@@ -721,7 +724,7 @@ fn unsubscribe_and_unsuback_vectors() {
         Packet::UnsubAck(UnsubAck {
             pkid: 10,
             reasons: vec![],
-            properties: none(),
+            properties: none().into(),
         }),
         &[0xB0, 0x02, 0x00, 0x0A],
     );
@@ -730,7 +733,7 @@ fn unsubscribe_and_unsuback_vectors() {
         Packet::UnsubAck(UnsubAck {
             pkid: 10,
             reasons: vec![ReasonCode::Success, ReasonCode::NoSubscriptionExisted],
-            properties: none(),
+            properties: none().into(),
         }),
         &[0xB0, 0x05, 0x00, 0x0A, 0x00, 0x00, 0x11],
     );
@@ -750,11 +753,11 @@ fn ping_vectors() {
 #[test]
 fn disconnect_vectors() {
     let d = |reason, properties| Packet::Disconnect(Disconnect { reason, properties });
-    vector(V311, d(ReasonCode::Success, none()), &[0xE0, 0x00]);
-    vector(V5, d(ReasonCode::Success, none()), &[0xE0, 0x00]);
+    vector(V311, d(ReasonCode::Success, none().into()), &[0xE0, 0x00]);
+    vector(V5, d(ReasonCode::Success, none().into()), &[0xE0, 0x00]);
     vector(
         V5,
-        d(ReasonCode::DisconnectWithWillMessage, none()),
+        d(ReasonCode::DisconnectWithWillMessage, none().into()),
         &[0xE0, 0x01, 0x04],
     );
     vector(
@@ -764,14 +767,15 @@ fn disconnect_vectors() {
             Properties {
                 session_expiry_interval: Some(0),
                 ..none()
-            },
+            }
+            .into(),
         ),
         &[0xE0, 0x07, 0x8B, 0x05, 0x11, 0x00, 0x00, 0x00, 0x00],
     );
     decodes_to(
         V5,
         &[0xE0, 0x02, 0x00, 0x00],
-        d(ReasonCode::Success, none()),
+        d(ReasonCode::Success, none().into()),
         &[0xE0, 0x00],
     );
 }
@@ -779,7 +783,7 @@ fn disconnect_vectors() {
 #[test]
 fn auth_vectors() {
     let a = |reason, properties| Packet::Auth(Auth { reason, properties });
-    vector(V5, a(ReasonCode::Success, none()), &[0xF0, 0x00]);
+    vector(V5, a(ReasonCode::Success, none().into()), &[0xF0, 0x00]);
     vector(
         V5,
         a(
@@ -787,7 +791,8 @@ fn auth_vectors() {
             Properties {
                 authentication_method: Some(s("SCRAM")),
                 ..none()
-            },
+            }
+            .into(),
         ),
         &[
             0xF0, 0x0A, 0x18, 0x08, 0x15, 0x00, 0x05, b'S', b'C', b'R', b'A', b'M',
@@ -795,13 +800,13 @@ fn auth_vectors() {
     );
     vector(
         V5,
-        a(ReasonCode::ReAuthenticate, none()),
+        a(ReasonCode::ReAuthenticate, none().into()),
         &[0xF0, 0x02, 0x19, 0x00],
     );
     decodes_to(
         V5,
         &[0xF0, 0x01, 0x19],
-        a(ReasonCode::ReAuthenticate, none()),
+        a(ReasonCode::ReAuthenticate, none().into()),
         &[0xF0, 0x02, 0x19, 0x00],
     );
 }
@@ -1373,7 +1378,7 @@ fn v311_cannot_carry_v5_fields() {
     let ack = PubAck {
         pkid: 1,
         reason: ReasonCode::NoMatchingSubscribers,
-        properties: none(),
+        properties: none().into(),
     };
     assert_eq!(
         enc_err(&Packet::PubAck(ack), V311),
@@ -1388,7 +1393,8 @@ fn v311_cannot_carry_v5_fields() {
         properties: Properties {
             reason_string: Some(s("x")),
             ..none()
-        },
+        }
+        .into(),
     };
     assert!(matches!(
         enc_err(&Packet::PubRel(ack), V311),
@@ -1397,7 +1403,7 @@ fn v311_cannot_carry_v5_fields() {
     let u = UnsubAck {
         pkid: 1,
         reasons: vec![ReasonCode::Success],
-        properties: none(),
+        properties: none().into(),
     };
     assert!(matches!(
         enc_err(&Packet::UnsubAck(u), V311),
@@ -1405,7 +1411,7 @@ fn v311_cannot_carry_v5_fields() {
     ));
     let d = Disconnect {
         reason: ReasonCode::ServerBusy,
-        properties: none(),
+        properties: none().into(),
     };
     assert!(matches!(
         enc_err(&Packet::Disconnect(d), V311),
@@ -1416,7 +1422,8 @@ fn v311_cannot_carry_v5_fields() {
         properties: Properties {
             session_expiry_interval: Some(1),
             ..none()
-        },
+        }
+        .into(),
     };
     assert!(matches!(
         enc_err(&Packet::Disconnect(d), V311),
@@ -1424,7 +1431,7 @@ fn v311_cannot_carry_v5_fields() {
     ));
     let a = Auth {
         reason: ReasonCode::Success,
-        properties: none(),
+        properties: none().into(),
     };
     assert!(matches!(
         enc_err(&Packet::Auth(a), V311),
@@ -1433,7 +1440,7 @@ fn v311_cannot_carry_v5_fields() {
     let c = ConnAck {
         session_present: false,
         reason: ReasonCode::ServerBusy,
-        properties: none(),
+        properties: none().into(),
     };
     assert!(matches!(
         enc_err(&Packet::ConnAck(c), V311),
@@ -1442,7 +1449,7 @@ fn v311_cannot_carry_v5_fields() {
     let sa = SubAck {
         pkid: 1,
         reasons: vec![ReasonCode::QuotaExceeded],
-        properties: none(),
+        properties: none().into(),
     };
     assert!(matches!(
         enc_err(&Packet::SubAck(sa), V311),
@@ -1457,7 +1464,7 @@ fn v311_cannot_carry_v5_fields() {
                 ..SubscriptionOptions::qos(QoS::AtMostOnce)
             },
         }],
-        properties: none(),
+        properties: none().into(),
     };
     assert!(matches!(
         enc_err(&Packet::Subscribe(sub), V311),
@@ -1529,7 +1536,7 @@ fn invalid_packets_are_refused() {
     let bad_filter = Subscribe {
         pkid: 1,
         filters: vec![sub("a/#/b", QoS::AtMostOnce)],
-        properties: none(),
+        properties: none().into(),
     };
     assert!(matches!(
         enc_err(&Packet::Subscribe(bad_filter), V5),
@@ -1544,7 +1551,7 @@ fn invalid_packets_are_refused() {
                 ..SubscriptionOptions::qos(QoS::AtMostOnce)
             },
         }],
-        properties: none(),
+        properties: none().into(),
     };
     assert!(matches!(
         enc_err(&Packet::Subscribe(shared_nl), V5),
@@ -1554,7 +1561,7 @@ fn invalid_packets_are_refused() {
     let empty = Subscribe {
         pkid: 1,
         filters: vec![],
-        properties: none(),
+        properties: none().into(),
     };
     assert_eq!(
         enc_err(&Packet::Subscribe(empty), V311),
@@ -1565,7 +1572,7 @@ fn invalid_packets_are_refused() {
     let empty = Unsubscribe {
         pkid: 1,
         filters: vec![],
-        properties: none(),
+        properties: none().into(),
     };
     assert!(matches!(
         enc_err(&Packet::Unsubscribe(empty), V5),
@@ -1574,7 +1581,7 @@ fn invalid_packets_are_refused() {
     let empty = SubAck {
         pkid: 1,
         reasons: vec![],
-        properties: none(),
+        properties: none().into(),
     };
     assert!(matches!(
         enc_err(&Packet::SubAck(empty), V5),
@@ -1605,7 +1612,7 @@ fn invalid_packets_are_refused() {
     let ack = PubRel {
         pkid: 1,
         reason: ReasonCode::NoMatchingSubscribers,
-        properties: none(),
+        properties: none().into(),
     };
     assert_eq!(
         enc_err(&Packet::PubRel(ack), V5),
@@ -1645,7 +1652,8 @@ fn invalid_packets_are_refused() {
         properties: Properties {
             subscription_identifiers: vec![1, 2],
             ..none()
-        },
+        }
+        .into(),
     };
     assert!(matches!(
         enc_err(&Packet::Subscribe(sub2), V5),

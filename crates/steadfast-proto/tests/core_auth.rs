@@ -55,7 +55,8 @@ fn auth_packet(reason: ReasonCode, data: &'static [u8]) -> Packet {
             authentication_method: Some(ByteStr::from("ECHO")),
             authentication_data: Some(Bytes::from_static(data)),
             ..Properties::default()
-        },
+        }
+        .into(),
     })
 }
 

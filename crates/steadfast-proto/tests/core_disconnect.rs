@@ -5,7 +5,7 @@ mod support;
 
 use steadfast_proto::{
     Action, CommandError, Disconnect, DisconnectOptions, Event, Lifecycle, Packet, Properties,
-    ProtocolVersion, PublishError, PublishOutcome, QoS, ReasonCode, State,
+    Props, ProtocolVersion, PublishError, PublishOutcome, QoS, ReasonCode, State,
 };
 use support::*;
 
@@ -14,7 +14,7 @@ const V5: ProtocolVersion = ProtocolVersion::V5;
 fn plain_disconnect() -> Packet {
     Packet::Disconnect(Disconnect {
         reason: ReasonCode::Success,
-        properties: Properties::default(),
+        properties: Props::new(),
     })
 }
 
@@ -266,7 +266,8 @@ fn v5_disconnect_options() {
             properties: Properties {
                 session_expiry_interval: Some(600),
                 ..Properties::default()
-            },
+            }
+            .into(),
         })]
     );
 }

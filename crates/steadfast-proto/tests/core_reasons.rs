@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use steadfast_proto::policy::ReasonClass;
 use steadfast_proto::{
-    Action, Lifecycle, PacketType, Properties, ProtocolVersion, Reason, ReasonCode, State,
+    Action, Lifecycle, PacketType, Properties, Props, ProtocolVersion, Reason, ReasonCode, State,
     TransportError,
 };
 use support::*;
@@ -627,7 +627,7 @@ fn malformed_bytes_after_connack() {
                 vec![steadfast_proto::Packet::Disconnect(
                     steadfast_proto::Disconnect {
                         reason: ReasonCode::MalformedPacket,
-                        properties: Properties::default()
+                        properties: Props::new()
                     }
                 )],
                 "DISCONNECT 0x81 is sent first"

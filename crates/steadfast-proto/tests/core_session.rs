@@ -4,8 +4,8 @@
 mod support;
 
 use steadfast_proto::{
-    Event, Lifecycle, Packet, Properties, ProtocolVersion, PubRel, Publish, PublishOutcome, QoS,
-    ReasonCode, State, Subscribe, SubscribeFilter, Unsubscribe,
+    Event, Lifecycle, Packet, Properties, Props, ProtocolVersion, PubRel, Publish, PublishOutcome,
+    QoS, ReasonCode, State, Subscribe, SubscribeFilter, Unsubscribe,
 };
 use support::*;
 
@@ -182,7 +182,7 @@ fn an_unsubscribe_removes_the_filter_from_what_is_restored() {
             } else {
                 vec![]
             },
-            properties: Properties::default(),
+            properties: Props::new(),
         }));
         assert!(h.events().contains(&Event::UnsubscribeDone {
             token: tok,

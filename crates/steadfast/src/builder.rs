@@ -272,7 +272,7 @@ impl ClientBuilder {
             payload: payload.into(),
             qos,
             retain,
-            properties,
+            properties: properties.into(),
         });
         self
     }

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use steadfast_proto::{
-    ByteStr, CommandError, DisconnectOptions, Lifecycle, Properties, Publish, PublishError,
+    ByteStr, CommandError, DisconnectOptions, Lifecycle, Properties, Props, Publish, PublishError,
     PublishOutcome, QoS, ReasonCode, State, SubscribeFilter, SubscriptionOptions,
 };
 use tokio::sync::{mpsc, oneshot, watch};
@@ -132,7 +132,7 @@ impl Client {
             retain,
             topic: ByteStr::from(topic.into()),
             pkid: 0,
-            properties: Properties::default(),
+            properties: Props::new(),
             payload: payload.into(),
         })
         .await

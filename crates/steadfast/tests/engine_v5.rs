@@ -17,7 +17,7 @@ fn message(topic: &str, qos: QoS, payload: &'static str, properties: Properties)
         retain: false,
         topic: ByteStr::from(topic.to_string()),
         pkid: 0,
-        properties,
+        properties: properties.into(),
         payload: Bytes::from_static(payload.as_bytes()),
     }
 }

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use steadfast::{ByteStr, Client, ClientBuilder, Properties, Publish, QoS, State};
+use steadfast::{ByteStr, Client, ClientBuilder, Props, Publish, QoS, State};
 
 use crate::common::{due, ns_since, put_header, rusage, Measured, Recorder, Scenario};
 
@@ -73,7 +73,7 @@ pub async fn run(s: &Scenario) -> Result<Measured, String> {
             retain: false,
             topic: topic.clone(),
             pkid: 0,
-            properties: Properties::default(),
+            properties: Props::new(),
             payload: Bytes::copy_from_slice(&buf),
         };
         window.push_back(

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use steadfast::{ByteStr, Client, ClientBuilder, Properties, Publish, QoS, State, Subscription};
+use steadfast::{ByteStr, Client, ClientBuilder, Props, Publish, QoS, State, Subscription};
 use steadfast_chaos::mosquitto::Mosquitto;
 
 use super::util::{self, get_header, ns_since, put_header, quantile};
@@ -368,7 +368,7 @@ async fn publisher(job: PubJob) -> PubResult {
             retain: false,
             topic: job.topic.clone(),
             pkid: 0,
-            properties: Properties::default(),
+            properties: Props::new(),
             payload: Bytes::copy_from_slice(&buf),
         };
         match job.client.publish_accepted(publish).await {

@@ -299,11 +299,11 @@ pub fn sample_packets() -> Vec<(ProtocolVersion, Packet)> {
             payload: Bytes::from_static(b"gone"),
             qos: QoS::AtLeastOnce,
             retain: true,
-            properties: will_props,
+            properties: will_props.into(),
         }),
         username: Some(s("user")),
         password: Some(Bytes::from_static(b"secret")),
-        properties: props,
+        properties: props.into(),
     };
     let publish = |qos, pkid, topic: &'static str, props: Properties| Publish {
         dup: qos != QoS::AtMostOnce,
@@ -311,7 +311,7 @@ pub fn sample_packets() -> Vec<(ProtocolVersion, Packet)> {
         retain: true,
         topic: s(topic),
         pkid,
-        properties: props,
+        properties: props.into(),
         payload: Bytes::from_static(b"payload bytes"),
     };
     let filters = vec![
@@ -344,7 +344,7 @@ pub fn sample_packets() -> Vec<(ProtocolVersion, Packet)> {
                 will: None,
                 username: None,
                 password: None,
-                properties: Properties::default(),
+                properties: Props::new(),
             }),
         ),
         (
@@ -352,7 +352,7 @@ pub fn sample_packets() -> Vec<(ProtocolVersion, Packet)> {
             Packet::ConnAck(ConnAck {
                 session_present: true,
                 reason: ReasonCode::Success,
-                properties: Properties::default(),
+                properties: Props::new(),
             }),
         ),
         (
@@ -360,7 +360,7 @@ pub fn sample_packets() -> Vec<(ProtocolVersion, Packet)> {
             Packet::ConnAck(ConnAck {
                 session_present: false,
                 reason: ReasonCode::NotAuthorized,
-                properties: Properties::default(),
+                properties: Props::new(),
             }),
         ),
         (
@@ -368,7 +368,7 @@ pub fn sample_packets() -> Vec<(ProtocolVersion, Packet)> {
             Packet::ConnAck(ConnAck {
                 session_present: false,
                 reason: ReasonCode::Success,
-                properties: connack_props,
+                properties: connack_props.into(),
             }),
         ),
         (
@@ -394,7 +394,7 @@ pub fn sample_packets() -> Vec<(ProtocolVersion, Packet)> {
             Packet::PubAck(PubAck {
                 pkid: 3,
                 reason: ReasonCode::NoMatchingSubscribers,
-                properties: Properties::default(),
+                properties: Props::new(),
             }),
         ),
         (
@@ -402,7 +402,7 @@ pub fn sample_packets() -> Vec<(ProtocolVersion, Packet)> {
             Packet::PubRec(PubRec {
                 pkid: 4,
                 reason: ReasonCode::QuotaExceeded,
-                properties: rich.clone(),
+                properties: rich.clone().into(),
             }),
         ),
         (V311, Packet::PubRec(PubRec::new(4))),
@@ -412,7 +412,7 @@ pub fn sample_packets() -> Vec<(ProtocolVersion, Packet)> {
             Packet::PubRel(PubRel {
                 pkid: 5,
                 reason: ReasonCode::PacketIdentifierNotFound,
-                properties: Properties::default(),
+                properties: Props::new(),
             }),
         ),
         (V311, Packet::PubComp(PubComp::new(6))),
@@ -421,7 +421,7 @@ pub fn sample_packets() -> Vec<(ProtocolVersion, Packet)> {
             Packet::PubComp(PubComp {
                 pkid: 6,
                 reason: ReasonCode::Success,
-                properties: rich.clone(),
+                properties: rich.clone().into(),
             }),
         ),
         (
@@ -429,7 +429,7 @@ pub fn sample_packets() -> Vec<(ProtocolVersion, Packet)> {
             Packet::Subscribe(Subscribe {
                 pkid: 8,
                 filters,
-                properties: Properties::default(),
+                properties: Props::new(),
             }),
         ),
         (
@@ -441,7 +441,8 @@ pub fn sample_packets() -> Vec<(ProtocolVersion, Packet)> {
                     subscription_identifiers: vec![42],
                     user_properties: vec![(s("u"), s("p"))],
                     ..Properties::default()
-                },
+                }
+                .into(),
             }),
         ),
         (
@@ -454,7 +455,7 @@ pub fn sample_packets() -> Vec<(ProtocolVersion, Packet)> {
                     ReasonCode::GrantedQoS2,
                     ReasonCode::UnspecifiedError,
                 ],
-                properties: Properties::default(),
+                properties: Props::new(),
             }),
         ),
         (
@@ -462,7 +463,7 @@ pub fn sample_packets() -> Vec<(ProtocolVersion, Packet)> {
             Packet::SubAck(SubAck {
                 pkid: 9,
                 reasons: vec![ReasonCode::GrantedQoS1, ReasonCode::NotAuthorized],
-                properties: rich.clone(),
+                properties: rich.clone().into(),
             }),
         ),
         (
@@ -470,7 +471,7 @@ pub fn sample_packets() -> Vec<(ProtocolVersion, Packet)> {
             Packet::Unsubscribe(Unsubscribe {
                 pkid: 10,
                 filters: vec![s("a/+"), s("#")],
-                properties: Properties::default(),
+                properties: Props::new(),
             }),
         ),
         (
@@ -481,7 +482,8 @@ pub fn sample_packets() -> Vec<(ProtocolVersion, Packet)> {
                 properties: Properties {
                     user_properties: vec![(s("k"), s(""))],
                     ..Properties::default()
-                },
+                }
+                .into(),
             }),
         ),
         (
@@ -489,7 +491,7 @@ pub fn sample_packets() -> Vec<(ProtocolVersion, Packet)> {
             Packet::UnsubAck(UnsubAck {
                 pkid: 10,
                 reasons: Vec::new(),
-                properties: Properties::default(),
+                properties: Props::new(),
             }),
         ),
         (
@@ -497,7 +499,7 @@ pub fn sample_packets() -> Vec<(ProtocolVersion, Packet)> {
             Packet::UnsubAck(UnsubAck {
                 pkid: 11,
                 reasons: vec![ReasonCode::Success, ReasonCode::NoSubscriptionExisted],
-                properties: rich.clone(),
+                properties: rich.clone().into(),
             }),
         ),
         (V311, Packet::PingReq),
@@ -507,14 +509,14 @@ pub fn sample_packets() -> Vec<(ProtocolVersion, Packet)> {
             V311,
             Packet::Disconnect(Disconnect {
                 reason: ReasonCode::Success,
-                properties: Properties::default(),
+                properties: Props::new(),
             }),
         ),
         (
             V5,
             Packet::Disconnect(Disconnect {
                 reason: ReasonCode::Success,
-                properties: Properties::default(),
+                properties: Props::new(),
             }),
         ),
         (
@@ -525,14 +527,15 @@ pub fn sample_packets() -> Vec<(ProtocolVersion, Packet)> {
                     session_expiry_interval: Some(0),
                     server_reference: Some(s("elsewhere")),
                     ..rich.clone()
-                },
+                }
+                .into(),
             }),
         ),
         (
             V5,
             Packet::Auth(Auth {
                 reason: ReasonCode::Success,
-                properties: Properties::default(),
+                properties: Props::new(),
             }),
         ),
         (
@@ -543,7 +546,8 @@ pub fn sample_packets() -> Vec<(ProtocolVersion, Packet)> {
                     authentication_method: Some(s("SCRAM-SHA-1")),
                     authentication_data: Some(Bytes::from_static(b"server-first")),
                     ..rich
-                },
+                }
+                .into(),
             }),
         ),
     ];

@@ -11,7 +11,7 @@
 //!
 //! ```
 //! use bytes::{Bytes, BytesMut};
-//! use steadfast_proto::{Packet, ProtocolVersion, Publish, Properties, QoS};
+//! use steadfast_proto::{Props, Packet, ProtocolVersion, Publish, Properties, QoS};
 //!
 //! let publish = Packet::Publish(Publish {
 //!     dup: false,
@@ -19,7 +19,7 @@
 //!     retain: false,
 //!     topic: "a/b".into(),
 //!     pkid: 10,
-//!     properties: Properties::default(),
+//!     properties: Props::new(),
 //!     payload: Bytes::from_static(b"hello"),
 //! });
 //! let mut buf = BytesMut::new();
@@ -446,6 +446,7 @@ pub(crate) mod checks {
 mod tests {
     use super::*;
     use crate::packet::Properties;
+    use crate::Props;
 
     /// The fused PUBLISH encoder and the generic path (measure, then write) agree byte for byte,
     /// and with `encoded_len`.
@@ -472,8 +473,9 @@ mod tests {
                         topic_alias: Some(1),
                         ..Properties::default()
                     }
+                    .into()
                 } else {
-                    Properties::default()
+                    Properties::default().into()
                 },
                 payload: bytes::Bytes::from(vec![7u8; size]),
             });
@@ -496,7 +498,7 @@ mod tests {
             retain: false,
             topic: "a/+".into(),
             pkid: 0,
-            properties: Properties::default(),
+            properties: Props::new(),
             payload: bytes::Bytes::new(),
         });
         let mut out = BytesMut::from(&b"prefix"[..]);
@@ -508,7 +510,7 @@ mod tests {
         let bad = Packet::Subscribe(Subscribe {
             pkid: 1,
             filters: vec![],
-            properties: Properties::default(),
+            properties: Props::new(),
         });
         assert!(bad.encode(ProtocolVersion::V5, &mut out).is_err());
         assert_eq!(&out[..], b"prefix");

@@ -7,7 +7,7 @@ use bytes::{BufMut, BytesMut};
 use super::error::{EncodeError, Malformed, MalformedKind};
 use super::strings::{bin_len, put_bin, put_str, str_len, Reader};
 use super::varint;
-use crate::packet::{PacketType, Properties, PropertyId, ReasonCode};
+use crate::packet::{PacketType, Properties, PropertyId, Props, ReasonCode};
 use crate::topic;
 
 /// Where a property block sits: a packet, or the will properties in CONNECT's payload.
@@ -498,23 +498,23 @@ fn unknown(id: u32, ctx: PropCtx) -> Malformed {
 
 /// Reads a property block (length prefix included) for `ctx`.
 ///
-/// The empty block (a single 0 byte, by far the most common) is handled inline, so that the
-/// large `Properties` value is built in place rather than returned through memory.
+/// The empty block (a single 0 byte, by far the most common) is handled inline and allocates
+/// nothing; a block with properties is decoded out of line and boxed.
 #[inline(always)]
-pub(crate) fn decode(r: &mut Reader, ctx: PropCtx) -> Result<Properties, Malformed> {
+pub(crate) fn decode(r: &mut Reader, ctx: PropCtx) -> Result<Props, Malformed> {
     if r.skip_zero_byte() {
-        return Ok(Properties::default());
+        return Ok(Props::new());
     }
     decode_block(r, ctx)
 }
 
 #[inline(never)]
-fn decode_block(r: &mut Reader, ctx: PropCtx) -> Result<Properties, Malformed> {
+fn decode_block(r: &mut Reader, ctx: PropCtx) -> Result<Props, Malformed> {
     let len = r.varint("property length")? as usize;
-    let mut p = Properties::default();
     if len == 0 {
-        return Ok(p);
+        return Ok(Props::new());
     }
+    let mut p = Box::<Properties>::default();
     let mut r = r.sub(len, "properties")?;
     // One bit per identifier (all are below 64) to catch repetitions.
     let mut seen: u64 = 0;
@@ -656,7 +656,7 @@ fn decode_block(r: &mut Reader, ctx: PropCtx) -> Result<Properties, Malformed> {
             "Authentication Data without Authentication Method",
         ));
     }
-    Ok(p)
+    Ok(p.into())
 }
 
 #[cfg(test)]

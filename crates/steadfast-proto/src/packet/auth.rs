@@ -1,5 +1,5 @@
 //! AUTH (section 3.15, MQTT 5 only).
-use super::{Properties, ReasonCode};
+use super::{Props, ReasonCode};
 
 /// AUTH: enhanced authentication exchange (5.0 only).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -7,7 +7,7 @@ pub struct Auth {
     /// 0x00 success, 0x18 continue authentication, 0x19 re-authenticate.
     pub reason: ReasonCode,
     /// Properties: authentication method and data, reason string, user properties.
-    pub properties: Properties,
+    pub properties: Props,
 }
 
 mod codec {

@@ -1,5 +1,5 @@
 //! CONNACK (section 3.2).
-use super::{Properties, ReasonCode};
+use super::{Props, ReasonCode};
 
 /// CONNACK: the server's answer to CONNECT.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -9,7 +9,7 @@ pub struct ConnAck {
     /// The reason code (5.0) or the 3.1.1 return code mapped onto its name.
     pub reason: ReasonCode,
     /// CONNACK properties (5.0 only).
-    pub properties: Properties,
+    pub properties: Props,
 }
 
 mod codec {

@@ -1,7 +1,7 @@
 //! CONNECT (section 3.1).
 use bytes::Bytes;
 
-use super::{Properties, ProtocolVersion, QoS};
+use super::{Props, ProtocolVersion, QoS};
 use crate::codec::ByteStr;
 
 /// CONNECT: the first packet a client sends.
@@ -22,7 +22,7 @@ pub struct Connect {
     /// Password (binary data). Never printed by `Debug`.
     pub password: Option<Bytes>,
     /// CONNECT properties (5.0 only).
-    pub properties: Properties,
+    pub properties: Props,
 }
 
 impl core::fmt::Debug for Connect {
@@ -52,7 +52,7 @@ pub struct LastWill {
     /// Will retain flag.
     pub retain: bool,
     /// Will properties (5.0 only): will delay, message expiry, content type, ...
-    pub properties: Properties,
+    pub properties: Props,
 }
 
 mod codec {

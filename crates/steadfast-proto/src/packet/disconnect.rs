@@ -1,5 +1,5 @@
 //! DISCONNECT (section 3.14).
-use super::{Properties, ReasonCode};
+use super::{Props, ReasonCode};
 
 /// DISCONNECT. In 3.1.1 it has no body and only the client sends it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -7,7 +7,7 @@ pub struct Disconnect {
     /// Reason code (5.0).
     pub reason: ReasonCode,
     /// Properties (5.0): session expiry, reason string, server reference, user properties.
-    pub properties: Properties,
+    pub properties: Props,
 }
 
 mod codec {

@@ -21,7 +21,7 @@ pub use connack::ConnAck;
 pub use connect::{Connect, LastWill};
 pub use disconnect::Disconnect;
 pub use ping::{PingReq, PingResp};
-pub use properties::{Properties, PropertyId};
+pub use properties::{Properties, PropertyId, Props};
 pub use puback::{PubAck, PubComp, PubRec, PubRel};
 pub use publish::Publish;
 pub use reason::ReasonCode;

@@ -1,7 +1,12 @@
 //! MQTT 5 properties (specification section 2.2.2).
 //!
-//! One [`Properties`] struct serves every packet. The decoder rejects a property that is not
-//! allowed in the packet being decoded, and a property repeated where the specification forbids it.
+//! One [`Properties`] struct serves every packet. Packets hold it as [`Props`], which allocates
+//! only when a property is set: most packets carry none, and a `Publish` stays small. The decoder
+//! rejects a property that is not allowed in the packet being decoded, and a property repeated
+//! where the specification forbids it.
+
+use core::fmt;
+use core::ops::{Deref, DerefMut};
 
 use bytes::Bytes;
 
@@ -105,6 +110,37 @@ pub struct Properties {
 }
 
 impl Properties {
+    /// No property set, as a constant (what `Properties::default()` returns).
+    pub const EMPTY: Properties = Properties {
+        payload_format_indicator: None,
+        message_expiry_interval: None,
+        content_type: None,
+        response_topic: None,
+        correlation_data: None,
+        subscription_identifiers: Vec::new(),
+        session_expiry_interval: None,
+        assigned_client_identifier: None,
+        server_keep_alive: None,
+        authentication_method: None,
+        authentication_data: None,
+        request_problem_information: None,
+        will_delay_interval: None,
+        request_response_information: None,
+        response_information: None,
+        server_reference: None,
+        reason_string: None,
+        receive_maximum: None,
+        topic_alias_maximum: None,
+        topic_alias: None,
+        maximum_qos: None,
+        retain_available: None,
+        user_properties: Vec::new(),
+        maximum_packet_size: None,
+        wildcard_subscription_available: None,
+        subscription_identifier_available: None,
+        shared_subscription_available: None,
+    };
+
     /// True when no property is set.
     #[inline]
     pub fn is_empty(&self) -> bool {
@@ -277,8 +313,159 @@ impl TryFrom<u8> for PropertyId {
     }
 }
 
-impl core::fmt::Display for PropertyId {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+impl fmt::Display for PropertyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "0x{:02X} ({})", *self as u8, self.name())
+    }
+}
+
+/// The shared "no properties" value that an empty [`Props`] dereferences to.
+static EMPTY: Properties = Properties::EMPTY;
+
+/// A packet's MQTT 5 properties, boxed: no allocation, and one pointer in the packet, while no
+/// property is set (the common case). It dereferences to [`Properties`], so fields read as
+/// `packet.properties.topic_alias`; writing through it (`DerefMut`) allocates on first use.
+///
+/// ```
+/// use steadfast_proto::{Properties, Props};
+///
+/// let mut props = Props::new();
+/// assert!(props.is_empty() && props.topic_alias.is_none());
+/// props.topic_alias = Some(3);
+/// assert_eq!(props.topic_alias, Some(3));
+///
+/// let from: Props = Properties { message_expiry_interval: Some(60), ..Properties::default() }.into();
+/// assert_eq!(from.message_expiry_interval, Some(60));
+/// ```
+#[derive(Clone, Default)]
+pub struct Props(Option<Box<Properties>>);
+
+impl Props {
+    /// No properties (does not allocate).
+    pub const fn new() -> Props {
+        Props(None)
+    }
+
+    /// True when no property is set. Checks one pointer when nothing was ever set.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        match &self.0 {
+            None => true,
+            Some(p) => p.is_empty(),
+        }
+    }
+
+    /// The properties for writing, or `None` while none are set (no allocation). Use it to
+    /// change a property only if the packet has some, e.g. to clear one.
+    #[inline]
+    pub fn get_mut(&mut self) -> Option<&mut Properties> {
+        self.0.as_deref_mut()
+    }
+
+    /// Takes the properties out, leaving none.
+    pub fn take(&mut self) -> Props {
+        Props(self.0.take())
+    }
+
+    /// The properties by value.
+    pub fn into_inner(self) -> Properties {
+        match self.0 {
+            None => Properties::EMPTY,
+            Some(p) => *p,
+        }
+    }
+}
+
+impl Deref for Props {
+    type Target = Properties;
+    #[inline]
+    fn deref(&self) -> &Properties {
+        self.0.as_deref().unwrap_or(&EMPTY)
+    }
+}
+
+impl DerefMut for Props {
+    /// Allocates the properties on first write.
+    #[inline]
+    fn deref_mut(&mut self) -> &mut Properties {
+        self.0.get_or_insert_with(Box::default)
+    }
+}
+
+impl From<Properties> for Props {
+    /// Boxes `p`, or holds nothing when it is empty.
+    fn from(p: Properties) -> Props {
+        if p.is_empty() {
+            Props(None)
+        } else {
+            Props(Some(Box::new(p)))
+        }
+    }
+}
+
+impl From<Box<Properties>> for Props {
+    fn from(p: Box<Properties>) -> Props {
+        if p.is_empty() {
+            Props(None)
+        } else {
+            Props(Some(p))
+        }
+    }
+}
+
+impl From<Props> for Properties {
+    fn from(p: Props) -> Properties {
+        p.into_inner()
+    }
+}
+
+impl PartialEq for Props {
+    fn eq(&self, other: &Props) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for Props {}
+
+impl PartialEq<Properties> for Props {
+    fn eq(&self, other: &Properties) -> bool {
+        **self == *other
+    }
+}
+
+impl fmt::Debug for Props {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Event, Packet, Publish};
+
+    /// Packets and events are moved through queues and channels by value; with the properties
+    /// boxed they stay a few words (unboxed, a `Publish` was 472 bytes and an `Event` 480).
+    #[test]
+    fn packets_and_events_stay_small() {
+        assert_eq!(core::mem::size_of::<Props>(), core::mem::size_of::<usize>());
+        assert!(core::mem::size_of::<Publish>() <= 80);
+        assert!(core::mem::size_of::<Event>() <= 96);
+        assert!(core::mem::size_of::<Packet>() <= 192);
+    }
+
+    #[test]
+    fn empty_props_do_not_allocate_and_compare_by_value() {
+        let mut p = Props::new();
+        assert!(p.is_empty() && p.get_mut().is_none());
+        assert_eq!(p, Props::from(Properties::default()));
+        assert!(Props::from(Properties::default()).get_mut().is_none());
+        p.reason_string = Some("why".into());
+        assert!(!p.is_empty());
+        assert_eq!(p.clone().into_inner().reason_string.as_deref(), Some("why"));
+        // A box emptied by hand still compares equal to no properties.
+        p.reason_string = None;
+        assert!(p.is_empty());
+        assert_eq!(p, Props::new());
     }
 }

@@ -1,5 +1,5 @@
 //! PUBACK, PUBREC, PUBREL, PUBCOMP (sections 3.4 to 3.7): same shape, different type byte.
-use super::{Properties, ReasonCode};
+use super::{Props, ReasonCode};
 
 macro_rules! ack_packet {
     ($(#[$doc:meta])* $name:ident) => {
@@ -11,13 +11,13 @@ macro_rules! ack_packet {
             /// Reason code (5.0; always `Success` in 3.1.1).
             pub reason: ReasonCode,
             /// Properties (5.0 only).
-            pub properties: Properties,
+            pub properties: Props,
         }
 
         impl $name {
             /// A successful acknowledgement with no properties.
             pub fn new(pkid: u16) -> Self {
-                Self { pkid, reason: ReasonCode::Success, properties: Properties::default() }
+                Self { pkid, reason: ReasonCode::Success, properties: Props::new() }
             }
         }
     };
@@ -47,7 +47,7 @@ mod codec {
     use crate::codec::properties::{self, PropCtx};
     use crate::codec::strings::Reader;
     use crate::codec::{checks, EncodeError, Malformed, Sizes};
-    use crate::packet::{PacketType, Properties, ProtocolVersion, ReasonCode};
+    use crate::packet::{PacketType, Properties, Props, ProtocolVersion, ReasonCode};
 
     fn measure(
         p: PacketType,
@@ -96,14 +96,11 @@ mod codec {
         }
     }
 
-    fn decode(
-        mut r: Reader,
-        v: ProtocolVersion,
-    ) -> Result<(u16, ReasonCode, Properties), Malformed> {
+    fn decode(mut r: Reader, v: ProtocolVersion) -> Result<(u16, ReasonCode, Props), Malformed> {
         let p = r.packet();
         let pkid = checks::pkid(&mut r)?;
         let mut reason = ReasonCode::Success;
-        let mut props = Properties::default();
+        let mut props = Props::new();
         if v == ProtocolVersion::V5 && !r.is_empty() {
             reason = checks::reason_v5(p, r.u8("reason code")?)?;
             if !r.is_empty() {

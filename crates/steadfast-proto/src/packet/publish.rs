@@ -1,7 +1,7 @@
 //! PUBLISH (section 3.3).
 use bytes::Bytes;
 
-use super::{Properties, QoS};
+use super::{Props, QoS};
 use crate::codec::ByteStr;
 
 /// PUBLISH: an application message.
@@ -18,7 +18,7 @@ pub struct Publish {
     /// Packet identifier; 0 for QoS 0 (not encoded), non-zero otherwise.
     pub pkid: u16,
     /// PUBLISH properties (5.0 only).
-    pub properties: Properties,
+    pub properties: Props,
     /// Application payload.
     pub payload: Bytes,
 }

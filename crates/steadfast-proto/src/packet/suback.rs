@@ -1,5 +1,5 @@
 //! SUBACK (section 3.9).
-use super::{Properties, ReasonCode};
+use super::{Props, ReasonCode};
 
 /// SUBACK: one reason code per filter, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -9,7 +9,7 @@ pub struct SubAck {
     /// Granted QoS or failure, per filter (3.1.1 codes mapped onto MQTT 5 names).
     pub reasons: Vec<ReasonCode>,
     /// Properties (5.0 only).
-    pub properties: Properties,
+    pub properties: Props,
 }
 
 mod codec {

@@ -1,5 +1,5 @@
 //! SUBSCRIBE (section 3.8).
-use super::{Properties, QoS};
+use super::{Props, QoS};
 use crate::codec::ByteStr;
 
 /// Retain Handling subscription option (5.0).
@@ -45,7 +45,7 @@ pub struct Subscribe {
     /// At least one filter.
     pub filters: Vec<SubscribeFilter>,
     /// Properties (5.0): subscription identifier, user properties.
-    pub properties: Properties,
+    pub properties: Props,
 }
 
 impl RetainHandling {

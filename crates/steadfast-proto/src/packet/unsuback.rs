@@ -1,5 +1,5 @@
 //! UNSUBACK (section 3.11).
-use super::{Properties, ReasonCode};
+use super::{Props, ReasonCode};
 
 /// UNSUBACK. In 3.1.1 it has no reason codes and `reasons` is empty.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -9,7 +9,7 @@ pub struct UnsubAck {
     /// One reason code per filter (5.0 only).
     pub reasons: Vec<ReasonCode>,
     /// Properties (5.0 only).
-    pub properties: Properties,
+    pub properties: Props,
 }
 
 mod codec {

@@ -1,5 +1,5 @@
 //! UNSUBSCRIBE (section 3.10).
-use super::Properties;
+use super::Props;
 use crate::codec::ByteStr;
 
 /// UNSUBSCRIBE.
@@ -10,7 +10,7 @@ pub struct Unsubscribe {
     /// At least one filter.
     pub filters: Vec<ByteStr>,
     /// Properties (5.0 only).
-    pub properties: Properties,
+    pub properties: Props,
 }
 
 mod codec {

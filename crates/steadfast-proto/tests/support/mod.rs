@@ -13,9 +13,9 @@ use bytes::{Bytes, BytesMut};
 use steadfast_proto::backoff::{BackoffPolicy, Exponential, Jitter};
 use steadfast_proto::event::Lifecycle;
 use steadfast_proto::{
-    Action, Config, ConnAck, Connection, Disconnect, Event, Packet, Properties, ProtocolVersion,
-    PubAck, PubComp, PubRec, PubRel, Publish, PublishError, PublishOutcome, QoS, ReasonCode, State,
-    SubAck, SubscribeFilter, Token, TransportError,
+    Action, Config, ConnAck, Connection, Disconnect, Event, Packet, Properties, Props,
+    ProtocolVersion, PubAck, PubComp, PubRec, PubRel, Publish, PublishError, PublishOutcome, QoS,
+    ReasonCode, State, SubAck, SubscribeFilter, Token, TransportError,
 };
 
 pub const SERVER: &str = "mqtt://broker:1883";
@@ -255,12 +255,15 @@ impl Harness {
         self.reply(Packet::ConnAck(ConnAck {
             session_present,
             reason,
-            properties,
+            properties: properties.into(),
         }));
     }
 
     pub fn server_disconnect(&mut self, reason: ReasonCode, properties: Properties) {
-        self.reply(Packet::Disconnect(Disconnect { reason, properties }));
+        self.reply(Packet::Disconnect(Disconnect {
+            reason,
+            properties: properties.into(),
+        }));
     }
 
     pub fn puback(&mut self, pkid: u16) {
@@ -283,7 +286,7 @@ impl Harness {
         self.reply(Packet::SubAck(SubAck {
             pkid,
             reasons,
-            properties: Properties::default(),
+            properties: Props::new(),
         }));
     }
 
@@ -377,7 +380,7 @@ pub fn message(topic: &str, qos: QoS, payload: &str) -> Publish {
         retain: false,
         topic: topic.into(),
         pkid: 0,
-        properties: Properties::default(),
+        properties: Props::new(),
         payload: Bytes::copy_from_slice(payload.as_bytes()),
     }
 }

@@ -705,7 +705,7 @@ fn encode_subscription(sub: &Subscription) -> Result<Vec<u8>, StoreError> {
             filter: sub.filter.clone(),
             options: sub.options,
         }],
-        properties,
+        properties: properties.into(),
     });
     let mut buf = BytesMut::new();
     buf.extend_from_slice(&[0; 4]);
@@ -745,7 +745,7 @@ fn decode_subscription(filter: &str, record: &[u8]) -> Result<Subscription, Stri
         filter: f.filter,
         options: f.options,
         id: s.properties.subscription_identifiers.first().copied(),
-        user_properties: s.properties.user_properties,
+        user_properties: s.properties.into_inner().user_properties,
         confirmed: true,
     })
 }
@@ -783,7 +783,7 @@ mod tests {
             retain: true,
             topic: "a/b".into(),
             pkid: 0,
-            properties,
+            properties: properties.into(),
             payload: Bytes::from_static(payload.as_bytes()),
         }
     }
