@@ -1946,7 +1946,17 @@ impl Connection {
         match self.pkids.release(u.pkid) {
             Some(Owner::Unsubscribe(token)) => {
                 let n = match self.sent_requests.remove(&u.pkid) {
-                    Some(Request::Unsubscribe { packet, .. }) => packet.filters.len(),
+                    Some(Request::Unsubscribe { packet, .. }) => {
+                        if let Some(detail) = self.unsuback_count_error(&u, &packet) {
+                            // Keep the request, as for a SUBACK with the wrong count.
+                            self.pkids.claim(u.pkid, Owner::Unsubscribe(token));
+                            self.sent_requests
+                                .insert(u.pkid, Request::Unsubscribe { token, packet });
+                            self.protocol_violation(ReasonCode::ProtocolError, detail, now);
+                            return;
+                        }
+                        packet.filters.len()
+                    }
                     _ => 0,
                 };
                 let reasons = if u.reasons.is_empty() {
@@ -1972,6 +1982,22 @@ impl Connection {
             }
             None => {}
         }
+    }
+
+    /// An MQTT 5 UNSUBACK must carry one reason code per filter of the UNSUBSCRIBE (section
+    /// 3.11.3); a 3.1.1 UNSUBACK carries none.
+    fn unsuback_count_error(&self, u: &UnsubAck, packet: &Unsubscribe) -> Option<String> {
+        let expected = match self.config.protocol {
+            ProtocolVersion::V5 => packet.filters.len(),
+            ProtocolVersion::V311 => 0,
+        };
+        (u.reasons.len() != expected).then(|| {
+            format!(
+                "UNSUBACK has {} codes for {} filters",
+                u.reasons.len(),
+                packet.filters.len()
+            )
+        })
     }
 
     fn maybe_finish_drain(&mut self, now: Instant) {
