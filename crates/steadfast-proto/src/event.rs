@@ -124,6 +124,14 @@ pub enum Lifecycle {
         /// The filters sent again.
         filters: Vec<ByteStr>,
     },
+    /// A subscription could not be restored: its SUBSCRIBE alone exceeds this broker's Maximum
+    /// Packet Size. It stays registered and is tried again after the next session loss.
+    ResubscribeFailed {
+        /// The filter.
+        filter: ByteStr,
+        /// Why ([`CommandError::PacketTooLarge`]).
+        error: CommandError,
+    },
     /// The broker no longer had the session the client expected.
     SessionLost {
         /// How many unacknowledged messages were republished as new publications.
@@ -153,6 +161,7 @@ impl Lifecycle {
             Lifecycle::ConnectionLost { .. } => "connection_lost",
             Lifecycle::Reconnecting { .. } => "reconnecting",
             Lifecycle::Resubscribed { .. } => "resubscribed",
+            Lifecycle::ResubscribeFailed { .. } => "resubscribe_failed",
             Lifecycle::SessionLost { .. } => "session_lost",
             Lifecycle::Dormant { .. } => "dormant",
             Lifecycle::Fatal { .. } => "fatal",
