@@ -221,6 +221,8 @@ struct Link {
     next_out_alias: u16,
     in_aliases: IdMap<u16, ByteStr>,
     server_reference: Option<ByteStr>,
+    /// A re-authentication (AUTH 0x19) is under way.
+    reauthenticating: bool,
 }
 
 /// The client's state machine: connection lifecycle plus session state.
@@ -420,6 +422,11 @@ impl Connection {
         if !self.is_connected() {
             return Err(CommandError::Invalid("not connected".into()));
         }
+        if self.link.as_ref().is_some_and(|l| l.reauthenticating) {
+            return Err(CommandError::Invalid(
+                "a re-authentication is already under way".into(),
+            ));
+        }
         let Some(auth) = self.authenticator.as_mut() else {
             return Err(CommandError::Invalid("no authenticator installed".into()));
         };
@@ -436,6 +443,9 @@ impl Connection {
             return Err(e);
         }
         self.send_packet(&packet, now);
+        if let Some(link) = self.link.as_mut() {
+            link.reauthenticating = true;
+        }
         Ok(())
     }
 
@@ -589,6 +599,7 @@ impl Connection {
             next_out_alias: 0,
             in_aliases: IdMap::default(),
             server_reference: None,
+            reauthenticating: false,
         });
         if let Some(provider) = self.credentials.as_mut() {
             let (user, pass) = provider();
@@ -1113,6 +1124,7 @@ impl Connection {
             .and_then(|l| l.connected_at)
             .map(|t| now.saturating_duration_since(t))
             .unwrap_or_default();
+        self.reauthentication_failed(&reason);
         self.close_link();
         self.emit(
             now,
@@ -1126,6 +1138,16 @@ impl Connection {
             return;
         }
         self.after_failure(reason, server_reference, false, now);
+    }
+
+    /// The link closes: a re-authentication under way on it has failed.
+    fn reauthentication_failed(&mut self, reason: &Reason) {
+        if let Some(link) = self.link.as_mut().filter(|l| l.reauthenticating) {
+            link.reauthenticating = false;
+            self.events.push_back(Event::ReauthenticationFailed {
+                reason: reason.clone(),
+            });
+        }
     }
 
     fn classify_reason(&mut self, reason: &Reason) -> ReasonClass {
@@ -1400,6 +1422,9 @@ impl Connection {
             }
             ReasonCode::Success if connected => {
                 auth.success(a.properties.authentication_data.as_ref());
+                if let Some(link) = self.link.as_mut() {
+                    link.reauthenticating = false;
+                }
                 self.events.push_back(Event::Reauthenticated);
             }
             other => self.protocol_violation(
@@ -2331,6 +2356,7 @@ impl Connection {
             };
             self.send_packet(&Packet::Disconnect(Disconnect { reason, properties }), now);
         }
+        self.reauthentication_failed(&Reason::Local);
         if self.link.take().is_some() {
             self.actions.push_back(Action::Close);
         }

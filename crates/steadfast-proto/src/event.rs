@@ -223,4 +223,11 @@ pub enum Event {
     Store(crate::session::persist::StoreOp),
     /// The broker completed an MQTT 5 re-authentication (AUTH 0x00).
     Reauthenticated,
+    /// A re-authentication started with `Connection::reauthenticate` ended without success:
+    /// the connection closed first (the broker refused with DISCONNECT, the authenticator
+    /// gave up, the link failed, or the application disconnected).
+    ReauthenticationFailed {
+        /// Why the connection closed.
+        reason: Reason,
+    },
 }
