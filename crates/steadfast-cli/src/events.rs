@@ -144,6 +144,9 @@ pub fn event_json(at: SystemTime, event: &Lifecycle, protocol: ProtocolVersion) 
                 .map(|f| Value::from(f.as_str()))
                 .collect::<Vec<_>>(),
         ),
+        Lifecycle::ResubscribeFailed { filter, error } => o
+            .field("filter", filter.as_str())
+            .field("reason", error.to_string()),
         Lifecycle::SessionLost { republished } => o.field("republished", *republished),
         Lifecycle::Dormant { attempts } => o.field("attempts", *attempts),
         Lifecycle::Fatal { reason } => with_reason(o, reason, protocol),
@@ -333,6 +336,17 @@ mod tests {
                     filters: vec!["a/#".into()],
                 },
                 &["filters"],
+            ),
+            (
+                Lifecycle::ResubscribeFailed {
+                    filter: "a/#".into(),
+                    error: steadfast::proto::CommandError::PacketTooLarge {
+                        packet: steadfast::proto::PacketType::Subscribe,
+                        size: 120,
+                        max: 100,
+                    },
+                },
+                &["filter", "reason"],
             ),
             (Lifecycle::SessionLost { republished: 3 }, &["republished"]),
             (Lifecycle::Dormant { attempts: 3 }, &["attempts"]),

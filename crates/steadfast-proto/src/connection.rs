@@ -15,7 +15,8 @@
 //!
 //! Every method that can change state takes `now`.
 
-use std::collections::{HashSet, VecDeque};
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -110,6 +111,96 @@ impl Request {
     }
 }
 
+/// Requests split into several packets to fit the broker's Maximum Packet Size (after a
+/// reconnect to a broker with a smaller limit). Each part goes out as a request of its own,
+/// under a token of its own; the original token completes once every part has, with the
+/// reason codes in the original order, or with the first error.
+#[derive(Debug, Default)]
+struct Splits {
+    /// Part token: (the token it is part of, its index there).
+    part_of: HashMap<Token, (Token, usize)>,
+    /// Token split into parts: each part's reason codes once known. Removed on the first error,
+    /// so later parts complete nothing.
+    results: HashMap<Token, Vec<Option<Vec<ReasonCode>>>>,
+}
+
+impl Splits {
+    fn split(&mut self, whole: Token, parts: &[Token]) {
+        for (i, part) in parts.iter().enumerate() {
+            self.part_of.insert(*part, (whole, i));
+        }
+        self.results.insert(whole, vec![None; parts.len()]);
+    }
+
+    /// A part finished: the result of the whole it belongs to when that is now known.
+    fn part_done(
+        &mut self,
+        part: Token,
+        result: Result<Vec<ReasonCode>, CommandError>,
+    ) -> Option<(Token, Result<Vec<ReasonCode>, CommandError>)> {
+        let Some((whole, i)) = self.part_of.remove(&part) else {
+            return Some((part, result));
+        };
+        let codes = match result {
+            Ok(codes) => codes,
+            Err(e) => {
+                return self.results.remove(&whole).map(|_| (whole, Err(e)));
+            }
+        };
+        let slots = self.results.get_mut(&whole)?;
+        *slots.get_mut(i)? = Some(codes);
+        if slots.iter().any(Option::is_none) {
+            return None;
+        }
+        let slots = self.results.remove(&whole)?;
+        Some((whole, Ok(slots.into_iter().flatten().flatten().collect())))
+    }
+}
+
+/// Splits `items` in order into runs of at most `max_run` whose packet passes `check`. Items
+/// that fail it even alone are returned apart, in order, with the error.
+fn split_to_fit<T: Clone, E>(
+    items: &[T],
+    max_run: usize,
+    check: impl Fn(&[T]) -> Result<(), E>,
+) -> (Vec<Vec<T>>, Vec<(T, E)>) {
+    let mut runs = Vec::new();
+    let mut unfit = Vec::new();
+    let mut run: Vec<T> = Vec::new();
+    for item in items {
+        run.push(item.clone());
+        if run.len() <= max_run && check(&run).is_ok() {
+            continue;
+        }
+        run.pop();
+        if !run.is_empty() {
+            runs.push(std::mem::take(&mut run));
+        }
+        match check(std::slice::from_ref(item)) {
+            Ok(()) => run.push(item.clone()),
+            Err(e) => unfit.push((item.clone(), e)),
+        }
+    }
+    if !run.is_empty() {
+        runs.push(run);
+    }
+    (runs, unfit)
+}
+
+/// The properties of a packet the client may strip of its Reason String and User Properties to
+/// fit the receiver's Maximum Packet Size (sections 3.4.2.2 to 3.7.2.2, 3.14.2.2, 3.15.2.2).
+fn diagnostics(p: &mut Packet) -> Option<&mut Properties> {
+    match p {
+        Packet::PubAck(a) => a.properties.get_mut(),
+        Packet::PubRec(a) => a.properties.get_mut(),
+        Packet::PubRel(a) => a.properties.get_mut(),
+        Packet::PubComp(a) => a.properties.get_mut(),
+        Packet::Disconnect(d) => d.properties.get_mut(),
+        Packet::Auth(a) => a.properties.get_mut(),
+        _ => None,
+    }
+}
+
 /// Per-transport state: created on transport open, dropped on close.
 #[derive(Debug)]
 struct Link {
@@ -130,6 +221,8 @@ struct Link {
     next_out_alias: u16,
     in_aliases: IdMap<u16, ByteStr>,
     server_reference: Option<ByteStr>,
+    /// A re-authentication (AUTH 0x19) is under way.
+    reauthenticating: bool,
 }
 
 /// The client's state machine: connection lifecycle plus session state.
@@ -182,6 +275,7 @@ pub struct Connection {
     next_sub_id: u32,
     disconnect: Option<DisconnectOptions>,
     input_paused: bool,
+    splits: Splits,
 }
 
 impl core::fmt::Debug for Connection {
@@ -243,6 +337,7 @@ impl Connection {
             next_sub_id: 0,
             disconnect: None,
             input_paused: false,
+            splits: Splits::default(),
         }
     }
 
@@ -327,6 +422,11 @@ impl Connection {
         if !self.is_connected() {
             return Err(CommandError::Invalid("not connected".into()));
         }
+        if self.link.as_ref().is_some_and(|l| l.reauthenticating) {
+            return Err(CommandError::Invalid(
+                "a re-authentication is already under way".into(),
+            ));
+        }
         let Some(auth) = self.authenticator.as_mut() else {
             return Err(CommandError::Invalid("no authenticator installed".into()));
         };
@@ -335,13 +435,17 @@ impl Connection {
             authentication_data: auth.start(),
             ..Properties::default()
         };
-        self.send_packet(
-            &Packet::Auth(Auth {
-                reason: ReasonCode::ReAuthenticate,
-                properties: properties.into(),
-            }),
-            now,
-        );
+        let packet = Packet::Auth(Auth {
+            reason: ReasonCode::ReAuthenticate,
+            properties: properties.into(),
+        });
+        if let Some(e) = self.too_large(&packet) {
+            return Err(e);
+        }
+        self.send_packet(&packet, now);
+        if let Some(link) = self.link.as_mut() {
+            link.reauthenticating = true;
+        }
         Ok(())
     }
 
@@ -495,6 +599,7 @@ impl Connection {
             next_out_alias: 0,
             in_aliases: IdMap::default(),
             server_reference: None,
+            reauthenticating: false,
         });
         if let Some(provider) = self.credentials.as_mut() {
             let (user, pass) = provider();
@@ -735,6 +840,12 @@ impl Connection {
     /// Subscribes to `filters`. The filters enter the registry at once, so they are restored
     /// after any reconnect in which the broker has no session. [`Event::SubscribeDone`] reports
     /// the SUBACK.
+    ///
+    /// While connected, a SUBSCRIBE larger than the broker's Maximum Packet Size is refused
+    /// here ([`CommandError::PacketTooLarge`]). A request that waits for a connection (or is
+    /// sent again after a reconnect) is split into several SUBSCRIBE packets if the broker it
+    /// meets has a smaller limit, and fails with that error only if a single filter does not
+    /// fit; the same holds for [`Connection::unsubscribe`].
     pub fn subscribe(
         &mut self,
         filters: Vec<SubscribeFilter>,
@@ -786,6 +897,14 @@ impl Connection {
         } else {
             None
         };
+        self.check_request_size(&Request::Subscribe {
+            token: Token(0),
+            packet: Subscribe {
+                pkid: 0,
+                filters: filters.clone(),
+                properties: properties.clone().into(),
+            },
+        })?;
         for f in &filters {
             self.registry.insert(Subscription {
                 filter: f.filter.clone(),
@@ -828,6 +947,14 @@ impl Connection {
                 "MQTT 5 unsubscribe properties cannot be sent with MQTT 3.1.1".into(),
             ));
         }
+        self.check_request_size(&Request::Unsubscribe {
+            token: Token(0),
+            packet: Unsubscribe {
+                pkid: 0,
+                filters: filters.clone(),
+                properties: properties.clone().into(),
+            },
+        })?;
         for f in &filters {
             TopicFilter::new(f.clone())
                 .map_err(|e| CommandError::Invalid(format!("{:?}: {e}", f.as_str())))?;
@@ -997,6 +1124,7 @@ impl Connection {
             .and_then(|l| l.connected_at)
             .map(|t| now.saturating_duration_since(t))
             .unwrap_or_default();
+        self.reauthentication_failed(&reason);
         self.close_link();
         self.emit(
             now,
@@ -1010,6 +1138,16 @@ impl Connection {
             return;
         }
         self.after_failure(reason, server_reference, false, now);
+    }
+
+    /// The link closes: a re-authentication under way on it has failed.
+    fn reauthentication_failed(&mut self, reason: &Reason) {
+        if let Some(link) = self.link.as_mut().filter(|l| l.reauthenticating) {
+            link.reauthenticating = false;
+            self.events.push_back(Event::ReauthenticationFailed {
+                reason: reason.clone(),
+            });
+        }
     }
 
     fn classify_reason(&mut self, reason: &Reason) -> ReasonClass {
@@ -1192,15 +1330,27 @@ impl Connection {
     // Packets
 
     fn send_packet(&mut self, packet: &Packet, now: Instant) -> bool {
-        match packet.encode(self.config.protocol, &mut self.tx) {
-            Ok(()) => {
-                if let Some(link) = self.link.as_mut() {
-                    link.last_sent = now;
-                }
-                true
-            }
-            Err(_) => false,
+        let start = self.tx.len();
+        if packet.encode(self.config.protocol, &mut self.tx).is_err() {
+            return false;
         }
+        // The broker's Maximum Packet Size binds every packet (section 3.2.2.3.6). Checked on
+        // the encoded bytes, so a packet that fits (all but never) is measured only once.
+        if let Some(max) = self.peer_max_packet_size() {
+            if self.tx.len() - start > max as usize {
+                self.tx.truncate(start);
+                let Some(packet) = self.fit_to_peer(packet) else {
+                    return false;
+                };
+                if packet.encode(self.config.protocol, &mut self.tx).is_err() {
+                    return false;
+                }
+            }
+        }
+        if let Some(link) = self.link.as_mut() {
+            link.last_sent = now;
+        }
+        true
     }
 
     fn handle_packet(&mut self, packet: Packet, now: Instant) {
@@ -1264,31 +1414,25 @@ impl Connection {
                             authentication_data: data,
                             ..Properties::default()
                         };
-                        let reply = Auth {
+                        let reply = Packet::Auth(Auth {
                             reason: ReasonCode::ContinueAuthentication,
                             properties: properties.into(),
-                        };
-                        self.send_packet(&Packet::Auth(reply), now);
-                    }
-                    Err(e) => {
-                        let reason = Reason::Authentication(e);
-                        if self.link.as_ref().is_some_and(|l| l.connected_at.is_some()) {
-                            self.send_packet(
-                                &Packet::Disconnect(Disconnect {
-                                    reason: ReasonCode::NotAuthorized,
-                                    properties: Props::new(),
-                                }),
-                                now,
-                            );
-                            self.connection_lost(reason, now);
-                        } else {
-                            self.attempt_failed(reason, now);
+                        });
+                        match self.too_large(&reply) {
+                            Some(e) => self.authentication_failed(e.to_string(), now),
+                            None => {
+                                self.send_packet(&reply, now);
+                            }
                         }
                     }
+                    Err(e) => self.authentication_failed(e, now),
                 }
             }
             ReasonCode::Success if connected => {
                 auth.success(a.properties.authentication_data.as_ref());
+                if let Some(link) = self.link.as_mut() {
+                    link.reauthenticating = false;
+                }
                 self.events.push_back(Event::Reauthenticated);
             }
             other => self.protocol_violation(
@@ -1296,6 +1440,23 @@ impl Connection {
                 format!("unexpected AUTH reason {other}"),
                 now,
             ),
+        }
+    }
+
+    /// The exchange cannot go on (the authenticator refused, or its answer does not fit).
+    fn authentication_failed(&mut self, e: String, now: Instant) {
+        let reason = Reason::Authentication(e);
+        if self.link.as_ref().is_some_and(|l| l.connected_at.is_some()) {
+            self.send_packet(
+                &Packet::Disconnect(Disconnect {
+                    reason: ReasonCode::NotAuthorized,
+                    properties: Properties::default().into(),
+                }),
+                now,
+            );
+            self.connection_lost(reason, now);
+        } else {
+            self.attempt_failed(reason, now);
         }
     }
 
@@ -1428,7 +1589,6 @@ impl Connection {
     }
 
     fn resubscribe(&mut self, now: Instant) {
-        let v5 = self.config.protocol == ProtocolVersion::V5;
         let confirmed: Vec<Subscription> = self
             .registry
             .iter()
@@ -1447,35 +1607,60 @@ impl Connection {
                 None => groups.push((s.id, vec![s])),
             }
         }
+        let mut unfit = Vec::new();
         for (id, subs) in groups {
-            for chunk in subs.chunks(64) {
+            // As many packets as this broker's Maximum Packet Size takes.
+            let (chunks, too_large) = split_to_fit(&subs, 64, |c| {
+                match self.too_large(&Packet::Subscribe(self.resubscribe_packet(id, c, 1))) {
+                    Some(e) => Err(e),
+                    None => Ok(()),
+                }
+            });
+            unfit.extend(too_large);
+            for chunk in chunks {
                 let Some(pkid) = self.pkids.alloc(Owner::Resubscribe) else {
                     return;
                 };
-                let mut properties = Properties::default();
-                if v5 {
-                    if let Some(id) = id {
-                        properties.subscription_identifiers.push(id);
-                    }
-                    properties.user_properties = chunk[0].user_properties.clone();
-                }
-                let filters = chunk
-                    .iter()
-                    .map(|s| SubscribeFilter {
-                        filter: s.filter.clone(),
-                        options: s.options,
-                    })
-                    .collect();
-                let mut packet = Subscribe {
-                    pkid,
-                    filters,
-                    properties: properties.into(),
-                };
-                self.strip_sub_ids(&mut packet);
+                let packet = self.resubscribe_packet(id, &chunk, pkid);
                 self.send_packet(&Packet::Subscribe(packet), now);
             }
         }
-        self.emit(now, Lifecycle::Resubscribed { filters });
+        let mut filters = filters;
+        filters.retain(|f| !unfit.iter().any(|(s, _)| s.filter == *f));
+        if !filters.is_empty() {
+            self.emit(now, Lifecycle::Resubscribed { filters });
+        }
+        for (s, error) in unfit {
+            let filter = s.filter;
+            self.emit(now, Lifecycle::ResubscribeFailed { filter, error });
+        }
+    }
+
+    /// The SUBSCRIBE that restores `subs` (which share the subscription identifier `id`).
+    fn resubscribe_packet(&self, id: Option<u32>, subs: &[Subscription], pkid: u16) -> Subscribe {
+        let mut properties = Properties::default();
+        if self.config.protocol == ProtocolVersion::V5 {
+            if let Some(id) = id {
+                properties.subscription_identifiers.push(id);
+            }
+            if let Some(first) = subs.first() {
+                properties.user_properties = first.user_properties.clone();
+            }
+        }
+        let filters = subs
+            .iter()
+            .map(|s| SubscribeFilter {
+                filter: s.filter.clone(),
+                options: s.options,
+            })
+            .collect();
+        let mut packet = Subscribe {
+            pkid,
+            filters,
+            properties: properties.into(),
+        };
+        self.strip_sub_ids(&mut packet);
+        packet
     }
 
     fn strip_sub_ids(&self, packet: &mut Subscribe) {
@@ -1484,6 +1669,179 @@ impl Connection {
                 p.subscription_identifiers.clear();
             }
         }
+    }
+
+    /// The packet a request goes out as, with packet id `pkid`.
+    fn request_packet(&self, req: &Request, pkid: u16) -> Packet {
+        match req {
+            Request::Subscribe { packet, .. } => {
+                let mut p = packet.clone();
+                p.pkid = pkid;
+                self.strip_sub_ids(&mut p);
+                Packet::Subscribe(p)
+            }
+            Request::Unsubscribe { packet, .. } => {
+                let mut p = packet.clone();
+                p.pkid = pkid;
+                Packet::Unsubscribe(p)
+            }
+        }
+    }
+
+    /// The broker's Maximum Packet Size on the current connection, if it set one.
+    fn peer_max_packet_size(&self) -> Option<u32> {
+        self.link
+            .as_ref()
+            .filter(|l| l.connected_at.is_some())
+            .and_then(|l| l.max_packet_size)
+    }
+
+    /// Why `packet` must not be sent: it exceeds the broker's Maximum Packet Size.
+    fn too_large(&self, packet: &Packet) -> Option<CommandError> {
+        let max = self.peer_max_packet_size()?;
+        // A packet that cannot be encoded at all fails where it is encoded, with that error.
+        let size = packet.encoded_len(self.config.protocol).ok()?;
+        (size > max as usize).then_some(CommandError::PacketTooLarge {
+            packet: packet.packet_type(),
+            size,
+            max,
+        })
+    }
+
+    /// Whether a request fits in one packet (measured with a stand-in packet id).
+    fn check_request_size(&self, req: &Request) -> Result<(), CommandError> {
+        match self.too_large(&self.request_packet(req, 1)) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// A request about to be sent: as it is when it fits, else split into parts that fit (the
+    /// first is returned, the others go to the front of the queue). When a single filter does
+    /// not fit the request fails and `None` is returned.
+    fn fit_request(&mut self, req: Request) -> Option<Request> {
+        let Err(whole) = self.check_request_size(&req) else {
+            return Some(req);
+        };
+        let token = req.token();
+        let (mut parts, error) = match &req {
+            Request::Subscribe { packet, .. } => {
+                let part = |filters: &[SubscribeFilter]| Request::Subscribe {
+                    token,
+                    packet: Subscribe {
+                        pkid: 0,
+                        filters: filters.to_vec(),
+                        properties: packet.properties.clone(),
+                    },
+                };
+                let (runs, unfit) = split_to_fit(&packet.filters, usize::MAX, |f| {
+                    self.check_request_size(&part(f))
+                });
+                let error = unfit.into_iter().next().map(|(_, e)| e);
+                (runs.iter().map(|r| part(r)).collect::<Vec<_>>(), error)
+            }
+            Request::Unsubscribe { packet, .. } => {
+                let part = |filters: &[ByteStr]| Request::Unsubscribe {
+                    token,
+                    packet: Unsubscribe {
+                        pkid: 0,
+                        filters: filters.to_vec(),
+                        properties: packet.properties.clone(),
+                    },
+                };
+                let (runs, unfit) = split_to_fit(&packet.filters, usize::MAX, |f| {
+                    self.check_request_size(&part(f))
+                });
+                let error = unfit.into_iter().next().map(|(_, e)| e);
+                (runs.iter().map(|r| part(r)).collect::<Vec<_>>(), error)
+            }
+        };
+        let error = match error {
+            None if parts.is_empty() => Some(whole),
+            e => e,
+        };
+        if let Some(error) = error {
+            // A filter does not fit even alone: nothing of the request is sent.
+            let subscribe = matches!(req, Request::Subscribe { .. });
+            if let Request::Subscribe { packet, .. } = &req {
+                self.forget_subscribe(packet);
+            }
+            self.request_done(subscribe, token, Err(error));
+            return None;
+        }
+        let tokens: Vec<Token> = parts.iter().map(|_| self.token()).collect();
+        self.splits.split(token, &tokens);
+        for (part, t) in parts.iter_mut().zip(&tokens) {
+            match part {
+                Request::Subscribe { token, .. } | Request::Unsubscribe { token, .. } => {
+                    *token = *t
+                }
+            }
+        }
+        let mut parts = parts.into_iter();
+        let first = parts.next();
+        for part in parts.rev() {
+            self.requests.push_front(part);
+        }
+        first
+    }
+
+    /// A subscribe that will not be sent leaves the registry, as if the broker had refused it.
+    fn forget_subscribe(&mut self, packet: &Subscribe) {
+        let ids = &packet.properties.subscription_identifiers;
+        for f in &packet.filters {
+            let ours = self
+                .registry
+                .get(&f.filter)
+                .is_some_and(|e| ids.is_empty() || e.id == ids.first().copied());
+            if ours && self.registry.remove(&f.filter).is_some() {
+                let filter = f.filter.clone();
+                self.store(|| StoreOp::SubscriptionRemove(filter));
+            }
+        }
+    }
+
+    /// Reports a finished subscribe or unsubscribe; a part of a split request completes the
+    /// whole once every part has.
+    fn request_done(
+        &mut self,
+        subscribe: bool,
+        mut token: Token,
+        mut result: Result<Vec<ReasonCode>, CommandError>,
+    ) {
+        loop {
+            let Some((whole, r)) = self.splits.part_done(token, result) else {
+                return;
+            };
+            if whole != token {
+                // A part of a part (split again on a later connection): go up once more.
+                token = whole;
+                result = r;
+                continue;
+            }
+            self.events.push_back(if subscribe {
+                Event::SubscribeDone { token, result: r }
+            } else {
+                Event::UnsubscribeDone { token, result: r }
+            });
+            return;
+        }
+    }
+
+    /// `packet` as it may be sent within the broker's Maximum Packet Size: itself, or stripped
+    /// of its Reason String and then its User Properties where the spec allows that; `None`
+    /// when it cannot fit (the spec says discard it rather than send it).
+    fn fit_to_peer<'a>(&self, packet: &'a Packet) -> Option<Cow<'a, Packet>> {
+        if self.too_large(packet).is_none() {
+            return Some(Cow::Borrowed(packet));
+        }
+        let mut p = packet.clone();
+        diagnostics(&mut p)?.reason_string = None;
+        if self.too_large(&p).is_none() {
+            return Some(Cow::Owned(p));
+        }
+        diagnostics(&mut p)?.user_properties.clear();
+        self.too_large(&p).is_none().then_some(Cow::Owned(p))
     }
 
     fn check_against_broker(&self, p: &Publish) -> Option<PublishError> {
@@ -1520,6 +1878,9 @@ impl Connection {
             return;
         }
         while let Some(req) = self.requests.pop_front() {
+            let Some(req) = self.fit_request(req) else {
+                continue;
+            };
             let owner = match &req {
                 Request::Subscribe { token, .. } => Owner::Subscribe(*token),
                 Request::Unsubscribe { token, .. } => Owner::Unsubscribe(*token),
@@ -1528,19 +1889,7 @@ impl Connection {
                 self.requests.push_front(req);
                 break;
             };
-            let packet = match &req {
-                Request::Subscribe { packet, .. } => {
-                    let mut p = packet.clone();
-                    p.pkid = pkid;
-                    self.strip_sub_ids(&mut p);
-                    Packet::Subscribe(p)
-                }
-                Request::Unsubscribe { packet, .. } => {
-                    let mut p = packet.clone();
-                    p.pkid = pkid;
-                    Packet::Unsubscribe(p)
-                }
-            };
+            let packet = self.request_packet(&req, pkid);
             self.send_packet(&packet, now);
             self.sent_requests.insert(pkid, req);
         }
@@ -1926,10 +2275,7 @@ impl Connection {
                         self.store(|| StoreOp::SubscriptionRemove(f.filter.clone()));
                     }
                 }
-                self.events.push_back(Event::SubscribeDone {
-                    token,
-                    result: Ok(s.reasons),
-                });
+                self.request_done(true, token, Ok(s.reasons));
             }
             Some(Owner::Resubscribe) => {}
             Some(other) => {
@@ -1948,7 +2294,17 @@ impl Connection {
         match self.pkids.release(u.pkid) {
             Some(Owner::Unsubscribe(token)) => {
                 let n = match self.sent_requests.remove(&u.pkid) {
-                    Some(Request::Unsubscribe { packet, .. }) => packet.filters.len(),
+                    Some(Request::Unsubscribe { packet, .. }) => {
+                        if let Some(detail) = self.unsuback_count_error(&u, &packet) {
+                            // Keep the request, as for a SUBACK with the wrong count.
+                            self.pkids.claim(u.pkid, Owner::Unsubscribe(token));
+                            self.sent_requests
+                                .insert(u.pkid, Request::Unsubscribe { token, packet });
+                            self.protocol_violation(ReasonCode::ProtocolError, detail, now);
+                            return;
+                        }
+                        packet.filters.len()
+                    }
                     _ => 0,
                 };
                 let reasons = if u.reasons.is_empty() {
@@ -1956,10 +2312,7 @@ impl Connection {
                 } else {
                     u.reasons
                 };
-                self.events.push_back(Event::UnsubscribeDone {
-                    token,
-                    result: Ok(reasons),
-                });
+                self.request_done(false, token, Ok(reasons));
             }
             Some(other) => {
                 self.pkids.claim(u.pkid, other);
@@ -1974,6 +2327,22 @@ impl Connection {
             }
             None => {}
         }
+    }
+
+    /// An MQTT 5 UNSUBACK must carry one reason code per filter of the UNSUBSCRIBE (section
+    /// 3.11.3); a 3.1.1 UNSUBACK carries none.
+    fn unsuback_count_error(&self, u: &UnsubAck, packet: &Unsubscribe) -> Option<String> {
+        let expected = match self.config.protocol {
+            ProtocolVersion::V5 => packet.filters.len(),
+            ProtocolVersion::V311 => 0,
+        };
+        (u.reasons.len() != expected).then(|| {
+            format!(
+                "UNSUBACK has {} codes for {} filters",
+                u.reasons.len(),
+                packet.filters.len()
+            )
+        })
     }
 
     fn maybe_finish_drain(&mut self, now: Instant) {
@@ -2003,6 +2372,7 @@ impl Connection {
                 now,
             );
         }
+        self.reauthentication_failed(&Reason::Local);
         if self.link.take().is_some() {
             self.actions.push_back(Action::Close);
         }
@@ -2024,15 +2394,11 @@ impl Connection {
         reqs.extend(self.sent_requests.drain().map(|(_, r)| r));
         for r in reqs {
             match r {
-                Request::Subscribe { token, .. } => self.events.push_back(Event::SubscribeDone {
-                    token,
-                    result: Err(CommandError::Closed),
-                }),
+                Request::Subscribe { token, .. } => {
+                    self.request_done(true, token, Err(CommandError::Closed))
+                }
                 Request::Unsubscribe { token, .. } => {
-                    self.events.push_back(Event::UnsubscribeDone {
-                        token,
-                        result: Err(CommandError::Closed),
-                    })
+                    self.request_done(false, token, Err(CommandError::Closed))
                 }
             }
         }

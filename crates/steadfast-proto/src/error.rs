@@ -7,7 +7,7 @@
 use core::fmt;
 use std::time::Duration;
 
-use crate::{ByteStr, ReasonCode};
+use crate::{ByteStr, PacketType, ReasonCode};
 
 /// Who ended a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -233,6 +233,15 @@ pub enum CommandError {
     Closed,
     /// An invalid argument (bad filter, empty list, an MQTT 5 option with MQTT 3.1.1, ...).
     Invalid(String),
+    /// The packet would exceed the broker's Maximum Packet Size, so it is not sent.
+    PacketTooLarge {
+        /// The packet that does not fit (SUBSCRIBE, UNSUBSCRIBE, AUTH).
+        packet: PacketType,
+        /// Its encoded size.
+        size: usize,
+        /// The broker's limit.
+        max: u32,
+    },
 }
 
 impl fmt::Display for CommandError {
@@ -240,6 +249,10 @@ impl fmt::Display for CommandError {
         match self {
             CommandError::Closed => f.write_str("client is closed"),
             CommandError::Invalid(e) => write!(f, "invalid request: {e}"),
+            CommandError::PacketTooLarge { packet, size, max } => write!(
+                f,
+                "{packet} of {size} bytes exceeds the broker's maximum packet size of {max}"
+            ),
         }
     }
 }

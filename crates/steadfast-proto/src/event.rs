@@ -124,6 +124,14 @@ pub enum Lifecycle {
         /// The filters sent again.
         filters: Vec<ByteStr>,
     },
+    /// A subscription could not be restored: its SUBSCRIBE alone exceeds this broker's Maximum
+    /// Packet Size. It stays registered and is tried again after the next session loss.
+    ResubscribeFailed {
+        /// The filter.
+        filter: ByteStr,
+        /// Why ([`CommandError::PacketTooLarge`]).
+        error: CommandError,
+    },
     /// The broker no longer had the session the client expected.
     SessionLost {
         /// How many unacknowledged messages were republished as new publications.
@@ -153,6 +161,7 @@ impl Lifecycle {
             Lifecycle::ConnectionLost { .. } => "connection_lost",
             Lifecycle::Reconnecting { .. } => "reconnecting",
             Lifecycle::Resubscribed { .. } => "resubscribed",
+            Lifecycle::ResubscribeFailed { .. } => "resubscribe_failed",
             Lifecycle::SessionLost { .. } => "session_lost",
             Lifecycle::Dormant { .. } => "dormant",
             Lifecycle::Fatal { .. } => "fatal",
@@ -214,4 +223,11 @@ pub enum Event {
     Store(crate::session::persist::StoreOp),
     /// The broker completed an MQTT 5 re-authentication (AUTH 0x00).
     Reauthenticated,
+    /// A re-authentication started with `Connection::reauthenticate` ended without success:
+    /// the connection closed first (the broker refused with DISCONNECT, the authenticator
+    /// gave up, the link failed, or the application disconnected).
+    ReauthenticationFailed {
+        /// Why the connection closed.
+        reason: Reason,
+    },
 }

@@ -1007,6 +1007,19 @@ impl Sm {
                     "{what}: {p:?} sent before CONNACK"
                 );
             }
+            // Section 3.2.2.3.6: no packet may exceed the broker's Maximum Packet Size.
+            if let Some(max) = link
+                .connack
+                .as_ref()
+                .and_then(|c| c.properties.maximum_packet_size)
+            {
+                let size = p.encoded_len(version).unwrap_or(usize::MAX);
+                assert!(
+                    size <= max as usize,
+                    "{what}: {} of {size} bytes above the broker's {max}",
+                    p.packet_type()
+                );
+            }
             let in_use = |l: &Link, id: u16| {
                 l.outstanding.contains_key(&id)
                     || l.subscribes.contains_key(&id)

@@ -287,3 +287,101 @@ fn an_expired_token_is_replaced_not_fatal() {
         "without a provider the refusal is fatal"
     );
 }
+
+fn reauth_failures(events: &[Event]) -> Vec<Reason> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::ReauthenticationFailed { reason } => Some(reason.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Connected with an authenticator, a re-authentication started and its AUTH 0x19 taken.
+fn reauthenticating(echo: Echo) -> Harness {
+    let mut h = Harness::new(config(V5));
+    h.conn.set_authenticator(Box::new(echo));
+    h.connected();
+    h.conn.reauthenticate(h.now).expect("started");
+    assert!(matches!(h.sent().as_slice(), [Packet::Auth(_)]));
+    h
+}
+
+#[test]
+fn a_reauthentication_the_broker_refuses_is_reported_with_its_reason() {
+    let mut h = reauthenticating(Echo::default());
+    h.server_disconnect(
+        ReasonCode::NotAuthorized,
+        Properties {
+            reason_string: Some("token revoked".into()),
+            ..Properties::default()
+        },
+    );
+    let events = h.events();
+    assert_eq!(
+        reauth_failures(&events),
+        [Reason::ServerDisconnect {
+            code: ReasonCode::NotAuthorized,
+            reason_string: Some("token revoked".into()),
+        }],
+        "{events:?}"
+    );
+    assert!(!events.contains(&Event::Reauthenticated));
+}
+
+#[test]
+fn a_reauthentication_the_authenticator_abandons_is_reported() {
+    let mut h = reauthenticating(Echo {
+        refuse: true,
+        ..Echo::default()
+    });
+    h.reply(auth_packet(ReasonCode::ContinueAuthentication, b"odd"));
+    let events = h.events();
+    assert!(
+        matches!(
+            reauth_failures(&events).as_slice(),
+            [Reason::Authentication(e)] if e == "unexpected challenge"
+        ),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn a_reauthentication_cut_short_by_the_link_or_the_application_is_reported() {
+    let mut h = reauthenticating(Echo::default());
+    h.io_error();
+    let failures = reauth_failures(&h.events());
+    assert!(
+        matches!(failures.as_slice(), [Reason::Transport(_)]),
+        "{failures:?}"
+    );
+
+    let mut h = reauthenticating(Echo::default());
+    h.conn.disconnect(Default::default(), h.now);
+    assert_eq!(reauth_failures(&h.events()), [Reason::Local]);
+}
+
+#[test]
+fn one_reauthentication_at_a_time_and_no_failure_without_one() {
+    let mut h = reauthenticating(Echo::default());
+    assert!(
+        matches!(
+            h.conn.reauthenticate(h.now),
+            Err(steadfast_proto::CommandError::Invalid(e)) if e.contains("already")
+        ),
+        "a second one waits for the first"
+    );
+    assert!(h.sent().is_empty());
+    h.reply(auth_packet(ReasonCode::Success, b"ok"));
+    assert!(h.events().contains(&Event::Reauthenticated));
+    // Finished: a later connection loss is not a failed re-authentication, and a new one may
+    // start.
+    h.conn
+        .reauthenticate(h.now)
+        .expect("the first one finished");
+    h.reply(auth_packet(ReasonCode::Success, b"ok"));
+    assert!(h.events().contains(&Event::Reauthenticated));
+    h.io_error();
+    assert_eq!(reauth_failures(&h.events()), []);
+}

@@ -626,3 +626,108 @@ fn a_suback_with_the_wrong_count_closes_the_link_and_the_subscribe_is_sent_again
         }));
     }
 }
+
+fn unsubscribes(packets: &[Packet]) -> Vec<Unsubscribe> {
+    packets
+        .iter()
+        .filter_map(|p| match p {
+            Packet::Unsubscribe(u) => Some(u.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn unsuback(h: &mut Harness, pkid: u16, reasons: Vec<ReasonCode>) {
+    h.reply(Packet::UnsubAck(steadfast_proto::UnsubAck {
+        pkid,
+        reasons,
+        properties: Properties::default().into(),
+    }));
+}
+
+#[test]
+fn an_unsuback_with_the_wrong_count_closes_the_link_and_the_unsubscribe_is_sent_again() {
+    for wrong in [vec![ReasonCode::Success], vec![ReasonCode::Success; 3]] {
+        let mut h = Harness::v(V5);
+        h.connected();
+        let tok = h
+            .conn
+            .unsubscribe(
+                vec!["a/#".into(), "b/+".into()],
+                Properties::default(),
+                h.now,
+            )
+            .expect("unsubscribe");
+        let u = unsubscribes(&h.sent());
+        assert_eq!(u.len(), 1);
+        unsuback(&mut h, u[0].pkid, wrong.clone());
+        // The link is closed with a Protocol Error DISCONNECT, the request is not answered.
+        assert!(
+            h.sent()
+                .contains(&Packet::Disconnect(steadfast_proto::Disconnect {
+                    reason: ReasonCode::ProtocolError,
+                    properties: Properties::default().into(),
+                })),
+            "{wrong:?}"
+        );
+        let ev = h.events();
+        assert!(
+            ev.iter().any(|e| matches!(
+                e,
+                Event::Lifecycle {
+                    event: Lifecycle::ConnectionLost {
+                        reason: steadfast_proto::Reason::ProtocolViolation {
+                            code: ReasonCode::ProtocolError,
+                            detail,
+                        },
+                        ..
+                    },
+                    ..
+                } if detail.contains(&format!("UNSUBACK has {} codes for 2 filters", wrong.len()))
+            )),
+            "{ev:?}"
+        );
+        assert!(
+            !ev.iter()
+                .any(|e| matches!(e, Event::UnsubscribeDone { .. })),
+            "{ev:?}"
+        );
+        // Sent again on the next link, and completed by a correct UNSUBACK.
+        h.advance_to_next_timeout();
+        h.connect(true);
+        let u = unsubscribes(&h.sent());
+        assert_eq!(u.len(), 1, "the request is sent again");
+        assert_eq!(u[0].filters, ["a/#", "b/+"]);
+        unsuback(
+            &mut h,
+            u[0].pkid,
+            vec![ReasonCode::Success, ReasonCode::NoSubscriptionExisted],
+        );
+        assert!(h.events().contains(&Event::UnsubscribeDone {
+            token: tok,
+            result: Ok(vec![ReasonCode::Success, ReasonCode::NoSubscriptionExisted])
+        }));
+        assert_eq!(h.conn.state(), State::Connected);
+    }
+}
+
+#[test]
+fn a_v311_unsuback_completes_with_success_per_filter() {
+    let mut h = Harness::v(ProtocolVersion::V311);
+    h.connected();
+    let tok = h
+        .conn
+        .unsubscribe(
+            vec!["a/#".into(), "b/+".into()],
+            Properties::default(),
+            h.now,
+        )
+        .expect("unsubscribe");
+    let u = unsubscribes(&h.sent());
+    unsuback(&mut h, u[0].pkid, Vec::new());
+    assert!(h.events().contains(&Event::UnsubscribeDone {
+        token: tok,
+        result: Ok(vec![ReasonCode::Success; 2])
+    }));
+    assert_eq!(h.conn.state(), State::Connected);
+}

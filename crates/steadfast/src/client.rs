@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use steadfast_proto::{
     ByteStr, CommandError, DisconnectOptions, Lifecycle, Properties, Props, Publish, PublishError,
-    PublishOutcome, QoS, ReasonCode, State, SubscribeFilter, SubscriptionOptions,
+    PublishOutcome, QoS, Reason, ReasonCode, State, SubscribeFilter, SubscriptionOptions,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -38,6 +38,9 @@ pub enum ClientError {
     Command(CommandError),
     /// The broker refused a subscription or unsubscription.
     Refused(ReasonCode),
+    /// A re-authentication did not succeed: the connection closed before the broker accepted
+    /// it (a refusal arrives as DISCONNECT, for example Not authorized 0x87).
+    Reauthentication(Reason),
     /// The client's driver task has ended (the client was closed).
     Closed,
 }
@@ -48,6 +51,7 @@ impl core::fmt::Display for ClientError {
             ClientError::Publish(e) => write!(f, "publish failed: {e}"),
             ClientError::Command(e) => write!(f, "{e}"),
             ClientError::Refused(rc) => write!(f, "refused by the broker: {rc}"),
+            ClientError::Reauthentication(r) => write!(f, "re-authentication failed: {r}"),
             ClientError::Closed => f.write_str("client is closed"),
         }
     }
@@ -201,8 +205,12 @@ impl Client {
         }
     }
 
-    /// Starts an MQTT 5 re-authentication with the configured authenticator; resolves once the
-    /// AUTH exchange has been started (the broker's answer arrives as events / a disconnect).
+    /// Re-authenticates (MQTT 5 AUTH 0x19) with the configured authenticator, and resolves
+    /// with the outcome: `Ok` once the broker answers AUTH Success (0x00), or
+    /// [`ClientError::Reauthentication`] with the reason when the connection closes first (the
+    /// broker refused, the authenticator gave up, the link failed). It fails at once with
+    /// [`ClientError::Command`] without MQTT 5, an authenticator or a connection, or while
+    /// another re-authentication is under way.
     pub async fn reauthenticate(&self) -> Result<(), ClientError> {
         let (reply, rx) = oneshot::channel();
         self.tx

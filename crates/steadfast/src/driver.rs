@@ -106,6 +106,7 @@ pub(crate) fn spawn(mut b: ClientBuilder) -> (Client, Events) {
         batch,
         accepted: IdMap::default(),
         wbuf_len: 0,
+        reauth: None,
     };
     tokio::spawn(driver.run());
     (
@@ -139,6 +140,8 @@ struct Driver {
     /// Bytes of the write buffer not yet written (with the core's unsent bytes, held under
     /// [`TX_HIGH_WATER`]).
     wbuf_len: usize,
+    /// The reply of the re-authentication under way (the core allows one at a time).
+    reauth: Option<Reply<()>>,
 }
 
 #[allow(clippy::large_enum_variant)] // short-lived, one per loop turn
@@ -333,10 +336,13 @@ impl Driver {
                     self.blocked.push_back((publish, reply, accepted));
                 }
             }
-            Command::Reauthenticate { reply } => {
-                let r = self.conn.reauthenticate(now).map_err(ClientError::Command);
-                let _ = reply.send(r);
-            }
+            Command::Reauthenticate { reply } => match self.conn.reauthenticate(now) {
+                // Answered when the broker's AUTH Success, or the end of the link, arrives.
+                Ok(()) => self.reauth = Some(reply),
+                Err(e) => {
+                    let _ = reply.send(Err(ClientError::Command(e)));
+                }
+            },
             Command::Subscribe {
                 filters,
                 properties,
@@ -548,7 +554,17 @@ impl Driver {
                 Event::StateChanged(s) => {
                     self.state_tx.send_replace(s);
                 }
-                Event::Store(_) | Event::Reauthenticated => {}
+                Event::Reauthenticated => {
+                    if let Some(reply) = self.reauth.take() {
+                        let _ = reply.send(Ok(()));
+                    }
+                }
+                Event::ReauthenticationFailed { reason } => {
+                    if let Some(reply) = self.reauth.take() {
+                        let _ = reply.send(Err(ClientError::Reauthentication(reason)));
+                    }
+                }
+                Event::Store(_) => {}
             }
         }
     }

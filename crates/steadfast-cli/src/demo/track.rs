@@ -149,6 +149,8 @@ impl ClientTrack {
                 self.delays.push((at, *delay));
             }
             Lifecycle::Resubscribed { .. } => self.resubscribed += 1,
+            // Shown in the log line; it is not a connection failure.
+            Lifecycle::ResubscribeFailed { .. } => {}
             Lifecycle::SessionLost { republished } => self.republished += republished,
             Lifecycle::Dormant { .. } => self.state = "dormant",
             Lifecycle::Fatal { reason } => {
@@ -427,6 +429,9 @@ pub fn describe(event: &Lifecycle) -> String {
             format!("reconnecting in {} (attempt {attempt})", fmt_dur(*delay))
         }
         Lifecycle::Resubscribed { filters } => format!("resubscribed {} filter(s)", filters.len()),
+        Lifecycle::ResubscribeFailed { filter, error } => {
+            format!("cannot resubscribe {filter}: {error}")
+        }
         Lifecycle::SessionLost { republished } => {
             format!("broker lost the session: {republished} message(s) republished")
         }
