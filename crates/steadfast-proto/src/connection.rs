@@ -1893,6 +1893,11 @@ impl Connection {
             self.send_packet(&packet, now);
             self.sent_requests.insert(pkid, req);
         }
+        if self.requests.is_empty() && self.requests.capacity() > 0 {
+            // (Un)subscribes come in bursts (the connect, a resubscribe): give the room back
+            // rather than keep it for the life of an idle connection.
+            self.requests = VecDeque::new();
+        }
         let recv_max = self
             .link
             .as_ref()
@@ -2236,11 +2241,19 @@ impl Connection {
         }
     }
 
+    /// The request a SUBACK or UNSUBACK answers; the map's room is given back once it empties.
+    fn take_sent_request(&mut self, pkid: u16) -> Option<Request> {
+        let req = self.sent_requests.remove(&pkid);
+        if self.sent_requests.is_empty() {
+            self.sent_requests = IdMap::default();
+        }
+        req
+    }
+
     fn on_suback(&mut self, s: SubAck, now: Instant) {
         match self.pkids.release(s.pkid) {
             Some(Owner::Subscribe(token)) => {
-                let Some(Request::Subscribe { packet, .. }) = self.sent_requests.remove(&s.pkid)
-                else {
+                let Some(Request::Subscribe { packet, .. }) = self.take_sent_request(s.pkid) else {
                     return;
                 };
                 if s.reasons.len() != packet.filters.len() {
@@ -2293,7 +2306,7 @@ impl Connection {
     fn on_unsuback(&mut self, u: UnsubAck, now: Instant) {
         match self.pkids.release(u.pkid) {
             Some(Owner::Unsubscribe(token)) => {
-                let n = match self.sent_requests.remove(&u.pkid) {
+                let n = match self.take_sent_request(u.pkid) {
                     Some(Request::Unsubscribe { packet, .. }) => {
                         if let Some(detail) = self.unsuback_count_error(&u, &packet) {
                             // Keep the request, as for a SUBACK with the wrong count.
