@@ -58,7 +58,13 @@ enum Target {
     Route(mpsc::Sender<Message>),
 }
 
-pub(crate) fn spawn(mut b: ClientBuilder) -> (Client, Events) {
+pub(crate) fn spawn(b: ClientBuilder) -> (Client, Events) {
+    let (driver, client, events) = new_driver(b);
+    tokio::spawn(driver.run());
+    (client, events)
+}
+
+fn new_driver(mut b: ClientBuilder) -> (Box<Driver>, Client, Events) {
     let store = b.store.take();
     let durable = store.is_some();
     let snapshot = b.snapshot.take();
@@ -87,7 +93,7 @@ pub(crate) fn spawn(mut b: ClientBuilder) -> (Client, Events) {
             batch.push(StoreOp::ClientId(conn.client_id().clone()));
         }
     }
-    let driver = Driver {
+    let driver = Box::new(Driver {
         conn,
         connector: b.connector,
         cmd_rx,
@@ -106,9 +112,9 @@ pub(crate) fn spawn(mut b: ClientBuilder) -> (Client, Events) {
         batch,
         accepted: IdMap::default(),
         wbuf_len: 0,
-    };
-    tokio::spawn(driver.run());
+    });
     (
+        driver,
         Client {
             tx: cmd_tx,
             state: state_rx,
@@ -163,7 +169,10 @@ impl Driver {
         Instant::now().into_std()
     }
 
-    async fn run(mut self) {
+    /// The driver's loop. `self` is boxed: an `async fn` taking `mut self` by value keeps two
+    /// copies of it in its future (the argument and the binding), and the future is the bulk
+    /// of what an idle client holds.
+    async fn run(mut self: Box<Self>) {
         let mut transport: Option<BoxTransport> = None;
         let mut connecting: Option<ConnectFuture> = None;
         let mut wbuf = Bytes::new();
@@ -178,7 +187,9 @@ impl Driver {
             self.wbuf_len = wbuf.len();
             self.retry_blocked();
             if let Err(e) = self.process_events().await {
-                self.store_failed(e).await;
+                // Boxed, like the other rarely-taken awaits below: the future is as large as its
+                // largest await, and this one (with `flush_pending`) would double it.
+                Box::pin(self.store_failed(e)).await;
                 return;
             }
             while let Some(action) = self.conn.poll_action() {
@@ -197,7 +208,7 @@ impl Driver {
                             };
                         }
                         if let Some(t) = transport.take() {
-                            close_transport(t, rest).await;
+                            Box::pin(close_transport(t, rest)).await;
                         }
                         needs_flush = false;
                     }
@@ -218,7 +229,7 @@ impl Driver {
                 for w in self.disconnect_waiters.drain(..) {
                     let _ = w.send(());
                 }
-                self.flush_pending().await;
+                Box::pin(self.flush_pending()).await;
                 self.fail_all();
                 return;
             }
@@ -743,5 +754,21 @@ fn poll_read(
         }
         Poll::Ready(Err(e)) => Poll::Ready(IoEvent::Error(e)),
         Poll::Pending => Poll::Pending,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every client's task holds the driver's future for its whole life, idle or not: its size
+    /// is per-connection memory. The `Driver` (with the core's `Connection`) is boxed apart, and
+    /// the rarely-taken awaits are boxed, so the future is only the loop's own state.
+    #[test]
+    fn driver_future_stays_small() {
+        let (driver, _client, _events) = new_driver(ClientBuilder::new());
+        let fut = driver.run();
+        let size = std::mem::size_of_val(&fut);
+        assert!(size <= 1024, "the driver's future is {size} bytes");
     }
 }
