@@ -31,8 +31,9 @@ use crate::transport::{BoxTransport, ConnectFuture, Connector};
 const MAX_PENDING: usize = 256;
 /// Bytes read per call at most.
 const READ_CHUNK: usize = 64 * 1024;
-/// The read buffer's first size: it doubles (up to [`READ_CHUNK`]) whenever a read fills it, so
-/// an idle connection keeps 4 KiB instead of 64 KiB.
+/// The read buffer's first size: it doubles (up to [`READ_CHUNK`]) whenever a read fills it.
+/// An idle connection holds none (see [`poll_read`]); this is also the stack buffer it waits
+/// with.
 const READ_MIN: usize = 4 * 1024;
 /// Unwritten bytes above which new publishes wait (in order, with those blocked by a full
 /// offline queue) instead of being encoded: a publisher faster than the socket is held back,
@@ -734,12 +735,20 @@ async fn poll_io(
 }
 
 /// Reads into the core's buffer; the buffer grows (up to [`READ_CHUNK`]) when a read fills it.
+///
+/// An idle connection holds no read buffer: when the buffer is empty and a read would block,
+/// it is released (a grown one first shrinks its growth step back, read by read, so a busy
+/// connection keeps it), and a released buffer is waited on with a stack buffer and allocated
+/// again only when bytes arrive.
 fn poll_read(
     t: &mut BoxTransport,
     cx: &mut std::task::Context<'_>,
     rbuf: &mut bytes::BytesMut,
     read_size: &mut usize,
 ) -> Poll<IoEvent> {
+    if rbuf.capacity() == 0 {
+        return poll_read_released(t, cx, rbuf, read_size);
+    }
     if rbuf.capacity() - rbuf.len() < READ_MIN / 2 {
         rbuf.reserve(*read_size);
     }
@@ -750,6 +759,42 @@ fn poll_read(
             if n >= spare {
                 *read_size = (*read_size * 2).min(READ_CHUNK);
             }
+            Poll::Ready(IoEvent::Read)
+        }
+        Poll::Ready(Err(e)) => Poll::Ready(IoEvent::Error(e)),
+        Poll::Pending => {
+            if rbuf.is_empty() {
+                if *read_size > READ_MIN {
+                    *read_size = (*read_size / 2).max(READ_MIN);
+                } else {
+                    *rbuf = bytes::BytesMut::new();
+                }
+            }
+            Poll::Pending
+        }
+    }
+}
+
+/// Reads with no buffer held: into the stack, then into a new buffer of the current size.
+fn poll_read_released(
+    t: &mut BoxTransport,
+    cx: &mut std::task::Context<'_>,
+    rbuf: &mut bytes::BytesMut,
+    read_size: &mut usize,
+) -> Poll<IoEvent> {
+    let mut stack = [std::mem::MaybeUninit::<u8>::uninit(); READ_MIN];
+    let mut buf = tokio::io::ReadBuf::uninit(&mut stack);
+    match Pin::new(&mut **t).poll_read(cx, &mut buf) {
+        Poll::Ready(Ok(())) => {
+            let data = buf.filled();
+            if data.is_empty() {
+                return Poll::Ready(IoEvent::Eof);
+            }
+            if data.len() == READ_MIN {
+                *read_size = (*read_size * 2).min(READ_CHUNK);
+            }
+            rbuf.reserve((*read_size).max(data.len()));
+            rbuf.extend_from_slice(data);
             Poll::Ready(IoEvent::Read)
         }
         Poll::Ready(Err(e)) => Poll::Ready(IoEvent::Error(e)),
@@ -770,5 +815,79 @@ mod tests {
         let fut = driver.run();
         let size = std::mem::size_of_val(&fut);
         assert!(size <= 1024, "the driver's future is {size} bytes");
+    }
+
+    fn read_once(
+        t: &mut BoxTransport,
+        rbuf: &mut bytes::BytesMut,
+        read_size: &mut usize,
+    ) -> Poll<IoEvent> {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        poll_read(t, &mut cx, rbuf, read_size)
+    }
+
+    /// An idle connection holds no read buffer: it is released once empty with nothing to
+    /// read, and allocated again when bytes arrive.
+    #[tokio::test]
+    async fn idle_connection_releases_its_read_buffer() {
+        let (near, mut far) = tokio::io::duplex(64 * 1024);
+        let mut t: BoxTransport = Box::new(near);
+        let mut rbuf = bytes::BytesMut::new();
+        let mut read_size = READ_MIN;
+        assert!(read_once(&mut t, &mut rbuf, &mut read_size).is_pending());
+        assert_eq!(rbuf.capacity(), 0);
+
+        far.write_all(b"0123456789").await.unwrap();
+        assert!(matches!(
+            read_once(&mut t, &mut rbuf, &mut read_size),
+            Poll::Ready(IoEvent::Read)
+        ));
+        assert_eq!(&rbuf[..], b"0123456789");
+        assert!(rbuf.capacity() >= READ_MIN);
+
+        // Not yet consumed: a would-block read keeps the buffer.
+        assert!(read_once(&mut t, &mut rbuf, &mut read_size).is_pending());
+        assert_eq!(&rbuf[..], b"0123456789");
+        // Consumed (as the core does when it decodes a packet): released.
+        rbuf.advance(10);
+        assert!(read_once(&mut t, &mut rbuf, &mut read_size).is_pending());
+        assert_eq!(rbuf.capacity(), 0);
+
+        drop(far);
+        assert!(matches!(
+            read_once(&mut t, &mut rbuf, &mut read_size),
+            Poll::Ready(IoEvent::Eof)
+        ));
+    }
+
+    /// A buffer grown by bulk reads is kept across would-block reads while its growth step
+    /// shrinks back, so a busy connection does not allocate per read; then it is released.
+    #[tokio::test]
+    async fn grown_read_buffer_is_kept_while_busy() {
+        let (near, mut far) = tokio::io::duplex(256 * 1024);
+        let mut t: BoxTransport = Box::new(near);
+        let mut rbuf = bytes::BytesMut::new();
+        let mut read_size = READ_MIN;
+        let chunk = vec![7u8; READ_CHUNK];
+        far.write_all(&chunk).await.unwrap();
+        let mut got = 0;
+        while got < READ_CHUNK {
+            match read_once(&mut t, &mut rbuf, &mut read_size) {
+                Poll::Ready(IoEvent::Read) => {
+                    got += rbuf.len();
+                    rbuf.advance(rbuf.len());
+                }
+                other => panic!("expected a read, got pending: {}", other.is_pending()),
+            }
+        }
+        assert!(read_size > READ_MIN, "reads that fill the buffer grow it");
+        let mut kept = 0;
+        while rbuf.capacity() > 0 {
+            assert!(read_once(&mut t, &mut rbuf, &mut read_size).is_pending());
+            kept += 1;
+            assert!(kept <= 8, "never released");
+        }
+        assert!(kept > 1, "released at the first would-block read");
+        assert_eq!(read_size, READ_MIN);
     }
 }
