@@ -69,34 +69,37 @@ impl From<CommandError> for ClientError {
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, ClientError>>;
 
+/// What a [`Client`] asks of the driver.
+///
+/// Every variant is one word: every client's command channel allocates a block of 32 slots
+/// of this type up front, so anything larger is boxed (the publish, with its MQTT 5
+/// properties, is ~470 bytes; the others are rare).
 pub(crate) enum Command {
-    Publish {
-        // Boxed (and the properties below): a Publish with its MQTT 5 properties is ~470
-        // bytes, and every client's command channel allocates 32 slots of the largest variant
-        // up front.
-        publish: Box<Publish>,
-        reply: Reply<PublishOutcome>,
-        accepted: Option<oneshot::Sender<()>>,
-    },
-    Reauthenticate {
-        reply: Reply<()>,
-    },
-    Subscribe {
-        filters: Vec<SubscribeFilter>,
-        properties: Box<Properties>,
-        route: Option<mpsc::Sender<Message>>,
-        reply: Reply<Vec<ReasonCode>>,
-    },
-    Unsubscribe {
-        filters: Vec<ByteStr>,
-        properties: Box<Properties>,
-        reply: Reply<Vec<ReasonCode>>,
-    },
-    Disconnect {
-        options: DisconnectOptions,
-        reply: oneshot::Sender<()>,
-    },
+    Publish(Box<PublishCommand>),
+    Reauthenticate(Reply<()>),
+    Subscribe(Box<SubscribeCommand>),
+    Unsubscribe(Box<UnsubscribeCommand>),
+    Disconnect(Box<(DisconnectOptions, oneshot::Sender<()>)>),
     ReconnectNow,
+}
+
+pub(crate) struct PublishCommand {
+    pub(crate) publish: Publish,
+    pub(crate) reply: Reply<PublishOutcome>,
+    pub(crate) accepted: Option<oneshot::Sender<()>>,
+}
+
+pub(crate) struct SubscribeCommand {
+    pub(crate) filters: Vec<SubscribeFilter>,
+    pub(crate) properties: Properties,
+    pub(crate) route: Option<mpsc::Sender<Message>>,
+    pub(crate) reply: Reply<Vec<ReasonCode>>,
+}
+
+pub(crate) struct UnsubscribeCommand {
+    pub(crate) filters: Vec<ByteStr>,
+    pub(crate) properties: Properties,
+    pub(crate) reply: Reply<Vec<ReasonCode>>,
 }
 
 /// A cloneable handle to a running client. Dropping every handle disconnects gracefully.
@@ -143,11 +146,11 @@ impl Client {
     pub async fn publish_message(&self, publish: Publish) -> Result<PublishOutcome, ClientError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Command::Publish {
-                publish: Box::new(publish),
+            .send(Command::Publish(Box::new(PublishCommand {
+                publish,
                 reply,
                 accepted: None,
-            })
+            })))
             .await
             .map_err(|_| ClientError::Closed)?;
         rx.await.map_err(|_| ClientError::Closed)?
@@ -173,22 +176,22 @@ impl Client {
         let (reply, rx) = oneshot::channel();
         if !self.durable {
             self.tx
-                .send(Command::Publish {
-                    publish: Box::new(publish),
+                .send(Command::Publish(Box::new(PublishCommand {
+                    publish,
                     reply,
                     accepted: None,
-                })
+                })))
                 .await
                 .map_err(|_| ClientError::Closed)?;
             return Ok(PendingAck { rx });
         }
         let (accepted, acc_rx) = oneshot::channel();
         self.tx
-            .send(Command::Publish {
-                publish: Box::new(publish),
+            .send(Command::Publish(Box::new(PublishCommand {
+                publish,
                 reply,
                 accepted: Some(accepted),
-            })
+            })))
             .await
             .map_err(|_| ClientError::Closed)?;
         match acc_rx.await {
@@ -206,7 +209,7 @@ impl Client {
     pub async fn reauthenticate(&self) -> Result<(), ClientError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Command::Reauthenticate { reply })
+            .send(Command::Reauthenticate(reply))
             .await
             .map_err(|_| ClientError::Closed)?;
         rx.await.map_err(|_| ClientError::Closed)?
@@ -233,12 +236,12 @@ impl Client {
         let (reply, done) = oneshot::channel();
         let filters = vec![filter_with(filter.clone(), qos)];
         self.tx
-            .send(Command::Subscribe {
+            .send(Command::Subscribe(Box::new(SubscribeCommand {
                 filters,
-                properties: Box::default(),
+                properties: Properties::default(),
                 route: Some(route),
                 reply,
-            })
+            })))
             .await
             .map_err(|_| ClientError::Closed)?;
         let codes = done.await.map_err(|_| ClientError::Closed)??;
@@ -259,12 +262,12 @@ impl Client {
     ) -> Result<Vec<ReasonCode>, ClientError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Command::Subscribe {
+            .send(Command::Subscribe(Box::new(SubscribeCommand {
                 filters,
-                properties: Box::new(properties),
+                properties,
                 route: None,
                 reply,
-            })
+            })))
             .await
             .map_err(|_| ClientError::Closed)?;
         rx.await.map_err(|_| ClientError::Closed)?
@@ -275,11 +278,11 @@ impl Client {
         let (reply, rx) = oneshot::channel();
         let filters = filters.into_iter().map(ByteStr::from).collect();
         self.tx
-            .send(Command::Unsubscribe {
+            .send(Command::Unsubscribe(Box::new(UnsubscribeCommand {
                 filters,
-                properties: Box::default(),
+                properties: Properties::default(),
                 reply,
-            })
+            })))
             .await
             .map_err(|_| ClientError::Closed)?;
         rx.await.map_err(|_| ClientError::Closed)?
@@ -296,7 +299,7 @@ impl Client {
         let (reply, rx) = oneshot::channel();
         if self
             .tx
-            .send(Command::Disconnect { options, reply })
+            .send(Command::Disconnect(Box::new((options, reply))))
             .await
             .is_err()
         {

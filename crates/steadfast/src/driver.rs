@@ -23,7 +23,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::builder::ClientBuilder;
-use crate::client::{Client, ClientError, ClientEvent, Command, Events, Message, Reply};
+use crate::client::{
+    Client, ClientError, ClientEvent, Command, Events, Message, PublishCommand, Reply,
+    SubscribeCommand, UnsubscribeCommand,
+};
 use crate::store::{Store, StoreOp};
 use crate::transport::{BoxTransport, ConnectFuture, Connector};
 
@@ -332,12 +335,12 @@ impl Driver {
 
     fn handle_command(&mut self, cmd: Command, now: std::time::Instant) {
         match cmd {
-            Command::Publish {
-                publish,
-                reply,
-                accepted,
-            } => {
-                let publish = *publish;
+            Command::Publish(cmd) => {
+                let PublishCommand {
+                    publish,
+                    reply,
+                    accepted,
+                } = *cmd;
                 if self.blocked.is_empty() && !self.tx_backlog() {
                     self.publish(publish, reply, accepted, now)
                 } else {
@@ -345,18 +348,19 @@ impl Driver {
                     self.blocked.push_back((publish, reply, accepted));
                 }
             }
-            Command::Reauthenticate { reply } => {
+            Command::Reauthenticate(reply) => {
                 let r = self.conn.reauthenticate(now).map_err(ClientError::Command);
                 let _ = reply.send(r);
             }
-            Command::Subscribe {
-                filters,
-                properties,
-                route,
-                reply,
-            } => {
+            Command::Subscribe(cmd) => {
+                let SubscribeCommand {
+                    filters,
+                    properties,
+                    route,
+                    reply,
+                } = *cmd;
                 let names: Vec<String> = filters.iter().map(|f| f.filter.to_string()).collect();
-                match self.conn.subscribe(filters, *properties, now) {
+                match self.conn.subscribe(filters, properties, now) {
                     Ok(token) => {
                         if let Some(tx) = &route {
                             for name in names {
@@ -380,15 +384,16 @@ impl Driver {
                     }
                 }
             }
-            Command::Unsubscribe {
-                filters,
-                properties,
-                reply,
-            } => {
+            Command::Unsubscribe(cmd) => {
+                let UnsubscribeCommand {
+                    filters,
+                    properties,
+                    reply,
+                } = *cmd;
                 for f in &filters {
                     self.routes.retain(|r| r.filter != f.as_str());
                 }
-                match self.conn.unsubscribe(filters, *properties, now) {
+                match self.conn.unsubscribe(filters, properties, now) {
                     Ok(token) => {
                         self.unsubscribes.insert(token.0, reply);
                     }
@@ -397,7 +402,8 @@ impl Driver {
                     }
                 }
             }
-            Command::Disconnect { options, reply } => {
+            Command::Disconnect(cmd) => {
+                let (options, reply) = *cmd;
                 if self.conn.state() == State::Closed {
                     let _ = reply.send(());
                 } else {
@@ -815,6 +821,14 @@ mod tests {
         let fut = driver.run();
         let size = std::mem::size_of_val(&fut);
         assert!(size <= 1024, "the driver's future is {size} bytes");
+    }
+
+    /// Each client's command channel allocates 32 slots of `Command` up front, its event
+    /// channel 32 of its item: both stay one word (plus the tag).
+    #[test]
+    fn channel_items_stay_small() {
+        assert!(std::mem::size_of::<Command>() <= 16);
+        assert!(std::mem::size_of::<Box<ClientEvent>>() <= 8);
     }
 
     fn read_once(
