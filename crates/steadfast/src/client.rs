@@ -129,30 +129,47 @@ impl Client {
         retain: bool,
         payload: impl Into<Bytes>,
     ) -> Result<PublishOutcome, ClientError> {
-        self.publish_message(Publish {
-            dup: false,
-            qos,
-            retain,
-            topic: ByteStr::from(topic.into()),
-            pkid: 0,
-            properties: Properties::default(),
-            payload: payload.into(),
-        })
-        .await
+        // The command is built here, not by `publish_message`: an async fn keeps its
+        // arguments in its future, and a `Publish` is ~470 bytes.
+        let (reply, rx) = oneshot::channel();
+        let cmd = Command::Publish(Box::new(PublishCommand {
+            publish: Publish {
+                dup: false,
+                qos,
+                retain,
+                topic: ByteStr::from(topic.into()),
+                pkid: 0,
+                properties: Properties::default(),
+                payload: payload.into(),
+            },
+            reply,
+            accepted: None,
+        }));
+        self.request(cmd, rx).await
     }
 
     /// Publishes a message with MQTT 5 properties (response topic, correlation data, message
     /// expiry, content type, user properties, ...). `pkid` and `dup` are ignored.
     pub async fn publish_message(&self, publish: Publish) -> Result<PublishOutcome, ClientError> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Publish(Box::new(PublishCommand {
-                publish,
-                reply,
-                accepted: None,
-            })))
-            .await
-            .map_err(|_| ClientError::Closed)?;
+        let cmd = Command::Publish(Box::new(PublishCommand {
+            publish,
+            reply,
+            accepted: None,
+        }));
+        self.request(cmd, rx).await
+    }
+
+    /// Sends a command and waits for the driver's reply. The callers build the boxed command
+    /// before they await, so their futures hold it and not the values it was made of (a
+    /// future that waits on the client, e.g. a task's first `subscribe`, lives as long as
+    /// its task).
+    async fn request<T>(
+        &self,
+        cmd: Command,
+        rx: oneshot::Receiver<Result<T, ClientError>>,
+    ) -> Result<T, ClientError> {
+        self.tx.send(cmd).await.map_err(|_| ClientError::Closed)?;
         rx.await.map_err(|_| ClientError::Closed)?
     }
 
@@ -208,20 +225,21 @@ impl Client {
     /// AUTH exchange has been started (the broker's answer arrives as events / a disconnect).
     pub async fn reauthenticate(&self) -> Result<(), ClientError> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Reauthenticate(reply))
-            .await
-            .map_err(|_| ClientError::Closed)?;
-        rx.await.map_err(|_| ClientError::Closed)?
+        self.request(Command::Reauthenticate(reply), rx).await
     }
 
     /// Subscribes to one filter; its messages arrive on [`Events`]. The subscription is restored
     /// after any reconnect where the broker lost the session. Fails if the broker refuses it.
     pub async fn subscribe(&self, filter: impl Into<String>, qos: QoS) -> Result<QoS, ClientError> {
-        let codes = self
-            .subscribe_with(vec![filter_with(filter, qos)], Properties::default())
-            .await?;
-        granted(&codes)
+        // Not through `subscribe_with`: its future would hold the (large) `Properties`.
+        let (reply, rx) = oneshot::channel();
+        let cmd = Command::Subscribe(Box::new(SubscribeCommand {
+            filters: vec![filter_with(filter, qos)],
+            properties: Properties::default(),
+            route: None,
+            reply,
+        }));
+        granted(&self.request(cmd, rx).await?)
     }
 
     /// Subscribes to one filter and returns a handle that receives its messages (instead of
@@ -261,31 +279,24 @@ impl Client {
         properties: Properties,
     ) -> Result<Vec<ReasonCode>, ClientError> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Subscribe(Box::new(SubscribeCommand {
-                filters,
-                properties,
-                route: None,
-                reply,
-            })))
-            .await
-            .map_err(|_| ClientError::Closed)?;
-        rx.await.map_err(|_| ClientError::Closed)?
+        let cmd = Command::Subscribe(Box::new(SubscribeCommand {
+            filters,
+            properties,
+            route: None,
+            reply,
+        }));
+        self.request(cmd, rx).await
     }
 
     /// Unsubscribes; the filters are no longer restored after a reconnect.
     pub async fn unsubscribe(&self, filters: Vec<String>) -> Result<Vec<ReasonCode>, ClientError> {
         let (reply, rx) = oneshot::channel();
-        let filters = filters.into_iter().map(ByteStr::from).collect();
-        self.tx
-            .send(Command::Unsubscribe(Box::new(UnsubscribeCommand {
-                filters,
-                properties: Properties::default(),
-                reply,
-            })))
-            .await
-            .map_err(|_| ClientError::Closed)?;
-        rx.await.map_err(|_| ClientError::Closed)?
+        let cmd = Command::Unsubscribe(Box::new(UnsubscribeCommand {
+            filters: filters.into_iter().map(ByteStr::from).collect(),
+            properties: Properties::default(),
+            reply,
+        }));
+        self.request(cmd, rx).await
     }
 
     /// Disconnects gracefully: stops reconnecting, lets in-flight messages finish within the

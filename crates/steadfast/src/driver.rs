@@ -823,6 +823,19 @@ mod tests {
         assert!(size <= 1024, "the driver's future is {size} bytes");
     }
 
+    /// An application often awaits its first `subscribe` in the task that then reads the
+    /// client's events for good: the future's size stays with that task.
+    #[test]
+    fn client_futures_stay_small() {
+        let (_driver, client, _events) = new_driver(ClientBuilder::new());
+        let sub = client.subscribe("a/b", steadfast_proto::QoS::AtLeastOnce);
+        let size = std::mem::size_of_val(&sub);
+        assert!(size <= 320, "subscribe's future is {size} bytes");
+        let publish = client.publish("a/b", steadfast_proto::QoS::AtLeastOnce, false, "x");
+        let size = std::mem::size_of_val(&publish);
+        assert!(size <= 320, "publish's future is {size} bytes");
+    }
+
     /// Each client's command channel allocates 32 slots of `Command` up front, its event
     /// channel 32 of its item: both stay one word (plus the tag).
     #[test]
