@@ -250,12 +250,16 @@ impl Driver {
             let can_read =
                 self.pending.len() < MAX_PENDING || self.conn.state() == State::Connecting;
             self.conn.set_input_paused(!can_read, self.now());
-            let front_tx = match self.pending.front() {
-                Some((Target::Events, _)) => Some(Target::Events),
-                Some((Target::Route(tx), _)) => Some(Target::Route(tx.clone())),
-                None => None,
-            };
-            let ev_tx = front_tx.as_ref().map(|_| self.ev_tx.clone());
+            // Boxed, and only while events wait: inline, this wait (~200 bytes) would be part
+            // of every client's future, idle or not.
+            let delivery = self.pending.front().map(|(target, _)| {
+                let target = match target {
+                    Target::Events => Target::Events,
+                    Target::Route(tx) => Target::Route(tx.clone()),
+                };
+                Box::pin(reserve(target, self.ev_tx.clone()))
+            });
+            let delivering = delivery.is_some();
             // Commands are read even while publishes wait for room in the offline queue: a
             // blocked publish must not hold up disconnect, wake/reconnect_now or subscribe
             // (later publishes queue up behind it, in order; see `handle_command`).
@@ -270,7 +274,7 @@ impl Driver {
                     Wake::Io(ev)
                 }
                 _ = &mut timer, if deadline.is_some() => Wake::Timer,
-                _ = reserve(front_tx, ev_tx), if self.pending.front().is_some() => Wake::Delivered,
+                _ = async { if let Some(d) = delivery { d.await } }, if delivering => Wake::Delivered,
                 cmd = self.cmd_rx.recv(), if accept_cmds => Wake::Command(cmd),
             };
             let now = self.now();
@@ -685,18 +689,16 @@ async fn close_transport(mut t: BoxTransport, rest: Bytes) {
     .await;
 }
 
-async fn reserve(target: Option<Target>, ev_tx: Option<mpsc::Sender<Box<ClientEvent>>>) {
+/// Waits for room for the next pending event (a closed channel also resolves: the event is
+/// then discarded).
+async fn reserve(target: Target, ev_tx: mpsc::Sender<Box<ClientEvent>>) {
     match target {
-        Some(Target::Events) => {
-            // A closed channel also resolves: the event is then discarded.
-            if let Some(ev_tx) = ev_tx {
-                let _ = ev_tx.reserve().await;
-            }
+        Target::Events => {
+            let _ = ev_tx.reserve().await;
         }
-        Some(Target::Route(tx)) => {
+        Target::Route(tx) => {
             let _ = tx.reserve().await;
         }
-        None => std::future::pending().await,
     }
 }
 
