@@ -1,6 +1,6 @@
 //! [`ClientBuilder`]: every option of the resilience spec as a typed setter.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -72,6 +72,15 @@ impl core::fmt::Debug for ClientBuilder {
     }
 }
 
+/// The default connector, one per process: every builder shares it, so a client allocates
+/// nothing for it, and its TLS context (the system roots) is loaded once, not per client.
+fn default_connector() -> Arc<dyn Connector> {
+    static DEFAULT: OnceLock<Arc<DefaultConnector>> = OnceLock::new();
+    DEFAULT
+        .get_or_init(|| Arc::new(DefaultConnector::new()))
+        .clone()
+}
+
 fn secs_u32(d: Duration) -> u32 {
     u32::try_from(d.as_secs()).unwrap_or(u32::MAX)
 }
@@ -83,7 +92,7 @@ impl ClientBuilder {
             config: Config::default(),
             backoff: None,
             hook: None,
-            connector: Arc::new(DefaultConnector::new()),
+            connector: default_connector(),
             seed_pinned: false,
             event_capacity: 1024,
             tls: None,

@@ -73,34 +73,37 @@ impl From<CommandError> for ClientError {
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, ClientError>>;
 
+/// What a [`Client`] asks of the driver.
+///
+/// Every variant is one word: every client's command channel allocates a block of 32 slots
+/// of this type up front, so anything larger is boxed (the publish, with its MQTT 5
+/// properties, is ~470 bytes; the others are rare).
 pub(crate) enum Command {
-    Publish {
-        // Boxed (and the properties below): a Publish with its MQTT 5 properties is ~470
-        // bytes, and every client's command channel allocates 32 slots of the largest variant
-        // up front.
-        publish: Box<Publish>,
-        reply: Reply<PublishOutcome>,
-        accepted: Option<oneshot::Sender<()>>,
-    },
-    Reauthenticate {
-        reply: Reply<()>,
-    },
-    Subscribe {
-        filters: Vec<SubscribeFilter>,
-        properties: Box<Properties>,
-        route: Option<mpsc::Sender<Message>>,
-        reply: Reply<Vec<ReasonCode>>,
-    },
-    Unsubscribe {
-        filters: Vec<ByteStr>,
-        properties: Box<Properties>,
-        reply: Reply<Vec<ReasonCode>>,
-    },
-    Disconnect {
-        options: DisconnectOptions,
-        reply: oneshot::Sender<()>,
-    },
+    Publish(Box<PublishCommand>),
+    Reauthenticate(Reply<()>),
+    Subscribe(Box<SubscribeCommand>),
+    Unsubscribe(Box<UnsubscribeCommand>),
+    Disconnect(Box<(DisconnectOptions, oneshot::Sender<()>)>),
     ReconnectNow,
+}
+
+pub(crate) struct PublishCommand {
+    pub(crate) publish: Publish,
+    pub(crate) reply: Reply<PublishOutcome>,
+    pub(crate) accepted: Option<oneshot::Sender<()>>,
+}
+
+pub(crate) struct SubscribeCommand {
+    pub(crate) filters: Vec<SubscribeFilter>,
+    pub(crate) properties: Properties,
+    pub(crate) route: Option<mpsc::Sender<Message>>,
+    pub(crate) reply: Reply<Vec<ReasonCode>>,
+}
+
+pub(crate) struct UnsubscribeCommand {
+    pub(crate) filters: Vec<ByteStr>,
+    pub(crate) properties: Properties,
+    pub(crate) reply: Reply<Vec<ReasonCode>>,
 }
 
 /// A cloneable handle to a running client. Dropping every handle disconnects gracefully.
@@ -130,30 +133,47 @@ impl Client {
         retain: bool,
         payload: impl Into<Bytes>,
     ) -> Result<PublishOutcome, ClientError> {
-        self.publish_message(Publish {
-            dup: false,
-            qos,
-            retain,
-            topic: ByteStr::from(topic.into()),
-            pkid: 0,
-            properties: Props::new(),
-            payload: payload.into(),
-        })
-        .await
+        // The command is built here, not by `publish_message`: an async fn keeps its
+        // arguments in its future.
+        let (reply, rx) = oneshot::channel();
+        let cmd = Command::Publish(Box::new(PublishCommand {
+            publish: Publish {
+                dup: false,
+                qos,
+                retain,
+                topic: ByteStr::from(topic.into()),
+                pkid: 0,
+                properties: Props::new(),
+                payload: payload.into(),
+            },
+            reply,
+            accepted: None,
+        }));
+        self.request(cmd, rx).await
     }
 
     /// Publishes a message with MQTT 5 properties (response topic, correlation data, message
     /// expiry, content type, user properties, ...). `pkid` and `dup` are ignored.
     pub async fn publish_message(&self, publish: Publish) -> Result<PublishOutcome, ClientError> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Publish {
-                publish: Box::new(publish),
-                reply,
-                accepted: None,
-            })
-            .await
-            .map_err(|_| ClientError::Closed)?;
+        let cmd = Command::Publish(Box::new(PublishCommand {
+            publish,
+            reply,
+            accepted: None,
+        }));
+        self.request(cmd, rx).await
+    }
+
+    /// Sends a command and waits for the driver's reply. The callers build the boxed command
+    /// before they await, so their futures hold it and not the values it was made of (a
+    /// future that waits on the client, e.g. a task's first `subscribe`, lives as long as
+    /// its task).
+    async fn request<T>(
+        &self,
+        cmd: Command,
+        rx: oneshot::Receiver<Result<T, ClientError>>,
+    ) -> Result<T, ClientError> {
+        self.tx.send(cmd).await.map_err(|_| ClientError::Closed)?;
         rx.await.map_err(|_| ClientError::Closed)?
     }
 
@@ -177,22 +197,22 @@ impl Client {
         let (reply, rx) = oneshot::channel();
         if !self.durable {
             self.tx
-                .send(Command::Publish {
-                    publish: Box::new(publish),
+                .send(Command::Publish(Box::new(PublishCommand {
+                    publish,
                     reply,
                     accepted: None,
-                })
+                })))
                 .await
                 .map_err(|_| ClientError::Closed)?;
             return Ok(PendingAck { rx });
         }
         let (accepted, acc_rx) = oneshot::channel();
         self.tx
-            .send(Command::Publish {
-                publish: Box::new(publish),
+            .send(Command::Publish(Box::new(PublishCommand {
+                publish,
                 reply,
                 accepted: Some(accepted),
-            })
+            })))
             .await
             .map_err(|_| ClientError::Closed)?;
         match acc_rx.await {
@@ -213,20 +233,21 @@ impl Client {
     /// another re-authentication is under way.
     pub async fn reauthenticate(&self) -> Result<(), ClientError> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Reauthenticate { reply })
-            .await
-            .map_err(|_| ClientError::Closed)?;
-        rx.await.map_err(|_| ClientError::Closed)?
+        self.request(Command::Reauthenticate(reply), rx).await
     }
 
     /// Subscribes to one filter; its messages arrive on [`Events`]. The subscription is restored
     /// after any reconnect where the broker lost the session. Fails if the broker refuses it.
     pub async fn subscribe(&self, filter: impl Into<String>, qos: QoS) -> Result<QoS, ClientError> {
-        let codes = self
-            .subscribe_with(vec![filter_with(filter, qos)], Properties::default())
-            .await?;
-        granted(&codes)
+        // Not through `subscribe_with`: its future would hold the (large) `Properties`.
+        let (reply, rx) = oneshot::channel();
+        let cmd = Command::Subscribe(Box::new(SubscribeCommand {
+            filters: vec![filter_with(filter, qos)],
+            properties: Properties::default(),
+            route: None,
+            reply,
+        }));
+        granted(&self.request(cmd, rx).await?)
     }
 
     /// Subscribes to one filter and returns a handle that receives its messages (instead of
@@ -241,12 +262,12 @@ impl Client {
         let (reply, done) = oneshot::channel();
         let filters = vec![filter_with(filter.clone(), qos)];
         self.tx
-            .send(Command::Subscribe {
+            .send(Command::Subscribe(Box::new(SubscribeCommand {
                 filters,
-                properties: Box::default(),
+                properties: Properties::default(),
                 route: Some(route),
                 reply,
-            })
+            })))
             .await
             .map_err(|_| ClientError::Closed)?;
         let codes = done.await.map_err(|_| ClientError::Closed)??;
@@ -266,31 +287,24 @@ impl Client {
         properties: Properties,
     ) -> Result<Vec<ReasonCode>, ClientError> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Subscribe {
-                filters,
-                properties: Box::new(properties),
-                route: None,
-                reply,
-            })
-            .await
-            .map_err(|_| ClientError::Closed)?;
-        rx.await.map_err(|_| ClientError::Closed)?
+        let cmd = Command::Subscribe(Box::new(SubscribeCommand {
+            filters,
+            properties,
+            route: None,
+            reply,
+        }));
+        self.request(cmd, rx).await
     }
 
     /// Unsubscribes; the filters are no longer restored after a reconnect.
     pub async fn unsubscribe(&self, filters: Vec<String>) -> Result<Vec<ReasonCode>, ClientError> {
         let (reply, rx) = oneshot::channel();
-        let filters = filters.into_iter().map(ByteStr::from).collect();
-        self.tx
-            .send(Command::Unsubscribe {
-                filters,
-                properties: Box::default(),
-                reply,
-            })
-            .await
-            .map_err(|_| ClientError::Closed)?;
-        rx.await.map_err(|_| ClientError::Closed)?
+        let cmd = Command::Unsubscribe(Box::new(UnsubscribeCommand {
+            filters: filters.into_iter().map(ByteStr::from).collect(),
+            properties: Properties::default(),
+            reply,
+        }));
+        self.request(cmd, rx).await
     }
 
     /// Disconnects gracefully: stops reconnecting, lets in-flight messages finish within the
@@ -304,7 +318,7 @@ impl Client {
         let (reply, rx) = oneshot::channel();
         if self
             .tx
-            .send(Command::Disconnect { options, reply })
+            .send(Command::Disconnect(Box::new((options, reply))))
             .await
             .is_err()
         {

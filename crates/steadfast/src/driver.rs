@@ -23,7 +23,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::builder::ClientBuilder;
-use crate::client::{Client, ClientError, ClientEvent, Command, Events, Message, Reply};
+use crate::client::{
+    Client, ClientError, ClientEvent, Command, Events, Message, PublishCommand, Reply,
+    SubscribeCommand, UnsubscribeCommand,
+};
 use crate::store::{Store, StoreOp};
 use crate::transport::{BoxTransport, ConnectFuture, Connector};
 
@@ -31,8 +34,9 @@ use crate::transport::{BoxTransport, ConnectFuture, Connector};
 const MAX_PENDING: usize = 256;
 /// Bytes read per call at most.
 const READ_CHUNK: usize = 64 * 1024;
-/// The read buffer's first size: it doubles (up to [`READ_CHUNK`]) whenever a read fills it, so
-/// an idle connection keeps 4 KiB instead of 64 KiB.
+/// The read buffer's first size: it doubles (up to [`READ_CHUNK`]) whenever a read fills it.
+/// An idle connection holds none (see [`poll_read`]); this is also the stack buffer it waits
+/// with.
 const READ_MIN: usize = 4 * 1024;
 /// Unwritten bytes above which new publishes wait (in order, with those blocked by a full
 /// offline queue) instead of being encoded: a publisher faster than the socket is held back,
@@ -58,7 +62,13 @@ enum Target {
     Route(mpsc::Sender<Message>),
 }
 
-pub(crate) fn spawn(mut b: ClientBuilder) -> (Client, Events) {
+pub(crate) fn spawn(b: ClientBuilder) -> (Client, Events) {
+    let (driver, client, events) = new_driver(b);
+    tokio::spawn(driver.run());
+    (client, events)
+}
+
+fn new_driver(mut b: ClientBuilder) -> (Box<Driver>, Client, Events) {
     let store = b.store.take();
     let durable = store.is_some();
     let snapshot = b.snapshot.take();
@@ -87,7 +97,7 @@ pub(crate) fn spawn(mut b: ClientBuilder) -> (Client, Events) {
             batch.push(StoreOp::ClientId(conn.client_id().clone()));
         }
     }
-    let driver = Driver {
+    let driver = Box::new(Driver {
         conn,
         connector: b.connector,
         cmd_rx,
@@ -107,9 +117,9 @@ pub(crate) fn spawn(mut b: ClientBuilder) -> (Client, Events) {
         accepted: IdMap::default(),
         wbuf_len: 0,
         reauth: None,
-    };
-    tokio::spawn(driver.run());
+    });
     (
+        driver,
         Client {
             tx: cmd_tx,
             state: state_rx,
@@ -166,7 +176,10 @@ impl Driver {
         Instant::now().into_std()
     }
 
-    async fn run(mut self) {
+    /// The driver's loop. `self` is boxed: an `async fn` taking `mut self` by value keeps two
+    /// copies of it in its future (the argument and the binding), and the future is the bulk
+    /// of what an idle client holds.
+    async fn run(mut self: Box<Self>) {
         let mut transport: Option<BoxTransport> = None;
         let mut connecting: Option<ConnectFuture> = None;
         let mut wbuf = Bytes::new();
@@ -181,7 +194,9 @@ impl Driver {
             self.wbuf_len = wbuf.len();
             self.retry_blocked();
             if let Err(e) = self.process_events().await {
-                self.store_failed(e).await;
+                // Boxed, like the other rarely-taken awaits below: the future is as large as its
+                // largest await, and this one (with `flush_pending`) would double it.
+                Box::pin(self.store_failed(e)).await;
                 return;
             }
             while let Some(action) = self.conn.poll_action() {
@@ -200,7 +215,7 @@ impl Driver {
                             };
                         }
                         if let Some(t) = transport.take() {
-                            close_transport(t, rest).await;
+                            Box::pin(close_transport(t, rest)).await;
                         }
                         needs_flush = false;
                     }
@@ -221,7 +236,7 @@ impl Driver {
                 for w in self.disconnect_waiters.drain(..) {
                     let _ = w.send(());
                 }
-                self.flush_pending().await;
+                Box::pin(self.flush_pending()).await;
                 self.fail_all();
                 return;
             }
@@ -238,12 +253,16 @@ impl Driver {
             let can_read =
                 self.pending.len() < MAX_PENDING || self.conn.state() == State::Connecting;
             self.conn.set_input_paused(!can_read, self.now());
-            let front_tx = match self.pending.front() {
-                Some((Target::Events, _)) => Some(Target::Events),
-                Some((Target::Route(tx), _)) => Some(Target::Route(tx.clone())),
-                None => None,
-            };
-            let ev_tx = front_tx.as_ref().map(|_| self.ev_tx.clone());
+            // Boxed, and only while events wait: inline, this wait (~200 bytes) would be part
+            // of every client's future, idle or not.
+            let delivery = self.pending.front().map(|(target, _)| {
+                let target = match target {
+                    Target::Events => Target::Events,
+                    Target::Route(tx) => Target::Route(tx.clone()),
+                };
+                Box::pin(reserve(target, self.ev_tx.clone()))
+            });
+            let delivering = delivery.is_some();
             // Commands are read even while publishes wait for room in the offline queue: a
             // blocked publish must not hold up disconnect, wake/reconnect_now or subscribe
             // (later publishes queue up behind it, in order; see `handle_command`).
@@ -258,7 +277,7 @@ impl Driver {
                     Wake::Io(ev)
                 }
                 _ = &mut timer, if deadline.is_some() => Wake::Timer,
-                _ = reserve(front_tx, ev_tx), if self.pending.front().is_some() => Wake::Delivered,
+                _ = async { if let Some(d) = delivery { d.await } }, if delivering => Wake::Delivered,
                 cmd = self.cmd_rx.recv(), if accept_cmds => Wake::Command(cmd),
             };
             let now = self.now();
@@ -323,12 +342,12 @@ impl Driver {
 
     fn handle_command(&mut self, cmd: Command, now: std::time::Instant) {
         match cmd {
-            Command::Publish {
-                publish,
-                reply,
-                accepted,
-            } => {
-                let publish = *publish;
+            Command::Publish(cmd) => {
+                let PublishCommand {
+                    publish,
+                    reply,
+                    accepted,
+                } = *cmd;
                 if self.blocked.is_empty() && !self.tx_backlog() {
                     self.publish(publish, reply, accepted, now)
                 } else {
@@ -336,21 +355,22 @@ impl Driver {
                     self.blocked.push_back((publish, reply, accepted));
                 }
             }
-            Command::Reauthenticate { reply } => match self.conn.reauthenticate(now) {
+            Command::Reauthenticate(reply) => match self.conn.reauthenticate(now) {
                 // Answered when the broker's AUTH Success, or the end of the link, arrives.
                 Ok(()) => self.reauth = Some(reply),
                 Err(e) => {
                     let _ = reply.send(Err(ClientError::Command(e)));
                 }
             },
-            Command::Subscribe {
-                filters,
-                properties,
-                route,
-                reply,
-            } => {
+            Command::Subscribe(cmd) => {
+                let SubscribeCommand {
+                    filters,
+                    properties,
+                    route,
+                    reply,
+                } = *cmd;
                 let names: Vec<String> = filters.iter().map(|f| f.filter.to_string()).collect();
-                match self.conn.subscribe(filters, *properties, now) {
+                match self.conn.subscribe(filters, properties, now) {
                     Ok(token) => {
                         if let Some(tx) = &route {
                             for name in names {
@@ -374,15 +394,16 @@ impl Driver {
                     }
                 }
             }
-            Command::Unsubscribe {
-                filters,
-                properties,
-                reply,
-            } => {
+            Command::Unsubscribe(cmd) => {
+                let UnsubscribeCommand {
+                    filters,
+                    properties,
+                    reply,
+                } = *cmd;
                 for f in &filters {
                     self.routes.retain(|r| r.filter != f.as_str());
                 }
-                match self.conn.unsubscribe(filters, *properties, now) {
+                match self.conn.unsubscribe(filters, properties, now) {
                     Ok(token) => {
                         self.unsubscribes.insert(token.0, reply);
                     }
@@ -391,7 +412,8 @@ impl Driver {
                     }
                 }
             }
-            Command::Disconnect { options, reply } => {
+            Command::Disconnect(cmd) => {
+                let (options, reply) = *cmd;
                 if self.conn.state() == State::Closed {
                     let _ = reply.send(());
                 } else {
@@ -683,18 +705,16 @@ async fn close_transport(mut t: BoxTransport, rest: Bytes) {
     .await;
 }
 
-async fn reserve(target: Option<Target>, ev_tx: Option<mpsc::Sender<Box<ClientEvent>>>) {
+/// Waits for room for the next pending event (a closed channel also resolves: the event is
+/// then discarded).
+async fn reserve(target: Target, ev_tx: mpsc::Sender<Box<ClientEvent>>) {
     match target {
-        Some(Target::Events) => {
-            // A closed channel also resolves: the event is then discarded.
-            if let Some(ev_tx) = ev_tx {
-                let _ = ev_tx.reserve().await;
-            }
+        Target::Events => {
+            let _ = ev_tx.reserve().await;
         }
-        Some(Target::Route(tx)) => {
+        Target::Route(tx) => {
             let _ = tx.reserve().await;
         }
-        None => std::future::pending().await,
     }
 }
 
@@ -739,12 +759,20 @@ async fn poll_io(
 }
 
 /// Reads into the core's buffer; the buffer grows (up to [`READ_CHUNK`]) when a read fills it.
+///
+/// An idle connection holds no read buffer: when the buffer is empty and a read would block,
+/// it is released (a grown one first shrinks its growth step back, read by read, so a busy
+/// connection keeps it), and a released buffer is waited on with a stack buffer and allocated
+/// again only when bytes arrive.
 fn poll_read(
     t: &mut BoxTransport,
     cx: &mut std::task::Context<'_>,
     rbuf: &mut bytes::BytesMut,
     read_size: &mut usize,
 ) -> Poll<IoEvent> {
+    if rbuf.capacity() == 0 {
+        return poll_read_released(t, cx, rbuf, read_size);
+    }
     if rbuf.capacity() - rbuf.len() < READ_MIN / 2 {
         rbuf.reserve(*read_size);
     }
@@ -758,6 +786,153 @@ fn poll_read(
             Poll::Ready(IoEvent::Read)
         }
         Poll::Ready(Err(e)) => Poll::Ready(IoEvent::Error(e)),
+        Poll::Pending => {
+            if rbuf.is_empty() {
+                if *read_size > READ_MIN {
+                    *read_size = (*read_size / 2).max(READ_MIN);
+                } else {
+                    *rbuf = bytes::BytesMut::new();
+                }
+            }
+            Poll::Pending
+        }
+    }
+}
+
+/// Reads with no buffer held: into the stack, then into a new buffer of the current size.
+fn poll_read_released(
+    t: &mut BoxTransport,
+    cx: &mut std::task::Context<'_>,
+    rbuf: &mut bytes::BytesMut,
+    read_size: &mut usize,
+) -> Poll<IoEvent> {
+    let mut stack = [std::mem::MaybeUninit::<u8>::uninit(); READ_MIN];
+    let mut buf = tokio::io::ReadBuf::uninit(&mut stack);
+    match Pin::new(&mut **t).poll_read(cx, &mut buf) {
+        Poll::Ready(Ok(())) => {
+            let data = buf.filled();
+            if data.is_empty() {
+                return Poll::Ready(IoEvent::Eof);
+            }
+            if data.len() == READ_MIN {
+                *read_size = (*read_size * 2).min(READ_CHUNK);
+            }
+            rbuf.reserve((*read_size).max(data.len()));
+            rbuf.extend_from_slice(data);
+            Poll::Ready(IoEvent::Read)
+        }
+        Poll::Ready(Err(e)) => Poll::Ready(IoEvent::Error(e)),
         Poll::Pending => Poll::Pending,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every client's task holds the driver's future for its whole life, idle or not: its size
+    /// is per-connection memory. The `Driver` (with the core's `Connection`) is boxed apart, and
+    /// the rarely-taken awaits are boxed, so the future is only the loop's own state.
+    #[test]
+    fn driver_future_stays_small() {
+        let (driver, _client, _events) = new_driver(ClientBuilder::new());
+        let fut = driver.run();
+        let size = std::mem::size_of_val(&fut);
+        assert!(size <= 1024, "the driver's future is {size} bytes");
+    }
+
+    /// An application often awaits its first `subscribe` in the task that then reads the
+    /// client's events for good: the future's size stays with that task.
+    #[test]
+    fn client_futures_stay_small() {
+        let (_driver, client, _events) = new_driver(ClientBuilder::new());
+        let sub = client.subscribe("a/b", steadfast_proto::QoS::AtLeastOnce);
+        let size = std::mem::size_of_val(&sub);
+        assert!(size <= 320, "subscribe's future is {size} bytes");
+        let publish = client.publish("a/b", steadfast_proto::QoS::AtLeastOnce, false, "x");
+        let size = std::mem::size_of_val(&publish);
+        assert!(size <= 320, "publish's future is {size} bytes");
+    }
+
+    /// Each client's command channel allocates 32 slots of `Command` up front, its event
+    /// channel 32 of its item: both stay one word (plus the tag).
+    #[test]
+    fn channel_items_stay_small() {
+        assert!(std::mem::size_of::<Command>() <= 16);
+        assert!(std::mem::size_of::<Box<ClientEvent>>() <= 8);
+    }
+
+    fn read_once(
+        t: &mut BoxTransport,
+        rbuf: &mut bytes::BytesMut,
+        read_size: &mut usize,
+    ) -> Poll<IoEvent> {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        poll_read(t, &mut cx, rbuf, read_size)
+    }
+
+    /// An idle connection holds no read buffer: it is released once empty with nothing to
+    /// read, and allocated again when bytes arrive.
+    #[tokio::test]
+    async fn idle_connection_releases_its_read_buffer() {
+        let (near, mut far) = tokio::io::duplex(64 * 1024);
+        let mut t: BoxTransport = Box::new(near);
+        let mut rbuf = bytes::BytesMut::new();
+        let mut read_size = READ_MIN;
+        assert!(read_once(&mut t, &mut rbuf, &mut read_size).is_pending());
+        assert_eq!(rbuf.capacity(), 0);
+
+        far.write_all(b"0123456789").await.unwrap();
+        assert!(matches!(
+            read_once(&mut t, &mut rbuf, &mut read_size),
+            Poll::Ready(IoEvent::Read)
+        ));
+        assert_eq!(&rbuf[..], b"0123456789");
+        assert!(rbuf.capacity() >= READ_MIN);
+
+        // Not yet consumed: a would-block read keeps the buffer.
+        assert!(read_once(&mut t, &mut rbuf, &mut read_size).is_pending());
+        assert_eq!(&rbuf[..], b"0123456789");
+        // Consumed (as the core does when it decodes a packet): released.
+        rbuf.advance(10);
+        assert!(read_once(&mut t, &mut rbuf, &mut read_size).is_pending());
+        assert_eq!(rbuf.capacity(), 0);
+
+        drop(far);
+        assert!(matches!(
+            read_once(&mut t, &mut rbuf, &mut read_size),
+            Poll::Ready(IoEvent::Eof)
+        ));
+    }
+
+    /// A buffer grown by bulk reads is kept across would-block reads while its growth step
+    /// shrinks back, so a busy connection does not allocate per read; then it is released.
+    #[tokio::test]
+    async fn grown_read_buffer_is_kept_while_busy() {
+        let (near, mut far) = tokio::io::duplex(256 * 1024);
+        let mut t: BoxTransport = Box::new(near);
+        let mut rbuf = bytes::BytesMut::new();
+        let mut read_size = READ_MIN;
+        let chunk = vec![7u8; READ_CHUNK];
+        far.write_all(&chunk).await.unwrap();
+        let mut got = 0;
+        while got < READ_CHUNK {
+            match read_once(&mut t, &mut rbuf, &mut read_size) {
+                Poll::Ready(IoEvent::Read) => {
+                    got += rbuf.len();
+                    rbuf.advance(rbuf.len());
+                }
+                other => panic!("expected a read, got pending: {}", other.is_pending()),
+            }
+        }
+        assert!(read_size > READ_MIN, "reads that fill the buffer grow it");
+        let mut kept = 0;
+        while rbuf.capacity() > 0 {
+            assert!(read_once(&mut t, &mut rbuf, &mut read_size).is_pending());
+            kept += 1;
+            assert!(kept <= 8, "never released");
+        }
+        assert!(kept > 1, "released at the first would-block read");
+        assert_eq!(read_size, READ_MIN);
     }
 }

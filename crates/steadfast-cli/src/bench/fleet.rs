@@ -149,13 +149,19 @@ pub async fn run(args: &BenchArgs, n: usize) -> Result<ExitCode, String> {
             let st = state.clone();
             let c = client.clone();
             let filter = topic.clone();
-            tokio::spawn(async move {
-                match c.subscribe(filter, QoS::AtMostOnce).await {
-                    Ok(_) => st.ready.fetch_add(1, Ordering::Relaxed),
-                    Err(_) => st.failed.fetch_add(1, Ordering::Relaxed),
-                };
+            // Boxed, with what only it needs: the task lives as long as the client, and its
+            // size (counted in the memory per idle client) is that of its largest await.
+            let subscribed = Box::pin(async move {
+                let r = c.subscribe(filter, QoS::AtMostOnce).await;
                 drop(permit);
-                drop(c);
+                r.is_ok()
+            });
+            tokio::spawn(async move {
+                if subscribed.await {
+                    st.ready.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    st.failed.fetch_add(1, Ordering::Relaxed);
+                }
                 client_events(i, events, st).await;
             });
             clients.push(client);
