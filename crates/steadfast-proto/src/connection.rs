@@ -1716,6 +1716,19 @@ impl Connection {
         }
     }
 
+    /// `filters` in runs that each fit one packet (`part` builds the request for a run), and the
+    /// error of the first filter that fits none.
+    fn split_request<F: Clone>(
+        &self,
+        filters: &[F],
+        part: impl Fn(&[F]) -> Request,
+    ) -> (Vec<Request>, Option<CommandError>) {
+        let (runs, unfit) =
+            split_to_fit(filters, usize::MAX, |f| self.check_request_size(&part(f)));
+        let error = unfit.into_iter().next().map(|(_, e)| e);
+        (runs.iter().map(|r| part(r)).collect(), error)
+    }
+
     /// A request about to be sent: as it is when it fits, else split into parts that fit (the
     /// first is returned, the others go to the front of the queue). When a single filter does
     /// not fit the request fails and `None` is returned.
@@ -1734,11 +1747,7 @@ impl Connection {
                         properties: packet.properties.clone(),
                     },
                 };
-                let (runs, unfit) = split_to_fit(&packet.filters, usize::MAX, |f| {
-                    self.check_request_size(&part(f))
-                });
-                let error = unfit.into_iter().next().map(|(_, e)| e);
-                (runs.iter().map(|r| part(r)).collect::<Vec<_>>(), error)
+                self.split_request(&packet.filters, part)
             }
             Request::Unsubscribe { packet, .. } => {
                 let part = |filters: &[ByteStr]| Request::Unsubscribe {
@@ -1749,11 +1758,7 @@ impl Connection {
                         properties: packet.properties.clone(),
                     },
                 };
-                let (runs, unfit) = split_to_fit(&packet.filters, usize::MAX, |f| {
-                    self.check_request_size(&part(f))
-                });
-                let error = unfit.into_iter().next().map(|(_, e)| e);
-                (runs.iter().map(|r| part(r)).collect::<Vec<_>>(), error)
+                self.split_request(&packet.filters, part)
             }
         };
         let error = match error {

@@ -10,7 +10,6 @@ use steadfast_proto::connection::Authenticator;
 use steadfast_proto::{
     ByteStr, CommandError, DisconnectOptions, Event, Lifecycle, Packet, PacketType, Properties,
     ProtocolVersion, QoS, Reason, ReasonCode, State, Subscribe, SubscribeFilter, UnsubAck,
-    Unsubscribe,
 };
 use support::*;
 
@@ -50,26 +49,6 @@ fn subs(filters: &[&str]) -> Vec<SubscribeFilter> {
 
 fn size(h: &Harness, p: &Packet) -> usize {
     p.encoded_len(h.version).expect("encodable")
-}
-
-fn subscribes(packets: &[Packet]) -> Vec<Subscribe> {
-    packets
-        .iter()
-        .filter_map(|p| match p {
-            Packet::Subscribe(s) => Some(s.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
-fn unsubscribes(packets: &[Packet]) -> Vec<Unsubscribe> {
-    packets
-        .iter()
-        .filter_map(|p| match p {
-            Packet::Unsubscribe(u) => Some(u.clone()),
-            _ => None,
-        })
-        .collect()
 }
 
 fn names(s: &Subscribe) -> Vec<String> {

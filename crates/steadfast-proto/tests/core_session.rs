@@ -11,16 +11,6 @@ use support::*;
 
 const V5: ProtocolVersion = ProtocolVersion::V5;
 
-fn subscribes(packets: &[Packet]) -> Vec<Subscribe> {
-    packets
-        .iter()
-        .filter_map(|p| match p {
-            Packet::Subscribe(s) => Some(s.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
 fn filters(s: &Subscribe) -> Vec<&str> {
     s.filters.iter().map(|f| f.filter.as_str()).collect()
 }
@@ -625,16 +615,6 @@ fn a_suback_with_the_wrong_count_closes_the_link_and_the_subscribe_is_sent_again
             result: Ok(vec![ReasonCode::Success])
         }));
     }
-}
-
-fn unsubscribes(packets: &[Packet]) -> Vec<Unsubscribe> {
-    packets
-        .iter()
-        .filter_map(|p| match p {
-            Packet::Unsubscribe(u) => Some(u.clone()),
-            _ => None,
-        })
-        .collect()
 }
 
 fn unsuback(h: &mut Harness, pkid: u16, reasons: Vec<ReasonCode>) {

@@ -15,7 +15,7 @@ use steadfast_proto::event::Lifecycle;
 use steadfast_proto::{
     Action, Config, ConnAck, Connection, Disconnect, Event, Packet, Properties, Props,
     ProtocolVersion, PubAck, PubComp, PubRec, PubRel, Publish, PublishError, PublishOutcome, QoS,
-    ReasonCode, State, SubAck, SubscribeFilter, Token, TransportError,
+    ReasonCode, State, SubAck, Subscribe, SubscribeFilter, Token, TransportError, Unsubscribe,
 };
 
 pub const SERVER: &str = "mqtt://broker:1883";
@@ -408,4 +408,26 @@ pub fn publishes(packets: &[Packet]) -> Vec<Publish> {
 
 pub fn names(events: &[Lifecycle]) -> Vec<&'static str> {
     events.iter().map(Lifecycle::name).collect()
+}
+
+/// The SUBSCRIBE packets among `packets`.
+pub fn subscribes(packets: &[Packet]) -> Vec<Subscribe> {
+    packets
+        .iter()
+        .filter_map(|p| match p {
+            Packet::Subscribe(s) => Some(s.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The UNSUBSCRIBE packets among `packets`.
+pub fn unsubscribes(packets: &[Packet]) -> Vec<Unsubscribe> {
+    packets
+        .iter()
+        .filter_map(|p| match p {
+            Packet::Unsubscribe(u) => Some(u.clone()),
+            _ => None,
+        })
+        .collect()
 }
