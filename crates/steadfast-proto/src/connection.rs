@@ -1450,7 +1450,7 @@ impl Connection {
             self.send_packet(
                 &Packet::Disconnect(Disconnect {
                     reason: ReasonCode::NotAuthorized,
-                    properties: Properties::default().into(),
+                    properties: Props::new(),
                 }),
                 now,
             );

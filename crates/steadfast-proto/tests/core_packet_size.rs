@@ -9,7 +9,7 @@ use bytes::Bytes;
 use steadfast_proto::connection::Authenticator;
 use steadfast_proto::{
     ByteStr, CommandError, DisconnectOptions, Event, Lifecycle, Packet, PacketType, Properties,
-    ProtocolVersion, QoS, Reason, ReasonCode, State, Subscribe, SubscribeFilter, UnsubAck,
+    Props, ProtocolVersion, QoS, Reason, ReasonCode, State, Subscribe, SubscribeFilter, UnsubAck,
 };
 use support::*;
 
@@ -327,7 +327,7 @@ fn an_unsubscribe_made_offline_is_split_and_completes_once() {
         h.reply(Packet::UnsubAck(UnsubAck {
             pkid: p,
             reasons,
-            properties: Properties::default().into(),
+            properties: Props::new(),
         }));
     }
     let done: Vec<Event> = h

@@ -621,7 +621,7 @@ fn unsuback(h: &mut Harness, pkid: u16, reasons: Vec<ReasonCode>) {
     h.reply(Packet::UnsubAck(steadfast_proto::UnsubAck {
         pkid,
         reasons,
-        properties: Properties::default().into(),
+        properties: Props::new(),
     }));
 }
 
@@ -646,7 +646,7 @@ fn an_unsuback_with_the_wrong_count_closes_the_link_and_the_unsubscribe_is_sent_
             h.sent()
                 .contains(&Packet::Disconnect(steadfast_proto::Disconnect {
                     reason: ReasonCode::ProtocolError,
-                    properties: Properties::default().into(),
+                    properties: Props::new(),
                 })),
             "{wrong:?}"
         );

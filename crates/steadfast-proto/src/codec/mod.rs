@@ -475,7 +475,7 @@ mod tests {
                     }
                     .into()
                 } else {
-                    Properties::default().into()
+                    Props::new()
                 },
                 payload: bytes::Bytes::from(vec![7u8; size]),
             });
