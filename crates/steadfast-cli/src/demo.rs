@@ -290,6 +290,7 @@ fn consume(mut events: Events, role: Role, shared: SharedRef) -> JoinHandle<()> 
                         .and_then(|s| s.parse::<u64>().ok());
                     lock(&shared).message(seq);
                 }
+                _ => {}
             }
         }
     })

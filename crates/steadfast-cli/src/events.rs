@@ -74,6 +74,13 @@ impl Obj {
 }
 
 /// Unix milliseconds.
+/// Reports on stderr a client event that is neither a lifecycle event nor a message.
+pub fn report_other(ev: &steadfast::ClientEvent) {
+    if let steadfast::ClientEvent::Lagged { missed } = ev {
+        eprintln!("steadfast: {missed} lifecycle event(s) were dropped before they could be shown");
+    }
+}
+
 pub fn unix_ms(at: SystemTime) -> u64 {
     at.duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

@@ -473,6 +473,7 @@ async fn publish(args: PubArgs) -> ExitCode {
                 }
                 // pub subscribes to nothing.
                 Some(ClientEvent::Message(_)) => {}
+                Some(ev) => crate::events::report_other(&ev),
             },
             r = async { work.as_mut().expect("guarded").await }, if work.is_some() => {
                 work = None;

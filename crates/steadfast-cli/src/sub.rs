@@ -309,6 +309,7 @@ async fn sub(args: SubArgs) -> ExitCode {
                     closing = Some(start_close(&client, Outcome::Ok));
                 }
             }
+            Some(ev) => crate::events::report_other(&ev),
         }
     }
 }

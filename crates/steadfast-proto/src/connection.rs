@@ -274,7 +274,6 @@ pub struct Connection {
     next_token: u64,
     next_sub_id: u32,
     disconnect: Option<DisconnectOptions>,
-    input_paused: bool,
     splits: Splits,
 }
 
@@ -336,7 +335,6 @@ impl Connection {
             next_token: 0,
             next_sub_id: 0,
             disconnect: None,
-            input_paused: false,
             splits: Splits::default(),
         }
     }
@@ -631,20 +629,16 @@ impl Connection {
         }
     }
 
-    /// The driver stopped (`true`) or resumed (`false`) reading from the transport because the
-    /// application is not taking events fast enough. While input is paused the unread packets
-    /// are the application's backlog, not a silent link: the ping timeout is suspended (pings
-    /// still go out) and restarts from `now` when input resumes.
-    pub fn set_input_paused(&mut self, paused: bool, now: Instant) {
-        if self.input_paused == paused {
-            return;
-        }
-        self.input_paused = paused;
-        if paused {
+    /// Bytes arrived that the driver has not handed over yet: it holds them undecoded while
+    /// the application is behind on its messages. They prove the link alive as a packet
+    /// would (an outstanding ping is answered by them), so a slow application is not
+    /// mistaken for a dead link; and a dead link is still found, since silence brings no
+    /// bytes. The ping deadline never depends on the application.
+    pub fn handle_liveness(&mut self, now: Instant) {
+        if let Some(link) = self.link.as_mut() {
+            link.last_recv = now;
+            link.ping_outstanding = false;
             self.timers.stop(Timer::PingResp);
-        } else if let Some(link) = self.link.as_ref().filter(|l| l.ping_outstanding) {
-            let pt = link.ping_timeout;
-            self.timers.set(Timer::PingResp, now + pt);
         }
     }
 
@@ -735,9 +729,7 @@ impl Connection {
                 if let Some(link) = self.link.as_mut() {
                     link.ping_outstanding = true;
                     let pt = link.ping_timeout;
-                    if !self.input_paused {
-                        self.timers.set(Timer::PingResp, now + pt);
-                    }
+                    self.timers.set(Timer::PingResp, now + pt);
                 }
             }
         }

@@ -162,8 +162,6 @@ struct Sm {
     last_state: State,
     /// Print every call and what came out (for reproducing a failure).
     trace: bool,
-    /// Input paused with `set_input_paused`.
-    paused: bool,
 }
 
 fn policy(input: &mut Input<'_>) -> Box<dyn BackoffPolicy> {
@@ -248,7 +246,6 @@ impl Sm {
             sub_done: HashSet::new(),
             last_state: State::Idle,
             trace,
-            paused: false,
         };
         if trace {
             eprintln!("{:?}", sm.conn.config());
@@ -425,10 +422,9 @@ impl Sm {
                         }
                         1 => self.conn.handle_timeout(now),
                         2 | 3 => {
-                            // The application stops (or resumes) taking events: the driver
-                            // stops reading.
-                            self.paused = !self.paused;
-                            self.conn.set_input_paused(self.paused, now);
+                            // The application is behind: the driver reads bytes it does not
+                            // decode yet, and tells the core the link is alive.
+                            self.conn.handle_liveness(now)
                         }
                         _ => self.conn.start(now),
                     }
@@ -715,11 +711,6 @@ impl Sm {
             let Some(link) = self.link.as_mut() else {
                 return;
             };
-            // A driver whose application is not taking events stops reading (except while
-            // waiting for CONNACK).
-            if self.paused && link.connack.is_some() {
-                return;
-            }
             // How many of `pending` complete the next packet in the client's buffer?
             let before = link.to_client.len();
             let mut probe = link.to_client.clone();

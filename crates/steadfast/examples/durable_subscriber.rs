@@ -41,6 +41,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 println!("{} {}", m.topic, String::from_utf8_lossy(&m.payload))
             }
             ClientEvent::Lifecycle { event, .. } => eprintln!("{event:?}"),
+            other => eprintln!("{other:?}"),
         }
     }
     Ok(())

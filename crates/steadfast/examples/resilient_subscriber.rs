@@ -36,6 +36,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     println!("{} {}", m.topic, String::from_utf8_lossy(&m.payload));
                 }
                 Some(ClientEvent::Lifecycle { event, .. }) => eprintln!("[{}] {event:?}", event.name()),
+                Some(other) => eprintln!("{other:?}"), // e.g. Lagged: events were not read in time
                 None => break, // the client has closed
             },
             _ = tokio::signal::ctrl_c() => {

@@ -31,6 +31,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         match ev {
             ClientEvent::Message(m) => println!("message {} {:?} {:?}", m.topic, m.qos, m.payload),
             ClientEvent::Lifecycle { event, .. } => println!("event {event:?}"),
+            other => println!("{other:?}"),
         }
     }
     Ok(())

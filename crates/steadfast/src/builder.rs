@@ -416,8 +416,12 @@ impl ClientBuilder {
         self
     }
 
-    /// Capacity of the event channel (default 1024). When the application does not keep up,
-    /// the driver stops reading from the socket rather than buffering without bound.
+    /// How many events wait for the application (default 1024): messages not claimed by a
+    /// [`Subscription`](crate::Subscription), and separately lifecycle events. Messages are
+    /// never dropped: when the application falls behind, the client stops decoding input
+    /// rather than buffering without bound. Lifecycle events never hold the client back: the
+    /// oldest are dropped and counted ([`ClientEvent::Lagged`](crate::ClientEvent::Lagged)).
+    /// See [`Events`](crate::Events) for what an application must read.
     pub fn event_capacity(mut self, n: usize) -> Self {
         self.event_capacity = n.max(1);
         self

@@ -17,6 +17,7 @@ pub type Message = Publish;
 /// What the application receives on [`Events`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[allow(clippy::large_enum_variant)] // messages are the common case; boxing them costs more
+#[non_exhaustive]
 pub enum ClientEvent {
     /// A lifecycle transition, stamped with wall-clock time.
     Lifecycle {
@@ -27,6 +28,13 @@ pub enum ClientEvent {
     },
     /// A message that no [`Subscription`] handle claimed.
     Message(Message),
+    /// The application did not read its events for a while: the `missed` oldest lifecycle
+    /// events were dropped to keep memory bounded (the ones after them follow). Messages are
+    /// never dropped this way; [`Client::state`] always has the current state.
+    Lagged {
+        /// How many lifecycle events were dropped.
+        missed: u64,
+    },
 }
 
 /// Why a client call failed.
@@ -118,7 +126,8 @@ pub struct Client {
 
 impl Client {
     /// Publishes and waits until the message is acknowledged: PUBACK for QoS 1, PUBCOMP for
-    /// QoS 2, written to the socket for QoS 0. While disconnected, the message waits in the
+    /// QoS 2; for QoS 0, until it is encoded for the transport (not yet written: the client
+    /// holds new publishes back while more than 256 KiB wait to be written). While disconnected, the message waits in the
     /// offline queue and goes out after the reconnect.
     ///
     /// ```no_run
@@ -398,24 +407,66 @@ impl std::future::Future for PendingAck {
 
 /// The stream of lifecycle events and unclaimed messages. Implements
 /// [`futures_core::Stream`]; or call [`Events::recv`].
+///
+/// # What the application must read
+/// - **Nothing, if it only publishes.** Lifecycle events never hold the client back: they
+///   wait in a ring of [`event_capacity`](crate::ClientBuilder::event_capacity) entries, and
+///   when nobody reads them the oldest are dropped (and counted, see
+///   [`ClientEvent::Lagged`]). Keep-alive, reconnects and publishing go on regardless.
+///   Dropping `Events` altogether is fine too.
+/// - **Its messages, if it subscribes.** Messages that no [`Subscription`] claims wait here,
+///   in order, and are never dropped. When the application falls behind by more than
+///   `event_capacity` (plus a backlog of 256 in the client), the client stops decoding
+///   input: memory stays bounded and the broker's flow control holds the rest. The link is
+///   still watched: bytes that keep arriving keep it up, but an application that takes
+///   nothing for a whole keep-alive interval and ping timeout cannot be told from a dead link,
+///   and the connection is then closed and re-established like one.
+///
+/// Events and messages come in the order they happened, with one exception: a lifecycle event
+/// never waits for messages the client holds back beyond this channel (an application far
+/// behind reads a `ConnectionLost` after at most `event_capacity` older messages, and the rest
+/// of those after it).
 #[derive(Debug)]
 pub struct Events {
     // Boxed: tokio's channel allocates 32 slots up front, and a ClientEvent is ~470 bytes;
     // boxed, an idle client's event channel costs 256 bytes instead of 15 KiB.
     pub(crate) rx: mpsc::Receiver<Box<ClientEvent>>,
+    pub(crate) lifecycle: std::sync::Arc<crate::ring::Ring>,
+    /// Messages read from `rx` (orders lifecycle events among them, see [`crate::ring`]).
+    pub(crate) received: u64,
 }
 
 impl Events {
     /// The next event; `None` once the client has closed and every event was read.
     pub async fn recv(&mut self) -> Option<ClientEvent> {
-        self.rx.recv().await.map(|ev| *ev)
+        std::future::poll_fn(|cx| self.poll_event(cx)).await
+    }
+
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<ClientEvent>> {
+        let lifecycle_done = match self.lifecycle.poll_next(cx, self.received) {
+            Poll::Ready(Some(ev)) => return Poll::Ready(Some(ev)),
+            Poll::Ready(None) => true,
+            Poll::Pending => false,
+        };
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(Some(ev)) => {
+                self.received += 1;
+                Poll::Ready(Some(*ev))
+            }
+            // The driver has ended; the ring is closed with it (its waker is registered).
+            Poll::Ready(None) if lifecycle_done => Poll::Ready(None),
+            // No message where the next event expects one (the channel is closed): the
+            // event need not wait.
+            Poll::Ready(None) => self.lifecycle.poll_next(cx, u64::MAX),
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 
 impl futures_core::Stream for Events {
     type Item = ClientEvent;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<ClientEvent>> {
-        self.rx.poll_recv(cx).map(|ev| ev.map(|ev| *ev))
+        self.poll_event(cx)
     }
 }
 

@@ -27,11 +27,18 @@ use crate::client::{
     Client, ClientError, ClientEvent, Command, Events, Message, PublishCommand, Reply,
     SubscribeCommand, UnsubscribeCommand,
 };
+use crate::ring::{Ring, RingWriter};
 use crate::store::{Store, StoreOp};
 use crate::transport::{BoxTransport, ConnectFuture, Connector};
 
-/// Undelivered events beyond which the driver stops reading from the socket.
+/// Undelivered messages beyond which the driver stops decoding input.
 const MAX_PENDING: usize = 256;
+/// Undecoded bytes the driver still reads while it holds input back for a slow application:
+/// enough to see that the link is alive (see `Connection::handle_liveness`), bounded.
+const HELD_MAX: usize = READ_CHUNK;
+/// Commands taken per loop turn besides the one that woke it: enough that one store commit
+/// covers a burst, few enough that I/O and timers get their turn.
+const COMMANDS_PER_TURN: usize = 512;
 /// Bytes read per call at most.
 const READ_CHUNK: usize = 64 * 1024;
 /// The read buffer's first size: it doubles (up to [`READ_CHUNK`]) whenever a read fills it.
@@ -76,6 +83,7 @@ fn new_driver(mut b: ClientBuilder) -> (Box<Driver>, Client, Events) {
     let authenticator = b.authenticator.take();
     let (cmd_tx, cmd_rx) = mpsc::channel(1024);
     let (ev_tx, ev_rx) = mpsc::channel(b.event_capacity);
+    let lifecycle = Ring::new(b.event_capacity);
     let (state_tx, state_rx) = watch::channel(State::Idle);
     let mut conn = match b.backoff {
         Some(p) => Connection::with_backoff(b.config, p),
@@ -102,6 +110,8 @@ fn new_driver(mut b: ClientBuilder) -> (Box<Driver>, Client, Events) {
         connector: b.connector,
         cmd_rx,
         ev_tx,
+        lifecycle: RingWriter(lifecycle.clone()),
+        sent: 0,
         state_tx,
         pending: VecDeque::new(),
         publishes: IdMap::default(),
@@ -125,7 +135,11 @@ fn new_driver(mut b: ClientBuilder) -> (Box<Driver>, Client, Events) {
             state: state_rx,
             durable,
         },
-        Events { rx: ev_rx },
+        Events {
+            rx: ev_rx,
+            lifecycle,
+            received: 0,
+        },
     )
 }
 
@@ -134,7 +148,12 @@ struct Driver {
     connector: Arc<dyn Connector>,
     cmd_rx: mpsc::Receiver<Command>,
     ev_tx: mpsc::Sender<Box<ClientEvent>>,
+    /// Lifecycle events: never waited on (see [`crate::ring`]).
+    lifecycle: RingWriter,
+    /// Messages put into `ev_tx` so far (orders lifecycle events among them).
+    sent: u64,
     state_tx: watch::Sender<State>,
+    /// Messages the application's channels had no room for, in order.
     pending: VecDeque<(Target, ClientEvent)>,
     publishes: IdMap<u64, Reply<PublishOutcome>>,
     subscribes: IdMap<u64, SubscribeWaiter>,
@@ -190,7 +209,24 @@ impl Driver {
         tokio::pin!(timer);
         let now = self.now();
         self.conn.start(now);
+        // Input read while the application was behind, not decoded yet.
+        let mut held = false;
         loop {
+            // Every turn, whatever woke it: expired deadlines fire (a flood that keeps the
+            // socket readable must not starve keep-alive), waiting commands are taken and
+            // waiting messages delivered, and held input is decoded once there is room.
+            let now = self.now();
+            if self.conn.poll_timeout().is_some_and(|d| d <= now) {
+                self.conn.handle_timeout(now);
+            }
+            self.take_commands(now);
+            if !self.pending.is_empty() {
+                self.deliver_pending();
+            }
+            if held && self.pending.len() < MAX_PENDING {
+                held = false;
+                self.conn.process_input(now);
+            }
             self.wbuf_len = wbuf.len();
             self.retry_blocked();
             if let Err(e) = self.process_events().await {
@@ -247,12 +283,12 @@ impl Driver {
                     timer.as_mut().reset(d);
                 }
             }
-            // A slow application pauses reading (backpressure), except while waiting for
-            // CONNACK; the core then suspends its ping timeout, so a healthy link is not
-            // mistaken for a dead one.
-            let can_read =
-                self.pending.len() < MAX_PENDING || self.conn.state() == State::Connecting;
-            self.conn.set_input_paused(!can_read, self.now());
+            // A slow application holds input back (backpressure), except while waiting for
+            // CONNACK: the driver stops decoding, and reads only a bounded amount more, which
+            // tells the core the link is alive. The ping deadline stays armed: a link that
+            // brings nothing is dead whether or not the application is slow.
+            let hold = self.pending.len() >= MAX_PENDING && self.conn.state() != State::Connecting;
+            let can_read = !hold || self.conn.read_buffer().len() < HELD_MAX;
             // Boxed, and only while events wait: inline, this wait (~200 bytes) would be part
             // of every client's future, idle or not.
             let delivery = self.pending.front().map(|(target, _)| {
@@ -292,6 +328,10 @@ impl Driver {
                     connecting = None;
                     self.conn.handle_transport_error(e, now);
                 }
+                Wake::Io(IoEvent::Read) if hold => {
+                    held = true;
+                    self.conn.handle_liveness(now);
+                }
                 Wake::Io(IoEvent::Read) => self.conn.process_input(now),
                 Wake::Io(IoEvent::Eof) => {
                     self.drop_transport(&mut transport, &mut wbuf);
@@ -312,21 +352,36 @@ impl Driver {
                 Wake::Delivered => self.deliver_pending(),
                 Wake::Command(Some(cmd)) => {
                     self.handle_command(cmd, now);
-                    // Take what else is waiting, so one store commit covers a whole batch.
-                    for _ in 0..512 {
-                        match self.cmd_rx.try_recv() {
-                            Ok(cmd) => self.handle_command(cmd, now),
-                            Err(_) => break,
-                        }
-                    }
+                    // What else is waiting is taken at the top of the next turn, so one store
+                    // commit covers a whole batch.
                 }
-                Wake::Command(None) => {
-                    self.cmd_closed = true;
-                    if self.conn.state() != State::Closed {
-                        self.conn.disconnect(Default::default(), now);
-                    }
+                Wake::Command(None) => self.commands_closed(now),
+            }
+        }
+    }
+
+    /// Takes commands already waiting, without waiting for more.
+    fn take_commands(&mut self, now: std::time::Instant) {
+        if self.cmd_closed {
+            return;
+        }
+        for _ in 0..COMMANDS_PER_TURN {
+            match self.cmd_rx.try_recv() {
+                Ok(cmd) => self.handle_command(cmd, now),
+                Err(mpsc::error::TryRecvError::Empty) => return,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    self.commands_closed(now);
+                    return;
                 }
             }
+        }
+    }
+
+    /// Every [`Client`] handle is gone: disconnect gracefully.
+    fn commands_closed(&mut self, now: std::time::Instant) {
+        self.cmd_closed = true;
+        if self.conn.state() != State::Closed {
+            self.conn.disconnect(Default::default(), now);
         }
     }
 
@@ -528,7 +583,7 @@ impl Driver {
         let event = steadfast_proto::Lifecycle::Fatal {
             reason: steadfast_proto::Reason::Storage(e.to_string()),
         };
-        self.push(Target::Events, ClientEvent::Lifecycle { at, event });
+        self.lifecycle.0.push(self.sent, at, event);
         self.state_tx.send_replace(State::Failed);
         self.flush_pending().await;
         self.fail_all();
@@ -550,7 +605,7 @@ impl Driver {
             match ev {
                 Event::Lifecycle { at, event } => {
                     let at = self.to_system(at);
-                    self.push(Target::Events, ClientEvent::Lifecycle { at, event });
+                    self.lifecycle.0.push(self.sent, at, event);
                 }
                 Event::Message(p) => self.route(p),
                 Event::PublishDone { token, result } => {
@@ -614,8 +669,8 @@ impl Driver {
         self.push(Target::Events, ClientEvent::Message(p));
     }
 
-    /// Delivers at once when the channel has room; otherwise keeps the event in order and the
-    /// socket stops being read once too many wait.
+    /// Delivers a message at once when its channel has room; otherwise keeps it in order, and
+    /// input is held back once too many wait.
     fn push(&mut self, target: Target, ev: ClientEvent) {
         if !self.pending.is_empty() {
             self.pending.push_back((target, ev));
@@ -629,7 +684,10 @@ impl Driver {
     fn try_deliver(&mut self, target: Target, ev: ClientEvent) -> Option<(Target, ClientEvent)> {
         match target {
             Target::Events => match self.ev_tx.try_send(Box::new(ev)) {
-                Ok(()) => None,
+                Ok(()) => {
+                    self.sent += 1;
+                    None
+                }
                 Err(mpsc::error::TrySendError::Full(ev)) => Some((Target::Events, *ev)),
                 Err(mpsc::error::TrySendError::Closed(_)) => None,
             },
@@ -664,6 +722,7 @@ impl Driver {
         while let Some((target, ev)) = self.pending.pop_front() {
             let _ = tokio::time::timeout(Duration::from_secs(5), async {
                 match (target, ev) {
+                    // The last events are in the ring already: these follow them.
                     (Target::Events, ev) => {
                         let _ = self.ev_tx.send(Box::new(ev)).await;
                     }

@@ -26,6 +26,7 @@
 mod builder;
 mod client;
 mod driver;
+mod ring;
 pub mod store;
 mod tls_options;
 pub mod transport;

@@ -355,6 +355,7 @@ async fn client_events(i: usize, mut events: steadfast::Events, st: Arc<FleetSta
                 }
                 _ => {}
             },
+            _ => {}
         }
     }
 }

@@ -180,6 +180,7 @@ impl Recorder {
                     ClientEvent::Message(m) => {
                         let _ = mtx.send(m);
                     }
+                    other => eprintln!("[{t}] {other:?}"),
                 }
             }
             *s.ended.lock().unwrap() = true;

@@ -480,7 +480,7 @@ impl Log {
             .await
         {
             ClientEvent::Lifecycle { event, .. } => event,
-            ClientEvent::Message(_) => unreachable!(),
+            _ => unreachable!(),
         }
     }
 
@@ -500,7 +500,7 @@ impl Log {
             .await
         {
             ClientEvent::Message(m) => m.payload.to_vec(),
-            ClientEvent::Lifecycle { .. } => unreachable!(),
+            _ => unreachable!(),
         }
     }
 
