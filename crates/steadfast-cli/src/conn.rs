@@ -129,8 +129,9 @@ pub struct ConnArgs {
     /// Give up (exit 4) after N consecutive failed attempts, the first included; 0 = never.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub max_attempts: u32,
-    /// Exit on the first failed connect or lost connection (exit 1, or 3 if refused).
-    #[arg(long)]
+    /// Exit on the first failed connect or lost connection (exit 1, or 3 if refused; no
+    /// `dormant` event). Cannot be combined with --max-attempts.
+    #[arg(long, conflicts_with = "max_attempts")]
     pub no_reconnect: bool,
     /// Keep the session (queued and in-flight messages, subscriptions) in DIR, so it
     /// survives a crash or a restart [default: memory].

@@ -13,7 +13,7 @@
 //! | `reconnecting` | attempt, delay_ms |
 //! | `resubscribed` | filters |
 //! | `session_lost` | republished |
-//! | `dormant` | attempts |
+//! | `dormant` | attempts (only after `--max-attempts`, never with `--no-reconnect`) |
 //! | `fatal` | reason, reason_code? |
 //! | `disconnected` | |
 //!
@@ -215,10 +215,15 @@ impl Tracker {
     }
 
     /// Prints one event line (with `--events`), then says whether the process must end:
-    /// `fatal` ends it with exit 3 (1 for a failed session store), `dormant` with exit 4
-    /// (exit 1 with `--no-reconnect`, which goes dormant at the first failure).
+    /// `fatal` ends it with exit 3 (1 for a failed session store), `dormant` with exit 4.
+    ///
+    /// With `--no-reconnect` the library goes dormant at the first failed connect or lost
+    /// connection; that is not "gave up after `--max-attempts`", so no `dormant` line is
+    /// printed: the `connect_failed` or `connection_lost` line before it is the last event,
+    /// and the process exits 1 naming it.
     pub fn on_lifecycle(&mut self, at: SystemTime, event: &Lifecycle) -> Option<Outcome> {
-        if self.print {
+        let no_reconnect_end = self.no_reconnect && matches!(event, Lifecycle::Dormant { .. });
+        if self.print && !no_reconnect_end {
             let mut line = event_json(at, event, self.protocol);
             line.push('\n');
             let mut err = std::io::stderr().lock();
@@ -244,8 +249,8 @@ impl Tracker {
                     .last_failure
                     .clone()
                     .unwrap_or_else(|| "no connection".into());
-                Some(if self.no_reconnect {
-                    Outcome::Failed(last)
+                Some(if no_reconnect_end {
+                    Outcome::Failed(format!("{last} (--no-reconnect)"))
                 } else {
                     let s = if *attempts == 1 { "" } else { "s" };
                     Outcome::Dormant(format!("gave up after {attempts} attempt{s}; last: {last}"))

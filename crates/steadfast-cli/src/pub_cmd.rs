@@ -32,8 +32,8 @@ Message sources (exactly one):
   -m MSG            one message
   -l                each line of stdin is a message (blank lines are skipped, as with
                     mosquitto_pub); publishing goes on across outages, and at end of input
-                    pub waits until every message is acknowledged (QoS 1/2) or written to
-                    the socket (QoS 0), then disconnects and exits 0
+                    pub waits until every message is acknowledged (QoS 1/2) or encoded for
+                    sending (QoS 0), then disconnects and exits 0
   --count N         N generated messages: the message number, or with --payload-size B,
                     B bytes (the number padded with '.'); --rate R sends R per second
   -n, -f FILE, -s   an empty message, a file's content, all of stdin as one message

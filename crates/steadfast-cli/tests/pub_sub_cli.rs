@@ -178,8 +178,9 @@ fn check_event(v: &Value) {
     for (k, val) in o {
         match k.as_str() {
             "attempt" => assert!(val.as_u64().is_some_and(|n| n >= 1), "{v}"),
-            // `dormant` after a lost connection with --no-reconnect: no attempt was made.
-            "delay_ms" | "republished" | "attempts" => assert!(val.is_u64(), "{v}"),
+            "delay_ms" | "republished" => assert!(val.is_u64(), "{v}"),
+            // `dormant` only follows --max-attempts failed attempts.
+            "attempts" => assert!(val.as_u64().is_some_and(|n| n >= 1), "{v}"),
             "server" => assert!(val.as_str().is_some_and(|s| s.starts_with("mqtt")), "{v}"),
             "session_present" => assert!(val.is_boolean(), "{v}"),
             "reason" => assert!(val.as_str().is_some_and(|s| !s.is_empty()), "{v}"),
@@ -316,6 +317,17 @@ async fn usage_errors_exit_2_with_one_line() {
         &["sub", "-t", "a", "--cert", "c.pem"],
         &["sub", "-t", "a", "--cafile", "ca.pem"],
         &["sub", "-t", "a", "-V", "311", "-c"],
+        // --no-reconnect stops at the first failure: a cap on attempts makes no sense with it.
+        &[
+            "sub",
+            "-t",
+            "a",
+            "-p",
+            "1",
+            "--no-reconnect",
+            "--max-attempts",
+            "3",
+        ],
     ];
     // Never the system broker: should a case be accepted, it must not reach 127.0.0.1:1883.
     let dead = steadfast_chaos::free_port().to_string();
@@ -546,11 +558,38 @@ async fn max_attempts_goes_dormant_exit_4_and_no_reconnect_exits_1() {
     assert_eq!(code, 1, "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(
-        stderr.starts_with("steadfast: connection failed"),
+        stderr.starts_with("steadfast: connection failed")
+            && stderr.trim_end().ends_with("(--no-reconnect)"),
         "{stderr}"
     );
+    // With --events: `connect_failed` is the last event; not `dormant`, which means "gave up
+    // after --max-attempts".
+    let mut p = Run::start(&[
+        "pub",
+        "-p",
+        &dead,
+        "-t",
+        "x",
+        "-m",
+        "y",
+        "--no-reconnect",
+        "--events",
+    ]);
+    assert_eq!(p.exit().await, 1);
+    let names: Vec<&str> = p
+        .events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["connecting", "connect_failed"], "{:?}", p.events);
+    assert_eq!(p.errors.len(), 1, "{:?}", p.errors);
+    assert!(
+        p.errors[0].starts_with("steadfast: connection failed: "),
+        "{:?}",
+        p.errors
+    );
 
-    // --no-reconnect: the first loss ends it too.
+    // --no-reconnect: the first loss ends it too, with `connection_lost` as the last event.
     let broker = Mosquitto::start().unwrap();
     let proxy = Proxy::start("127.0.0.1:0".parse().unwrap(), broker.addr())
         .await
@@ -563,12 +602,35 @@ async fn max_attempts_goes_dormant_exit_4_and_no_reconnect_exits_1() {
     sub.event("connection_lost").await;
     assert_eq!(sub.exit().await, 1);
     assert_eq!(sub.count("connecting"), 1);
+    assert_eq!(sub.count("dormant"), 0, "{:?}", sub.events);
+    assert_eq!(
+        sub.events.last().map(|e| e["event"].clone()),
+        Some(Value::from("connection_lost")),
+        "{:?}",
+        sub.events
+    );
+    assert_eq!(sub.errors.len(), 1, "{:?}", sub.errors);
     assert!(
-        sub.errors
-            .iter()
-            .any(|l| l.starts_with("steadfast: connection lost")),
+        sub.errors[0].starts_with("steadfast: connection lost: ")
+            && sub.errors[0].ends_with("(--no-reconnect)"),
         "{:?}",
         sub.errors
+    );
+
+    // A fatal refusal with --no-reconnect is still exit 3, after `fatal`.
+    proxy.handle().reject_next_connects(1, 0x86);
+    let mut sub = Run::start(&["sub", "-p", &pport, "-t", "x", "--no-reconnect", "--events"]);
+    assert_eq!(sub.exit().await, 3);
+    let names: Vec<&str> = sub
+        .events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["connecting", "connect_failed", "fatal"],
+        "{:?}",
+        sub.events
     );
     proxy.shutdown().await;
 }

@@ -137,7 +137,8 @@ pub enum Lifecycle {
         /// How many unacknowledged messages were republished as new publications.
         republished: usize,
     },
-    /// `max_attempts` consecutive attempts failed; no more attempts until woken.
+    /// `max_attempts` consecutive attempts failed, or with `auto_reconnect` off the first
+    /// failed attempt or lost connection; no more attempts until woken.
     Dormant {
         /// Attempts made.
         attempts: u32,

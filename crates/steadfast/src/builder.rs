@@ -48,6 +48,8 @@ pub struct ClientBuilder {
     pub(crate) backoff: Option<Box<dyn BackoffPolicy>>,
     pub(crate) hook: Option<ReasonHook>,
     pub(crate) connector: Arc<dyn Connector>,
+    /// The application gave its own connector ([`ClientBuilder::connector`]).
+    pub(crate) custom_connector: bool,
     pub(crate) seed_pinned: bool,
     pub(crate) event_capacity: usize,
     pub(crate) tls: Option<crate::transport::TlsOptions>,
@@ -75,10 +77,12 @@ impl core::fmt::Debug for ClientBuilder {
 /// The default connector, one per process: every builder shares it, so a client allocates
 /// nothing for it, and its TLS context (the system roots) is loaded once, not per client.
 fn default_connector() -> Arc<dyn Connector> {
+    shared_default_connector().clone()
+}
+
+fn shared_default_connector() -> &'static Arc<DefaultConnector> {
     static DEFAULT: OnceLock<Arc<DefaultConnector>> = OnceLock::new();
-    DEFAULT
-        .get_or_init(|| Arc::new(DefaultConnector::new()))
-        .clone()
+    DEFAULT.get_or_init(|| Arc::new(DefaultConnector::new()))
 }
 
 fn secs_u32(d: Duration) -> u32 {
@@ -93,6 +97,7 @@ impl ClientBuilder {
             backoff: None,
             hook: None,
             connector: default_connector(),
+            custom_connector: false,
             seed_pinned: false,
             event_capacity: 1024,
             tls: None,
@@ -298,7 +303,9 @@ impl ClientBuilder {
         self
     }
 
-    /// The largest packet we accept (default 16 MiB).
+    /// The largest packet we accept (default 16 MiB). Over WebSocket it also bounds each
+    /// message and frame from the server (see
+    /// [`DefaultConnector::websocket_max_message_size`]).
     pub fn maximum_packet_size(mut self, bytes: u32) -> Self {
         self.config.maximum_packet_size = bytes.max(2);
         self
@@ -410,9 +417,11 @@ impl ClientBuilder {
 
     /// The transport connector (default [`DefaultConnector`]: TCP, TLS or WebSocket by URL
     /// scheme). TLS options set on this builder replace it with a configured
-    /// [`DefaultConnector`] at [`build`](Self::build).
+    /// [`DefaultConnector`] at [`build`](Self::build). A connector given here keeps its own
+    /// WebSocket message limit.
     pub fn connector(mut self, c: impl Connector) -> Self {
         self.connector = Arc::new(c);
+        self.custom_connector = true;
         self
     }
 
@@ -493,10 +502,19 @@ impl ClientBuilder {
         if !self.seed_pinned {
             self.config.rng_seed = os_seed();
         }
+        // WebSocket messages from the server are bounded by our maximum packet size.
+        let ws_max = usize::try_from(self.config.maximum_packet_size).unwrap_or(usize::MAX);
         if let Some(tls) = self.tls.take() {
-            let connector =
-                DefaultConnector::with_tls(tls).map_err(|e| BuildError(e.to_string()))?;
+            let connector = DefaultConnector::with_tls(tls)
+                .map_err(|e| BuildError(e.to_string()))?
+                .websocket_max_message_size(ws_max);
             self.connector = Arc::new(connector);
+        } else if !self.custom_connector {
+            let shared = shared_default_connector();
+            if shared.websocket_max_message() != ws_max {
+                // Same shared TLS context, another limit.
+                self.connector = Arc::new((**shared).clone().websocket_max_message_size(ws_max));
+            }
         }
         Ok(crate::driver::spawn(self))
     }

@@ -126,9 +126,10 @@ pub struct Client {
 
 impl Client {
     /// Publishes and waits until the message is acknowledged: PUBACK for QoS 1, PUBCOMP for
-    /// QoS 2; for QoS 0, until it is encoded for the transport (not yet written: the client
-    /// holds new publishes back while more than 256 KiB wait to be written). While disconnected, the message waits in the
-    /// offline queue and goes out after the reconnect.
+    /// QoS 2. A QoS 0 message has no acknowledgement: it resolves once it is encoded into the
+    /// connection's transmit buffer, which is before the bytes reach the socket, so a QoS 0
+    /// message that resolved can still be lost if the connection breaks right then. While
+    /// disconnected, the message waits in the offline queue and goes out after the reconnect.
     ///
     /// ```no_run
     /// # async fn f(client: steadfast::Client) -> Result<(), steadfast::ClientError> {

@@ -478,3 +478,70 @@ fn password_in_url_never_appears_in_debug_output() {
         }
     });
 }
+
+/// A TLS server that requires a client certificate from the test CA and sends no session
+/// ticket; it echoes what it reads.
+async fn ticketless_mtls_echo(pki: &Pki) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let acceptor = tokio_rustls::TlsAcceptor::from(mtls_server_config(&pki.server, &pki.ca_pem, 0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut buf = [0u8; 64];
+                while let Ok(n @ 1..) = tls.read(&mut buf).await {
+                    if tls.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// After a TLS 1.3 handshake with a client certificate, the client waits for the server's
+/// verdict (a session ticket, or an alert). A server that accepts and sends no ticket sends
+/// nothing more, and the wait used to last 1 s on every connect. On tokio's paused clock
+/// (which jumps straight to the next timer when nothing else can run), the connect's virtual
+/// duration is exactly the wait: under 1 s at the first connect, and none at all once the
+/// server has shown (here: by answering) that it accepted the certificate.
+#[test]
+fn client_cert_connect_to_a_server_without_session_tickets_does_not_stall() {
+    use steadfast::transport::{Connector, DefaultConnector};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let pki = Pki::generate();
+        let port = ticketless_mtls_echo(&pki).await;
+        let connector = DefaultConnector::with_tls(
+            TlsOptions::new()
+                .ca_file(&pki.ca)
+                .client_cert_files(&pki.client.cert, &pki.client.key),
+        )
+        .unwrap();
+        let url = format!("mqtts://127.0.0.1:{port}");
+        let mut waits = Vec::new();
+        for i in 0..3u8 {
+            let started = tokio::time::Instant::now();
+            let mut stream = connector.connect(&url).await.expect("connect");
+            waits.push(started.elapsed());
+            // The server accepted the certificate: it answers.
+            stream.write_all(&[b'p', i]).await.unwrap();
+            let mut back = [0u8; 2];
+            stream.read_exact(&mut back).await.unwrap();
+            assert_eq!(back, [b'p', i]);
+        }
+        assert!(waits[0] < Duration::from_secs(1), "{waits:?}");
+        assert_eq!(waits[1..], [Duration::ZERO, Duration::ZERO], "{waits:?}");
+    });
+}

@@ -6,7 +6,8 @@ mod transport_support;
 
 use std::time::Duration;
 
-use steadfast::{ClientBuilder, Constant, Lifecycle, QoS};
+use steadfast::proto::TransportError;
+use steadfast::{ClientBuilder, Constant, Lifecycle, QoS, Reason};
 use transport_support::*;
 
 fn quick(b: ClientBuilder) -> ClientBuilder {
@@ -232,5 +233,94 @@ fn reconnects_and_resubscribes_over_ws_and_wss() {
         }
         drop(wss_bridge);
         drop(ws_bridge);
+    });
+}
+
+/// A WebSocket endpoint that accepts the `mqtt` subprotocol on any path, then writes `raw`
+/// (hand-made WebSocket frames) and keeps the connection open, reading whatever comes.
+async fn raw_ws_server(raw: Vec<u8>) -> u16 {
+    use futures_util::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+    use tokio_tungstenite::tungstenite::http::HeaderValue;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let raw = raw.clone();
+            tokio::spawn(async move {
+                #[allow(clippy::result_large_err)]
+                let agree = |_: &Request, mut resp: Response| -> Result<Response, ErrorResponse> {
+                    resp.headers_mut()
+                        .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("mqtt"));
+                    Ok(resp)
+                };
+                let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(tcp, agree).await else {
+                    return;
+                };
+                if ws.get_mut().write_all(&raw).await.is_err() {
+                    return;
+                }
+                while let Some(Ok(_)) = ws.next().await {}
+            });
+        }
+    });
+    port
+}
+
+/// One unmasked server frame: FIN bit, opcode, 16-bit length, payload.
+fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let len = u16::try_from(payload.len()).unwrap();
+    let mut f = vec![if fin { 0x80 } else { 0 } | opcode, 126];
+    f.extend_from_slice(&len.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// The server's WebSocket messages are bounded by the client's maximum packet size, not by
+/// tungstenite's 64 MiB default: a frame header announcing 8 MiB is refused at once (before
+/// any payload, which never comes: without the limit the client would wait for it until the
+/// 60 s connect timeout, past this test's limit), and so is a message whose fragments add up
+/// to more than the limit. The error names both sizes.
+#[test]
+fn ws_messages_above_the_maximum_packet_size_are_refused() {
+    run(Duration::from_secs(30), async {
+        // A binary frame announcing 8 MiB (64-bit length), then nothing.
+        let mut announce = vec![0x82, 127];
+        announce.extend_from_slice(&(8u64 << 20).to_be_bytes());
+        // Three fragments of 512 bytes: 1536 bytes in one message.
+        let mut fragmented = frame(false, 0x2, &[0u8; 512]);
+        fragmented.extend(frame(false, 0x0, &[0u8; 512]));
+        fragmented.extend(frame(true, 0x0, &[0u8; 512]));
+        for (raw, size) in [(announce, 8usize << 20), (fragmented, 1536)] {
+            let port = raw_ws_server(raw).await;
+            let (client, events) = ClientBuilder::from_url(&format!("ws://127.0.0.1:{port}/mqtt"))
+                .unwrap()
+                .backoff(Constant::new(Duration::from_millis(100)))
+                .connect_timeout(Duration::from_secs(60))
+                .maximum_packet_size(1024)
+                .build()
+                .unwrap();
+            let mut log = Log::new(events);
+            let failed = log
+                .lifecycle("ConnectFailed", T, |e| {
+                    matches!(e, Lifecycle::ConnectFailed { .. })
+                })
+                .await;
+            let Lifecycle::ConnectFailed {
+                reason: Reason::Transport(TransportError::Io(message)),
+                ..
+            } = failed
+            else {
+                panic!("expected an I/O error, got {failed:?}")
+            };
+            assert!(
+                message.contains(&format!("{size} bytes"))
+                    && message.contains("more than the maximum packet size (1024 bytes)"),
+                "{message}"
+            );
+            client.disconnect().await.unwrap();
+        }
     });
 }

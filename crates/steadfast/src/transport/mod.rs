@@ -130,16 +130,33 @@ impl ServerUrl {
 /// assert!(tls.is_err());
 /// # Ok(()) }
 /// ```
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct DefaultConnector {
     options: Arc<TlsOptions>,
     tls: Arc<OnceLock<Result<Arc<tls::TlsContext>, TlsConfigError>>>,
+    /// The largest WebSocket message or frame accepted from a server.
+    ws_max_message: usize,
+}
+
+/// The default of [`DefaultConnector::websocket_max_message_size`]: the default maximum packet
+/// size of the client (16 MiB).
+const DEFAULT_WS_MAX_MESSAGE: usize = 16 << 20;
+
+impl Default for DefaultConnector {
+    fn default() -> Self {
+        DefaultConnector {
+            options: Arc::default(),
+            tls: Arc::default(),
+            ws_max_message: DEFAULT_WS_MAX_MESSAGE,
+        }
+    }
 }
 
 impl core::fmt::Debug for DefaultConnector {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("DefaultConnector")
             .field("tls", &*self.options)
+            .field("ws_max_message", &self.ws_max_message)
             .finish()
     }
 }
@@ -162,7 +179,25 @@ impl DefaultConnector {
         Ok(DefaultConnector {
             options: Arc::new(options),
             tls: Arc::new(cell),
+            ws_max_message: DEFAULT_WS_MAX_MESSAGE,
         })
+    }
+
+    /// The largest WebSocket message (and frame) accepted from a `ws://` or `wss://` server, in
+    /// bytes; a larger one ends the connection with an I/O error instead of being buffered.
+    /// The default is 16 MiB, the client's default maximum packet size, and
+    /// [`ClientBuilder::build`](crate::ClientBuilder::build) sets it to the builder's
+    /// [`maximum_packet_size`](crate::ClientBuilder::maximum_packet_size) unless a connector
+    /// of the application's own was given. The TLS settings and sessions stay shared with the
+    /// connector this one was made from.
+    pub fn websocket_max_message_size(mut self, bytes: usize) -> Self {
+        self.ws_max_message = bytes.max(2);
+        self
+    }
+
+    /// See [`websocket_max_message_size`](Self::websocket_max_message_size).
+    pub fn websocket_max_message(&self) -> usize {
+        self.ws_max_message
     }
 
     /// The TLS settings.
@@ -191,11 +226,11 @@ impl Connector for DefaultConnector {
                 Scheme::Tls => this.tls_context()?.connect(&url.host, url.port).await,
                 Scheme::Ws => {
                     let tcp = tcp::connect_tcp(&url.host, url.port).await?;
-                    ws::connect(Box::new(tcp), &url).await
+                    ws::connect(Box::new(tcp), &url, this.ws_max_message).await
                 }
                 Scheme::Wss => {
                     let stream = this.tls_context()?.connect(&url.host, url.port).await?;
-                    ws::connect(stream, &url).await
+                    ws::connect(stream, &url, this.ws_max_message).await
                 }
             }
         })

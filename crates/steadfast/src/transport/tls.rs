@@ -11,7 +11,7 @@ use std::io;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Once};
+use std::sync::{Arc, Mutex, Once};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -35,10 +35,25 @@ use tokio_rustls::client::TlsStream;
 
 use super::BoxTransport;
 
-/// After a TLS 1.3 handshake in which the server asked for a client certificate, how long to
+/// After a TLS 1.3 handshake in which the server asked for a client certificate, the longest
 /// wait for its verdict (a session ticket means accepted, an alert means refused) before
 /// going on. TLS 1.3 servers check the client certificate after the client has finished.
+/// A server that accepts and sends no session ticket sends nothing until the CONNECT, so the
+/// wait usually ends by time: it is [`VERDICT_WAIT_PER_HANDSHAKE`] times the handshake's
+/// duration, at least [`VERDICT_WAIT_MIN`], and this whole bound only after a refusal came
+/// later than that on this connector. Once a server has accepted our certificate (a ticket,
+/// or data after the handshake), later connects to it do not wait at all.
 const CLIENT_AUTH_VERDICT_WAIT: Duration = Duration::from_secs(1);
+
+/// The verdict wait in handshake durations: the verdict is one round trip and one certificate
+/// check away, and the handshake was about one round trip and a signature.
+const VERDICT_WAIT_PER_HANDSHAKE: u32 = 4;
+
+/// The shortest verdict wait, for scheduling delays on fast links.
+const VERDICT_WAIT_MIN: Duration = Duration::from_millis(100);
+
+/// Servers remembered as having accepted our client certificate, per connector.
+const ACCEPTED_SERVERS: usize = 32;
 
 /// TLS sessions remembered for resumption, per connector.
 const SESSION_CACHE: usize = 32;
@@ -238,6 +253,41 @@ pub(crate) struct TlsContext {
     server_name: Option<ServerName<'static>>,
     /// What the server is verified against, for messages ("CA file /x/ca.pem").
     trust: String,
+    /// What earlier connects learned about the servers' verdicts on our client certificate.
+    verdicts: Arc<Mutex<Verdicts>>,
+}
+
+/// What earlier connects learned about the servers' verdicts on our client certificate.
+#[derive(Debug, Default)]
+struct Verdicts {
+    /// `host:port` of servers that accepted it (a ticket, or data after the handshake): a
+    /// connect to them does not wait for a verdict. At most [`ACCEPTED_SERVERS`], oldest
+    /// forgotten first.
+    accepted: Vec<String>,
+    /// A refusal arrived after a verdict wait had ended: wait the whole
+    /// [`CLIENT_AUTH_VERDICT_WAIT`] from now on.
+    late_refusal: bool,
+}
+
+impl Verdicts {
+    fn accept(&mut self, server: &str) {
+        if self.accepted.iter().any(|s| s == server) {
+            return;
+        }
+        if self.accepted.len() >= ACCEPTED_SERVERS {
+            self.accepted.remove(0);
+        }
+        self.accepted.push(server.to_string());
+    }
+
+    fn refused_late(&mut self, server: &str) {
+        self.accepted.retain(|s| s != server);
+        self.late_refusal = true;
+    }
+}
+
+fn lock(v: &Mutex<Verdicts>) -> std::sync::MutexGuard<'_, Verdicts> {
+    v.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl TlsContext {
@@ -304,6 +354,7 @@ impl TlsContext {
             sessions: Arc::new(ClientSessionMemoryCache::new(SESSION_CACHE)),
             server_name,
             trust,
+            verdicts: Arc::default(),
         })
     }
 
@@ -334,29 +385,68 @@ impl TlsContext {
             probe: probe.clone(),
         }));
         let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let started = tokio::time::Instant::now();
         let stream = connector
             .connect(name.clone(), tcp)
             .await
             .map_err(|e| self.map_error(&e, &name, &probe))?;
+        let handshake = started.elapsed();
         let tls13 = stream.get_ref().1.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3);
         if probe.requested.load(Ordering::Relaxed) && tls13 {
-            return self.await_client_auth_verdict(stream, &name, &probe).await;
+            let server = format!("{}:{port}", name_str(&name));
+            let wait = {
+                let v = lock(&self.verdicts);
+                if v.accepted.contains(&server) {
+                    None
+                } else if v.late_refusal {
+                    Some(CLIENT_AUTH_VERDICT_WAIT)
+                } else {
+                    Some(
+                        handshake
+                            .saturating_mul(VERDICT_WAIT_PER_HANDSHAKE)
+                            .clamp(VERDICT_WAIT_MIN, CLIENT_AUTH_VERDICT_WAIT),
+                    )
+                }
+            };
+            let Some(wait) = wait else {
+                // Accepted before: go on at once; a refusal now still shows at the first read.
+                return Ok(Box::new(self.watch(stream, &name, server)));
+            };
+            return self
+                .await_client_auth_verdict(stream, &name, &probe, wait, server)
+                .await;
         }
         Ok(Box::new(stream))
     }
 
+    /// The stream, watched for the server's verdict until the first data from it.
+    fn watch<S>(&self, inner: S, name: &ServerName<'_>, server: String) -> VerdictWatch<S> {
+        VerdictWatch {
+            inner,
+            verdicts: Some(self.verdicts.clone()),
+            server,
+            host: name_str(name),
+            have_cert: self.identity.is_some(),
+        }
+    }
+
     /// In TLS 1.3 the client's handshake is done before the server has checked the client
-    /// certificate: a refusal arrives as an alert afterwards. Wait briefly for it (or for a
-    /// session ticket, which only an accepting server sends) so that a refusal is reported as
-    /// fatal instead of as a lost connection that would be retried forever.
+    /// certificate: a refusal arrives as an alert afterwards. Wait briefly (`wait`) for it (or
+    /// for a session ticket, which only an accepting server sends) so that a refusal is
+    /// reported as fatal instead of as a lost connection that would be retried forever. When
+    /// the wait ends without a verdict, the stream goes on watched: a refusal that comes later
+    /// makes the next connects wait the whole [`CLIENT_AUTH_VERDICT_WAIT`].
     async fn await_client_auth_verdict(
         &self,
         mut stream: TlsStream<TcpStream>,
         name: &ServerName<'static>,
         probe: &ClientAuthProbe,
+        wait: Duration,
+        server: String,
     ) -> Result<BoxTransport, TransportError> {
         enum Verdict {
             Accepted,
+            NoneYet,
             Data(usize),
             Eof,
             Failed(io::Error),
@@ -375,13 +465,18 @@ impl TlsContext {
                     Poll::Pending => Poll::Pending,
                 }
             });
-            tokio::time::timeout(CLIENT_AUTH_VERDICT_WAIT, read)
+            tokio::time::timeout(wait, read)
                 .await
-                .unwrap_or(Verdict::Accepted)
+                .unwrap_or(Verdict::NoneYet)
         };
         match verdict {
-            Verdict::Accepted => Ok(Box::new(stream)),
+            Verdict::Accepted => {
+                lock(&self.verdicts).accept(&server);
+                Ok(Box::new(stream))
+            }
+            Verdict::NoneYet => Ok(Box::new(self.watch(stream, name, server))),
             Verdict::Data(n) => {
+                lock(&self.verdicts).accept(&server);
                 buf.truncate(n);
                 Ok(Box::new(Prefixed { prefix: buf, pos: 0, inner: stream }))
             }
@@ -751,9 +846,171 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
     }
 }
 
+/// A stream whose server had not given its verdict on our client certificate when the
+/// connect went on. Until the first data from the server it watches the reads: data means
+/// accepted (remembered, so later connects do not wait); a certificate alert or an end of
+/// stream means refused, and makes later connects wait the whole verdict time, so that the
+/// refusal is reported as fatal on the next attempt. The alert becomes an error that names
+/// the refusal.
+struct VerdictWatch<S> {
+    inner: S,
+    /// `None` once the verdict is known.
+    verdicts: Option<Arc<Mutex<Verdicts>>>,
+    /// `host:port`.
+    server: String,
+    host: String,
+    have_cert: bool,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for VerdictWatch<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if buf.remaining() == 0 {
+            return Pin::new(&mut self.inner).poll_read(cx, buf);
+        }
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let Poll::Ready(result) = r else {
+            return Poll::Pending;
+        };
+        let Some(verdicts) = self.verdicts.take() else {
+            return Poll::Ready(result);
+        };
+        let mut v = lock(&verdicts);
+        match result {
+            Ok(()) if buf.filled().len() > before => {
+                v.accept(&self.server);
+                Poll::Ready(Ok(()))
+            }
+            Ok(()) => {
+                v.refused_late(&self.server);
+                Poll::Ready(Ok(()))
+            }
+            Err(e) => {
+                let alert = e
+                    .get_ref()
+                    .and_then(|i| match i.downcast_ref::<rustls::Error>() {
+                        Some(rustls::Error::AlertReceived(a)) => Some(*a),
+                        _ => None,
+                    });
+                let fatal = alert.map(|a| classify_alert(a, &self.host, true, self.have_cert));
+                match fatal {
+                    Some(TransportError::TlsFatal(why)) => {
+                        v.refused_late(&self.server);
+                        Poll::Ready(Err(io::Error::new(io::ErrorKind::PermissionDenied, why)))
+                    }
+                    _ => Poll::Ready(Err(e)),
+                }
+            }
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for VerdictWatch<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A read side that gives one result, then stays pending; writes are swallowed.
+    struct OneRead(Option<io::Result<Vec<u8>>>);
+
+    impl AsyncRead for OneRead {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            match self.0.take() {
+                Some(Ok(b)) => {
+                    buf.put_slice(&b);
+                    Poll::Ready(Ok(()))
+                }
+                Some(Err(e)) => Poll::Ready(Err(e)),
+                None => Poll::Pending,
+            }
+        }
+    }
+
+    fn watched(
+        first: io::Result<Vec<u8>>,
+        verdicts: &Arc<Mutex<Verdicts>>,
+    ) -> VerdictWatch<OneRead> {
+        VerdictWatch {
+            inner: OneRead(Some(first)),
+            verdicts: Some(verdicts.clone()),
+            server: "broker:8883".into(),
+            host: "broker".into(),
+            have_cert: true,
+        }
+    }
+
+    fn read_once(w: &mut VerdictWatch<OneRead>) -> io::Result<Vec<u8>> {
+        let mut buf = [0u8; 16];
+        let mut rb = ReadBuf::new(&mut buf);
+        let waker = std::task::Waker::noop();
+        match Pin::new(w).poll_read(&mut Context::from_waker(waker), &mut rb) {
+            Poll::Ready(Ok(())) => Ok(rb.filled().to_vec()),
+            Poll::Ready(Err(e)) => Err(e),
+            Poll::Pending => panic!("pending"),
+        }
+    }
+
+    /// Data after an unconfirmed handshake means accepted: later connects skip the wait. A
+    /// certificate alert instead means refused: the error names it, the server is forgotten,
+    /// and later connects wait the whole verdict time.
+    #[test]
+    fn a_verdict_after_the_wait_is_remembered() {
+        let verdicts = Arc::new(Mutex::new(Verdicts::default()));
+        let mut w = watched(Ok(b"\x20\x02\x00\x00".to_vec()), &verdicts);
+        assert_eq!(read_once(&mut w).unwrap(), b"\x20\x02\x00\x00");
+        assert_eq!(lock(&verdicts).accepted, ["broker:8883"]);
+        assert!(!lock(&verdicts).late_refusal);
+
+        let alert = io::Error::new(
+            io::ErrorKind::InvalidData,
+            rustls::Error::AlertReceived(AlertDescription::UnknownCA),
+        );
+        let mut w = watched(Err(alert), &verdicts);
+        let e = read_once(&mut w).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::PermissionDenied);
+        assert!(
+            e.to_string()
+                .starts_with("client certificate rejected: broker refused"),
+            "{e}"
+        );
+        assert!(lock(&verdicts).accepted.is_empty());
+        assert!(lock(&verdicts).late_refusal);
+
+        // Another error is passed on as it is and teaches nothing.
+        let verdicts = Arc::new(Mutex::new(Verdicts::default()));
+        let mut w = watched(Err(io::ErrorKind::ConnectionReset.into()), &verdicts);
+        assert_eq!(
+            read_once(&mut w).unwrap_err().kind(),
+            io::ErrorKind::ConnectionReset
+        );
+        assert!(!lock(&verdicts).late_refusal);
+        assert!(lock(&verdicts).accepted.is_empty());
+    }
 
     #[test]
     fn dates_are_utc() {

@@ -5,6 +5,15 @@
 //! and a packet may span frames, so frames are only an envelope here. Each write becomes one
 //! binary message; each binary message read is handed on as bytes. Text frames break the
 //! MQTT-over-WebSocket rules and end the connection; ping/pong are answered by tungstenite.
+//!
+//! tungstenite buffers a whole message before handing it on, and by default accepts messages
+//! of up to 64 MiB. Here both its message and its frame limit are the client's maximum packet
+//! size (see `DefaultConnector::websocket_max_message_size`): a frame whose header announces
+//! more is refused before its payload is read, and a fragmented message is refused as soon as
+//! its fragments add up to more. Either way the connection ends with an I/O error that names
+//! both sizes. (A server that packs several MQTT packets into one message must keep the message
+//! within that size too.) Outgoing packets are already bounded by the broker's maximum packet
+//! size in the core.
 
 use std::io;
 use std::pin::Pin;
@@ -15,7 +24,9 @@ use futures_util::{Sink, Stream};
 use steadfast_proto::TransportError;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::error::CapacityError;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
@@ -25,10 +36,12 @@ use super::{BoxTransport, Scheme, ServerUrl};
 pub(crate) const SUBPROTOCOL: &str = "mqtt";
 
 /// The WebSocket handshake over an open stream (TCP or TLS): `GET path` with
-/// `Sec-WebSocket-Protocol: mqtt`. The server must agree to the subprotocol.
+/// `Sec-WebSocket-Protocol: mqtt`. The server must agree to the subprotocol. Messages and
+/// frames from the server larger than `max_message` bytes end the connection.
 pub(crate) async fn connect(
     stream: BoxTransport,
     url: &ServerUrl,
+    max_message: usize,
 ) -> Result<BoxTransport, TransportError> {
     let scheme = if url.scheme == Scheme::Wss {
         "wss"
@@ -49,9 +62,13 @@ pub(crate) async fn connect(
         "Sec-WebSocket-Protocol",
         HeaderValue::from_static(SUBPROTOCOL),
     );
-    let (ws, _response) = tokio_tungstenite::client_async(request, stream)
-        .await
-        .map_err(|e| map_handshake_error(e, &uri))?;
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(max_message))
+        .max_frame_size(Some(max_message));
+    let (ws, _response) =
+        tokio_tungstenite::client_async_with_config(request, stream, Some(config))
+            .await
+            .map_err(|e| map_handshake_error(e, &uri))?;
     Ok(Box::new(WsStream {
         ws,
         read: Bytes::new(),
@@ -76,6 +93,13 @@ fn to_io(e: WsError) -> io::Error {
     match e {
         WsError::Io(e) => e,
         WsError::ConnectionClosed | WsError::AlreadyClosed => io::ErrorKind::BrokenPipe.into(),
+        WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "WebSocket: the server sent a message of {size} bytes, more than the maximum \
+                 packet size ({max_size} bytes)"
+            ),
+        ),
         other => io::Error::other(format!("WebSocket: {other}")),
     }
 }

@@ -401,20 +401,56 @@ where
 
 /// A rustls server config with this certificate, for the `wss://` bridge.
 pub fn tls_server_config(pair: &Pair) -> Arc<rustls::ServerConfig> {
+    server_config(pair, None, 2)
+}
+
+/// A rustls server config with this certificate that requires a client certificate signed by
+/// `client_ca` (PEM) and sends `tickets` TLS 1.3 session tickets (rustls' default is 2).
+pub fn mtls_server_config(
+    pair: &Pair,
+    client_ca: &str,
+    tickets: usize,
+) -> Arc<rustls::ServerConfig> {
+    server_config(pair, Some(client_ca), tickets)
+}
+
+fn server_config(
+    pair: &Pair,
+    client_ca: Option<&str>,
+    tickets: usize,
+) -> Arc<rustls::ServerConfig> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs = CertificateDer::pem_slice_iter(pair.cert_pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .expect("cert");
+    let pem_certs = |pem: &str| {
+        CertificateDer::pem_slice_iter(pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .expect("cert")
+    };
     let key = PrivateKeyDer::from_pem_slice(pair.key_pem.as_bytes()).expect("key");
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .expect("server config");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("versions");
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in pem_certs(ca) {
+                roots.add(c).expect("client CA");
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .expect("client verifier");
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder
+        .with_single_cert(pem_certs(&pair.cert_pem), key)
+        .expect("server config");
+    config.send_tls13_tickets = tickets;
     Arc::new(config)
 }
 
