@@ -117,7 +117,7 @@ pub fn event_json(at: SystemTime, event: &Lifecycle, protocol: ProtocolVersion) 
     let o = match event {
         Lifecycle::Connecting { attempt, server } => o
             .field("attempt", *attempt)
-            .field("server", server.as_str()),
+            .field("server", server.to_string()),
         Lifecycle::Connected {
             attempt,
             server,
@@ -125,11 +125,14 @@ pub fn event_json(at: SystemTime, event: &Lifecycle, protocol: ProtocolVersion) 
             ..
         } => o
             .field("attempt", *attempt)
-            .field("server", server.as_str())
+            .field("server", server.to_string())
             .field("session_present", *session_present),
         Lifecycle::ConnectFailed { attempt, reason } => {
             with_reason(o.field("attempt", *attempt), reason, protocol)
         }
+        Lifecycle::BadServerReference { reference, error } => o
+            .field("reference", reference.as_str())
+            .field("error", error.to_string()),
         Lifecycle::ConnectionLost { reason, .. } => {
             with_reason(o, reason, protocol).field("initiator", reason.initiator().to_string())
         }
@@ -306,9 +309,16 @@ mod tests {
             (
                 Lifecycle::Connecting {
                     attempt: 1,
-                    server: "mqtt://h:1".into(),
+                    server: "mqtt://h:1".parse().unwrap(),
                 },
                 &["attempt", "server"],
+            ),
+            (
+                Lifecycle::BadServerReference {
+                    reference: "garbage!".into(),
+                    error: steadfast::ServerAddr::parse_url("garbage!").unwrap_err(),
+                },
+                &["reference", "error"],
             ),
             (
                 Lifecycle::ConnectFailed {

@@ -450,8 +450,11 @@ fn password_in_url_never_appears_in_debug_output() {
             format!("{:?}", builder.tls_options()),
         ];
         assert_eq!(
-            builder.config().password.as_deref(),
-            Some(SECRET.as_bytes()),
+            builder.config().servers[0]
+                .credentials()
+                .and_then(|c| c.password.as_ref())
+                .map(|p| p.expose().to_vec()),
+            Some(SECRET.as_bytes().to_vec()),
             "the URL password is used"
         );
         let (client, events) = builder.build().unwrap();

@@ -19,7 +19,10 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
-use super::{BoxTransport, Scheme, ServerUrl};
+use steadfast_proto::server::Scheme;
+use steadfast_proto::ServerAddr;
+
+use super::BoxTransport;
 
 /// The WebSocket subprotocol of MQTT (both 3.1.1 and 5.0).
 pub(crate) const SUBPROTOCOL: &str = "mqtt";
@@ -28,19 +31,25 @@ pub(crate) const SUBPROTOCOL: &str = "mqtt";
 /// `Sec-WebSocket-Protocol: mqtt`. The server must agree to the subprotocol.
 pub(crate) async fn connect(
     stream: BoxTransport,
-    url: &ServerUrl,
+    url: &ServerAddr,
 ) -> Result<BoxTransport, TransportError> {
-    let scheme = if url.scheme == Scheme::Wss {
+    let scheme = if url.scheme() == Scheme::Wss {
         "wss"
     } else {
         "ws"
     };
-    let host = if url.host.contains(':') {
-        format!("[{}]", url.host)
+    let host = if url.host().contains(':') {
+        format!("[{}]", url.host())
     } else {
-        url.host.clone()
+        url.host().to_string()
     };
-    let uri = format!("{scheme}://{host}:{}{}", url.port, url.path);
+    // Path and query as given; `/mqtt` when the URL has no path.
+    let path = match url.path() {
+        "" | "/" => "/mqtt".to_string(),
+        p if p.starts_with('?') => format!("/mqtt{p}"),
+        p => p.to_string(),
+    };
+    let uri = format!("{scheme}://{host}:{}{path}", url.port());
     let mut request = uri
         .as_str()
         .into_client_request()
