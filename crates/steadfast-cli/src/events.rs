@@ -214,6 +214,11 @@ impl Tracker {
     /// `fatal` ends it with exit 3 (1 for a failed session store), `dormant` with exit 4
     /// (exit 1 with `--no-reconnect`, which goes dormant at the first failure).
     pub fn on_lifecycle(&mut self, at: SystemTime, event: &Lifecycle) -> Option<Outcome> {
+        if let Lifecycle::BadServerReference { reference, error } = event {
+            // Not one of the contract's JSON events: a plain warning line, always.
+            eprintln!("steadfast: ignored the broker's Server Reference {reference:?}: {error}");
+            return None;
+        }
         if self.print {
             let mut line = event_json(at, event, self.protocol);
             line.push('\n');

@@ -492,7 +492,9 @@ async fn failover_server_urls_log_in_with_their_credentials_and_never_print_them
     assert_eq!(code, 0, "{stderr}");
     let shown = format!("mqtt://alice:***@127.0.0.1:{}", broker.port());
     assert!(
-        stderr.lines().any(|l| l.contains("\"connected\"") && l.contains(&shown)),
+        stderr
+            .lines()
+            .any(|l| l.contains("\"connected\"") && l.contains(&shown)),
         "connected through the failover server: {stderr}"
     );
     assert!(!stderr.contains(SECRET), "password printed: {stderr}");

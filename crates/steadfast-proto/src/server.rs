@@ -212,7 +212,7 @@ impl ServerAddr {
                 }
             }
         };
-        let (host, port) = parse_host_port(hostport).map_err(|why| err(why))?;
+        let (host, port) = parse_host_port(hostport).map_err(err)?;
         Ok(ServerAddr(Arc::new(Addr {
             scheme,
             scheme_name,
@@ -360,14 +360,23 @@ impl core::str::FromStr for ServerAddr {
 /// Compares the `Display` form (so the password is not compared).
 impl PartialEq<str> for ServerAddr {
     fn eq(&self, other: &str) -> bool {
-        self.to_string() == other
+        /// Matches written text against the rest of `other`, without allocating.
+        struct Matcher<'a>(&'a str);
+        impl fmt::Write for Matcher<'_> {
+            fn write_str(&mut self, s: &str) -> fmt::Result {
+                self.0 = self.0.strip_prefix(s).ok_or(fmt::Error)?;
+                Ok(())
+            }
+        }
+        let mut m = Matcher(other);
+        fmt::write(&mut m, format_args!("{self}")).is_ok() && m.0.is_empty()
     }
 }
 
 /// Compares the `Display` form (so the password is not compared).
 impl PartialEq<&str> for ServerAddr {
     fn eq(&self, other: &&str) -> bool {
-        self.to_string() == *other
+        <ServerAddr as PartialEq<str>>::eq(self, other)
     }
 }
 

@@ -97,10 +97,7 @@ fn a_reference_that_does_not_parse_is_reported_and_the_configured_server_retried
             }
         });
         let id = uid("badref");
-        let (client, mut r) = start(
-            fast(&url_of(fake.addr()), ProtocolVersion::V5, &id),
-            &id,
-        );
+        let (client, mut r) = start(fast(&url_of(fake.addr()), ProtocolVersion::V5, &id), &id);
         let rec = r
             .next("BadServerReference", T, |e| {
                 matches!(e, Lifecycle::BadServerReference { .. })
@@ -186,7 +183,7 @@ fn explicit_credentials_win_over_the_urls() {
 fn a_bad_server_url_is_an_error_at_build_without_the_password() {
     run(Duration::from_secs(10), async {
         for bad in [
-            format!("10.10.151.22:8883"),
+            "10.10.151.22:8883".to_string(),
             format!("mqtt://alice:{SECRET}@host:99999"),
             format!("http://alice:{SECRET}@host"),
         ] {
@@ -205,8 +202,7 @@ fn a_bad_server_url_is_an_error_at_build_without_the_password() {
             assert!(e.to_string().contains("bad server"), "{e}");
         }
         let e = ClientBuilder::from_url(&format!("mqtt://alice:{SECRET}@host:0"))
-            .err()
-            .expect("port 0 refused");
+            .expect_err("port 0 refused");
         assert!(!e.to_string().contains(SECRET), "{e}");
     });
 }
