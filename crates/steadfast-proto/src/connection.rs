@@ -1242,6 +1242,8 @@ impl Connection {
             class = ReasonClass::Transient;
         }
         if class == ReasonClass::Fatal {
+            self.redirect_targets.clear();
+            self.redirects = 0;
             self.set_state(State::Failed);
             self.emit(now, Lifecycle::Fatal { reason });
             return;
