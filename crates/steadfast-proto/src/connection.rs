@@ -1370,7 +1370,8 @@ impl Connection {
         } else {
             match self.link.as_ref().and_then(|l| l.server.credentials()) {
                 Some(cred) => (
-                    Some(cred.username.clone()).filter(|u| !u.is_empty()),
+                    // `mqtt://:pass@h` sends an empty user name, so 3.1.1 can carry the password.
+                    Some(cred.username.clone()),
                     cred.password.as_ref().map(|p| p.expose().clone()),
                 ),
                 None => (None, None),

@@ -964,3 +964,19 @@ fn out_of_order_packets_are_protocol_errors() {
         );
     }
 }
+
+#[test]
+fn a_url_with_only_a_password_sends_an_empty_user_name_in_both_versions() {
+    for v in [ProtocolVersion::V311, V5] {
+        let mut c = config(v);
+        c.servers = vec![server("mqtt://:token@broker")];
+        let mut h = Harness::with_backoff(c, no_jitter());
+        h.start();
+        h.expect_connect_action();
+        assert_eq!(
+            connect_credentials(&mut h),
+            (Some(String::new()), Some(b"token".to_vec())),
+            "{v}"
+        );
+    }
+}
