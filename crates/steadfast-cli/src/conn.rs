@@ -8,10 +8,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgAction, Args, ValueEnum};
+use steadfast::proto::server::redact_url;
 use steadfast::transport::TlsOptions;
 use steadfast::{
-    BackoffPolicy, ClientBuilder, Constant, Exponential, Jitter, ProtocolVersion, Stepped,
-    UniformRandom,
+    BackoffPolicy, ClientBuilder, Constant, Exponential, Jitter, ProtocolVersion, ServerAddr,
+    Stepped, UniformRandom,
 };
 
 /// A usage error: one line on stderr, exit code 2.
@@ -70,7 +71,8 @@ pub struct ConnArgs {
     /// Broker port, when no --url is given [default: 1883, or 8883 with TLS flags].
     #[arg(short = 'p', long = "port", value_name = "PORT")]
     pub port: Option<u16>,
-    /// An extra server URL for failover, tried in order after the first (repeatable).
+    /// An extra server URL for failover, tried in order after the first (repeatable). Its
+    /// user and password are used for that server unless -u/-P are given; never printed.
     #[arg(long = "server", value_name = "URL", action = ArgAction::Append)]
     pub servers: Vec<String>,
     /// Client id [default: generated; with MQTT 5, assigned by the broker].
@@ -189,29 +191,6 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(t).map_err(|e| format!("{e} (examples: 100ms, 2s, 1m)"))
 }
 
-/// Replaces the password of a `scheme://user:pass@host` URL with `***`, so a URL can be
-/// named in a message.
-pub fn redact_url(url: &str) -> String {
-    let Some(start) = url.find("://").map(|i| i + 3) else {
-        return url.to_string();
-    };
-    let rest = &url[start..];
-    let auth_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let Some(at) = rest[..auth_end].rfind('@') else {
-        return url.to_string();
-    };
-    match rest[..at].find(':') {
-        Some(colon) => format!("{}{}:***{}", &url[..start], &rest[..colon], &rest[at..]),
-        None => url.to_string(),
-    }
-}
-
-fn is_tls_scheme(url: &str) -> bool {
-    ["mqtts://", "ssl://", "wss://"]
-        .iter()
-        .any(|s| url.starts_with(s))
-}
-
 /// A URL checked for its scheme and host; the error never repeats a password.
 fn check_url(url: &str) -> Result<url::Url, UsageError> {
     let shown = redact_url(url);
@@ -324,27 +303,18 @@ impl ConnArgs {
                 u
             }
         };
-        let mut b = ClientBuilder::from_url(&first)
-            .map_err(|e| UsageError(format!("bad URL {:?}: {e}", redact_url(&first))))?;
-        // The builder printed the URL back in its message only on error; it is kept without
-        // credentials in its server list.
+        // Builder errors name servers with their passwords redacted.
+        let mut b = ClientBuilder::from_url(&first).map_err(|e| UsageError(e.to_string()))?;
+        // Each server keeps the credentials of its URL (used for it unless -u/-P are given);
+        // they are shown redacted everywhere.
         let mut all_servers = b.config().servers.clone();
         for s in &self.servers {
-            let parsed = check_url(s)?;
-            if !parsed.username().is_empty() || parsed.password().is_some() {
-                return Err(UsageError(format!(
-                    "--server {:?}: credentials in a failover URL are not supported; use -u/-P",
-                    redact_url(s)
-                )));
-            }
-            let one = ClientBuilder::from_url(s)
-                .map_err(|e| UsageError(format!("bad URL {:?}: {e}", redact_url(s))))?;
-            for server in &one.config().servers {
-                b = b.add_server(server.clone());
-                all_servers.push(server.clone());
-            }
+            let server =
+                ServerAddr::parse_url(s).map_err(|e| UsageError(format!("--server: {e}")))?;
+            all_servers.push(server);
         }
-        if tls && !all_servers.iter().any(|s| is_tls_scheme(s)) {
+        b = b.servers(all_servers.clone());
+        if tls && !all_servers.iter().any(|s| s.scheme().is_tls()) {
             return Err(UsageError(
                 "--cafile/--cert/--key/--insecure need a TLS server (mqtts:// or wss://)".into(),
             ));
@@ -374,17 +344,18 @@ impl ConnArgs {
             }
         }
         if self.username.is_some() || self.password.is_some() {
+            // -u/-P override the URLs' credentials, for every server; the half not given
+            // comes from the first URL.
+            let url_credentials = all_servers.first().and_then(|s| s.credentials());
             let user = match &self.username {
                 Some(u) => Some(u.clone()),
-                None => b.config().username.as_ref().map(|u| u.to_string()),
+                None => url_credentials.map(|c| c.username.to_string()),
             };
             let pass: Vec<u8> = match &self.password {
                 Some(p) => p.clone().into_bytes(),
-                None => b
-                    .config()
-                    .password
-                    .as_ref()
-                    .map(|p| p.to_vec())
+                None => url_credentials
+                    .and_then(|c| c.password.as_ref())
+                    .map(|p| p.expose().to_vec())
                     .unwrap_or_default(),
             };
             let Some(user) = user else {
@@ -508,15 +479,6 @@ fn percent_decode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn redacts_passwords() {
-        assert_eq!(redact_url("mqtt://u:secret@h:1/x"), "mqtt://u:***@h:1/x");
-        assert_eq!(redact_url("mqtt://u@h"), "mqtt://u@h");
-        assert_eq!(redact_url("mqtt://h:1"), "mqtt://h:1");
-        assert_eq!(redact_url("nonsense"), "nonsense");
-        assert_eq!(redact_url("mqtt://u:p@ss@h"), "mqtt://u:***@h");
-    }
 
     #[test]
     fn durations() {

@@ -184,41 +184,19 @@ async fn upstream_of(url: &str) -> Result<(SocketAddr, ClientBuilder, String), D
         .servers
         .first()
         .cloned()
-        .unwrap_or_default();
-    let rest = server
-        .strip_prefix("mqtt://")
-        .or_else(|| server.strip_prefix("tcp://"))
-        .ok_or_else(|| {
-            DemoError::Usage(format!(
-                "--url {url:?}: the demo's fault proxy speaks plain TCP; use an mqtt:// URL"
-            ))
-        })?;
-    let rest = rest.split('/').next().unwrap_or(rest);
-    let (host, port) = split_host_port(rest);
-    let addr = tokio::net::lookup_host((host.as_str(), port))
+        .ok_or_else(|| DemoError::Usage(format!("--url {url:?}: no server")))?;
+    if server.scheme() != steadfast::proto::server::Scheme::Mqtt {
+        return Err(DemoError::Usage(format!(
+            "--url {server}: the demo's fault proxy speaks plain TCP; use an mqtt:// URL"
+        )));
+    }
+    let (host, port) = (server.host(), server.port());
+    let addr = tokio::net::lookup_host((host, port))
         .await
         .map_err(|e| DemoError::Runtime(format!("cannot resolve {host}: {e}")))?
         .next()
         .ok_or_else(|| DemoError::Runtime(format!("cannot resolve {host}")))?;
-    Ok((addr, builder, server))
-}
-
-/// `host[:port]` or `[v6][:port]`, the port defaulting to 1883.
-fn split_host_port(s: &str) -> (String, u16) {
-    let (host, port) = match s.strip_prefix('[') {
-        Some(v6) => match v6.split_once(']') {
-            Some((h, p)) => (h, p.strip_prefix(':')),
-            None => (v6, None),
-        },
-        None => match s.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (s, None),
-        },
-    };
-    (
-        host.to_string(),
-        port.and_then(|p| p.parse().ok()).unwrap_or(1883),
-    )
+    Ok((addr, builder, server.to_string()))
 }
 
 /// A short random id for client ids and the topic, so runs never share a session.
@@ -694,17 +672,4 @@ async fn script(
     let _ = tokio::time::timeout(Duration::from_secs(2), sub_task).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), pub_task).await;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::split_host_port;
-
-    #[test]
-    fn host_and_port() {
-        assert_eq!(split_host_port("broker:1884"), ("broker".into(), 1884));
-        assert_eq!(split_host_port("broker"), ("broker".into(), 1883));
-        assert_eq!(split_host_port("[::1]:1885"), ("::1".into(), 1885));
-        assert_eq!(split_host_port("[::1]"), ("::1".into(), 1883));
-    }
 }

@@ -124,7 +124,7 @@ pub fn event_json(at: SystemTime, event: &Lifecycle, protocol: ProtocolVersion) 
     let o = match event {
         Lifecycle::Connecting { attempt, server } => o
             .field("attempt", *attempt)
-            .field("server", server.as_str()),
+            .field("server", server.to_string()),
         Lifecycle::Connected {
             attempt,
             server,
@@ -132,11 +132,14 @@ pub fn event_json(at: SystemTime, event: &Lifecycle, protocol: ProtocolVersion) 
             ..
         } => o
             .field("attempt", *attempt)
-            .field("server", server.as_str())
+            .field("server", server.to_string())
             .field("session_present", *session_present),
         Lifecycle::ConnectFailed { attempt, reason } => {
             with_reason(o.field("attempt", *attempt), reason, protocol)
         }
+        Lifecycle::BadServerReference { reference, error } => o
+            .field("reference", reference.as_str())
+            .field("error", error.to_string()),
         Lifecycle::ConnectionLost { reason, .. } => {
             with_reason(o, reason, protocol).field("initiator", reason.initiator().to_string())
         }
@@ -222,6 +225,11 @@ impl Tracker {
     /// printed: the `connect_failed` or `connection_lost` line before it is the last event,
     /// and the process exits 1 naming it.
     pub fn on_lifecycle(&mut self, at: SystemTime, event: &Lifecycle) -> Option<Outcome> {
+        if let Lifecycle::BadServerReference { reference, error } = event {
+            // Not one of the contract's JSON events: a plain warning line, always.
+            eprintln!("steadfast: ignored the broker's Server Reference {reference:?}: {error}");
+            return None;
+        }
         let no_reconnect_end = self.no_reconnect && matches!(event, Lifecycle::Dormant { .. });
         if self.print && !no_reconnect_end {
             let mut line = event_json(at, event, self.protocol);
@@ -318,9 +326,16 @@ mod tests {
             (
                 Lifecycle::Connecting {
                     attempt: 1,
-                    server: "mqtt://h:1".into(),
+                    server: "mqtt://h:1".parse().unwrap(),
                 },
                 &["attempt", "server"],
+            ),
+            (
+                Lifecycle::BadServerReference {
+                    reference: "garbage!".into(),
+                    error: steadfast::ServerAddr::parse_url("garbage!").unwrap_err(),
+                },
+                &["reference", "error"],
             ),
             (
                 Lifecycle::ConnectFailed {

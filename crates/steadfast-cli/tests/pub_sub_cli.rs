@@ -295,8 +295,10 @@ async fn usage_errors_exit_2_with_one_line() {
             "-t",
             "a",
             "--server",
-            "mqtt://bob:s3cr3t@127.0.0.1:1",
+            "mqtt://bob:s3cr3t@127.0.0.1:99999",
         ],
+        &["sub", "-t", "a", "--server", "10.10.151.22:8883"],
+        &["sub", "-t", "a", "-L", "mqtt://bob:s3cr3t@bad_host!:1"],
         &["pub", "-t", "a", "--rate", "5", "-m", "x"],
         &[
             "pub", "-t", "a", "-m", "x", "-D", "publish", "colour", "red",
@@ -468,6 +470,47 @@ async fn expect_refusal(args: &[&str], reason: &str, code: u64) {
     for e in &sub.events {
         assert!(!e.to_string().contains("wrong-pw"), "{e}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_server_urls_log_in_with_their_credentials_and_never_print_them() {
+    const SECRET: &str = "failover-s3cr3t";
+    let broker = Mosquitto::builder()
+        .password("alice", SECRET)
+        .start()
+        .unwrap();
+    // The first server is dead; the failover URL carries the only credentials.
+    let dead = steadfast_chaos::free_port().to_string();
+    let failover = format!("mqtt://alice:{SECRET}@127.0.0.1:{}", broker.port());
+    let (code, stdout, stderr) = output(&[
+        "pub",
+        "-p",
+        &dead,
+        "--server",
+        &failover,
+        "--reconnect-min",
+        "50ms",
+        "--reconnect-max",
+        "100ms",
+        "-t",
+        "x",
+        "-m",
+        "y",
+        "-q",
+        "1",
+        "--events",
+    ])
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    let shown = format!("mqtt://alice:***@127.0.0.1:{}", broker.port());
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("\"connected\"") && l.contains(&shown)),
+        "connected through the failover server: {stderr}"
+    );
+    assert!(!stderr.contains(SECRET), "password printed: {stderr}");
+    assert!(!stdout.contains(SECRET), "password printed: {stdout}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

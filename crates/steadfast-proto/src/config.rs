@@ -5,7 +5,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::session::offline::QueueLimits;
-use crate::{ByteStr, LastWill, ProtocolVersion};
+use crate::{ByteStr, LastWill, ProtocolVersion, ServerAddr};
 
 /// Configuration of a [`crate::Connection`]. Durations are [`Duration`]s; the defaults are those
 /// of the behaviour spec.
@@ -13,9 +13,9 @@ use crate::{ByteStr, LastWill, ProtocolVersion};
 pub struct Config {
     /// Protocol version (default MQTT 5.0).
     pub protocol: ProtocolVersion,
-    /// Servers, tried in order; a failed attempt moves to the next. Opaque to the core: the
-    /// driver interprets them (URLs).
-    pub servers: Vec<String>,
+    /// Servers, tried in order; a failed attempt moves to the next. A server's credentials
+    /// (from its URL) are sent in CONNECT when `username` and `password` are both unset.
+    pub servers: Vec<ServerAddr>,
     /// Client identifier. Empty asks the broker to assign one (MQTT 5), and the assigned one is
     /// reused on every reconnect.
     pub client_id: ByteStr,
@@ -37,7 +37,8 @@ pub struct Config {
     pub auto_reconnect: bool,
     /// Redirects (0x9C / 0x9D with a Server Reference) followed in a row (default 3).
     pub max_redirects: u32,
-    /// User name.
+    /// User name. When set (or `password` is), it and `password` are sent to every server, in
+    /// place of any credentials in the server's URL.
     pub username: Option<ByteStr>,
     /// Password. Never printed by `Debug`.
     pub password: Option<Bytes>,
@@ -83,7 +84,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             protocol: ProtocolVersion::V5,
-            servers: vec!["mqtt://127.0.0.1:1883".into()],
+            servers: vec![ServerAddr::local_default()],
             client_id: ByteStr::new(),
             clean_start: true,
             keep_alive: Duration::from_secs(60),

@@ -37,17 +37,18 @@ use crate::timer::{Timer, TimerTable};
 use crate::topic::{TopicFilter, TopicName};
 use crate::{
     Auth, ByteStr, ConnAck, Connect, Disconnect, Packet, Properties, Props, ProtocolVersion,
-    PubAck, PubComp, PubRec, PubRel, Publish, QoS, ReasonCode, SubAck, Subscribe, SubscribeFilter,
-    UnsubAck, Unsubscribe,
+    PubAck, PubComp, PubRec, PubRel, Publish, QoS, ReasonCode, ServerAddr, SubAck, Subscribe,
+    SubscribeFilter, UnsubAck, Unsubscribe,
 };
 
 /// What the driver must do with transports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// Open a transport to this server (as configured, or a redirect's Server Reference).
+    /// Open a transport to this server (as configured, or from a redirect's Server Reference).
     Connect {
-        /// The server.
-        server: String,
+        /// The server. Its credentials are the core's business (they go into CONNECT); the
+        /// transport needs scheme, host, port and path.
+        server: ServerAddr,
     },
     /// Flush pending output, then close the current transport.
     Close,
@@ -204,7 +205,7 @@ fn diagnostics(p: &mut Packet) -> Option<&mut Properties> {
 /// Per-transport state: created on transport open, dropped on close.
 #[derive(Debug)]
 struct Link {
-    server: String,
+    server: ServerAddr,
     connected_at: Option<Instant>,
     last_sent: Instant,
     last_recv: Instant,
@@ -259,7 +260,8 @@ pub struct Connection {
     backoff_step: u32,
     slow_floor: Option<Duration>,
     redirects: u32,
-    redirect_target: Option<String>,
+    /// Servers a temporary redirect named, tried in order before the configured ones.
+    redirect_targets: VecDeque<ServerAddr>,
     server_idx: usize,
     // session
     client_id: ByteStr,
@@ -291,6 +293,9 @@ impl core::fmt::Debug for Connection {
 
 const PROTOCOL_MAX_REMAINING: u32 = 268_435_455;
 
+/// Permanent redirects never grow the server list beyond this.
+const MAX_SERVERS: usize = 64;
+
 impl Connection {
     /// A connection in state `Idle` with the spec's default backoff (exponential, decorrelated
     /// jitter, 1 s to 60 s).
@@ -321,7 +326,7 @@ impl Connection {
             backoff_step: 0,
             slow_floor: None,
             redirects: 0,
-            redirect_target: None,
+            redirect_targets: VecDeque::new(),
             server_idx: 0,
             client_id,
             connected_once: false,
@@ -1037,15 +1042,66 @@ impl Connection {
             && self.link.as_ref().is_some_and(|l| l.connected_at.is_some())
     }
 
-    fn current_server(&self) -> String {
-        if let Some(t) = &self.redirect_target {
+    fn current_server(&self) -> ServerAddr {
+        if let Some(t) = self.redirect_targets.front() {
             return t.clone();
         }
         self.config
             .servers
             .get(self.server_idx % self.config.servers.len().max(1))
             .cloned()
-            .unwrap_or_default()
+            .unwrap_or_else(ServerAddr::local_default)
+    }
+
+    /// Follows a redirect's Server Reference (at most `max_redirects` in a row). Returns false
+    /// when it is not followed: none was sent, too many redirects in a row, or it does not
+    /// parse (reported); the refusal is then transient against the configured servers.
+    fn follow_redirect(
+        &mut self,
+        permanent: bool,
+        server_reference: Option<ByteStr>,
+        now: Instant,
+    ) -> bool {
+        let Some(reference) = server_reference.filter(|s| !s.trim().is_empty()) else {
+            return false;
+        };
+        if self.redirects >= self.config.max_redirects {
+            return false;
+        }
+        let from = self.current_server();
+        let targets = match ServerAddr::parse_reference(&reference, &from) {
+            Ok(t) => t,
+            Err(error) => {
+                self.emit(
+                    now,
+                    Lifecycle::BadServerReference {
+                        reference: crate::server::redact_reference(&reference),
+                        error,
+                    },
+                );
+                return false;
+            }
+        };
+        self.redirects += 1;
+        if permanent && self.redirect_targets.is_empty() {
+            // The configured server moved: its place in the list goes to the servers the
+            // reference named, in order (the list stays bounded).
+            let n = self.config.servers.len();
+            let idx = self.server_idx % n.max(1);
+            let room = MAX_SERVERS.saturating_sub(n.saturating_sub(1)).max(1);
+            let new: Vec<ServerAddr> = targets.into_iter().take(room).collect();
+            if n == 0 {
+                self.config.servers = new;
+            } else {
+                self.config.servers.splice(idx..=idx, new);
+            }
+            self.server_idx = idx;
+        } else {
+            // 0x9C, or a server reached by a temporary redirect moved: try the named servers,
+            // then go back to the configured ones.
+            self.redirect_targets = targets.into();
+        }
+        true
     }
 
     fn reset_backoff(&mut self) {
@@ -1178,41 +1234,35 @@ impl Connection {
             class = ReasonClass::Transient;
         }
         if class == ReasonClass::Fatal {
+            self.redirect_targets.clear();
+            self.redirects = 0;
             self.set_state(State::Failed);
             self.emit(now, Lifecycle::Fatal { reason });
             return;
         }
         if let ReasonClass::Redirect { permanent } = class {
-            if let Some(target) = server_reference.filter(|s| !s.is_empty()) {
-                if self.redirects < self.config.max_redirects {
-                    self.redirects += 1;
-                    let target = target.to_string();
-                    if permanent {
-                        let idx = self.server_idx % self.config.servers.len().max(1);
-                        match self.config.servers.get_mut(idx) {
-                            Some(s) => *s = target.clone(),
-                            None => self.config.servers.push(target.clone()),
-                        }
-                        self.redirect_target = None;
-                    } else {
-                        self.redirect_target = Some(target);
-                    }
-                    if self.max_attempts_reached(failed_attempt) {
-                        self.go_dormant(now);
-                    } else {
-                        self.begin_attempt(now);
-                    }
-                    return;
+            if self.follow_redirect(permanent, server_reference, now) {
+                if self.max_attempts_reached(failed_attempt) {
+                    self.go_dormant(now);
+                } else {
+                    self.begin_attempt(now);
                 }
+                return;
             }
+            // Not followed: back to the configured servers.
+            self.redirect_targets.clear();
         }
-        self.redirects = 0;
-        self.redirect_target = None;
+        // A redirect target that failed makes way for the next one the reference named.
+        let on_redirect_target = self.redirect_targets.pop_front().is_some();
+        if self.redirect_targets.is_empty() {
+            self.redirects = 0;
+        }
         if !self.config.auto_reconnect || self.max_attempts_reached(failed_attempt) {
+            self.redirect_targets.clear();
             self.go_dormant(now);
             return;
         }
-        if failed_attempt && self.config.servers.len() > 1 {
+        if failed_attempt && !on_redirect_target && self.config.servers.len() > 1 {
             self.server_idx = (self.server_idx + 1) % self.config.servers.len();
         }
         self.backoff_step = self.backoff_step.saturating_add(1);
@@ -1306,14 +1356,27 @@ impl Connection {
             }
         }
         let keep_alive = u16::try_from(c.keep_alive.as_secs()).unwrap_or(u16::MAX);
+        // Explicit credentials win; otherwise those of the server's URL.
+        let (username, password) = if c.username.is_some() || c.password.is_some() {
+            (c.username.clone(), c.password.clone())
+        } else {
+            match self.link.as_ref().and_then(|l| l.server.credentials()) {
+                Some(cred) => (
+                    // `mqtt://:pass@h` sends an empty user name, so 3.1.1 can carry the password.
+                    Some(cred.username.clone()),
+                    cred.password.as_ref().map(|p| p.expose().clone()),
+                ),
+                None => (None, None),
+            }
+        };
         Connect {
             protocol: c.protocol,
             clean_start,
             keep_alive,
             client_id: self.client_id.clone(),
             will: c.will.clone(),
-            username: c.username.clone(),
-            password: c.password.clone(),
+            username,
+            password,
             properties: properties.into(),
         }
     }
@@ -1524,7 +1587,7 @@ impl Connection {
         self.timers
             .set(Timer::StableAfter, now + self.config.stable_after);
         self.redirects = 0;
-        self.redirect_target = None;
+        self.redirect_targets.clear();
         let attempt = self.attempt;
         self.attempt = 0;
         self.emit(

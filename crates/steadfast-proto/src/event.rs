@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use crate::error::{CommandError, PublishError, Reason};
-use crate::{ByteStr, Publish, QoS, ReasonCode};
+use crate::{ByteStr, Publish, QoS, ReasonCode, ServerAddr, ServerAddrError};
 
 /// The connection state the application can read at any time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -84,15 +84,15 @@ pub enum Lifecycle {
     Connecting {
         /// Attempt number.
         attempt: u32,
-        /// Server being tried.
-        server: String,
+        /// Server being tried (its `Display` and `Debug` never show a password).
+        server: ServerAddr,
     },
     /// CONNACK accepted.
     Connected {
         /// Attempt number that succeeded.
         attempt: u32,
-        /// Server.
-        server: String,
+        /// Server (its `Display` and `Debug` never show a password).
+        server: ServerAddr,
         /// Session Present flag.
         session_present: bool,
         /// What the broker granted.
@@ -104,6 +104,15 @@ pub enum Lifecycle {
         attempt: u32,
         /// Why.
         reason: Reason,
+    },
+    /// A redirect (0x9C / 0x9D) carried a Server Reference that does not parse. It is not
+    /// followed and never replaces a configured server: the refusal counts as transient and the
+    /// configured servers are tried.
+    BadServerReference {
+        /// The reference as sent, with any URL password replaced by `***`, shortened when long.
+        reference: String,
+        /// Why it does not parse.
+        error: ServerAddrError,
     },
     /// An established connection ended.
     ConnectionLost {
@@ -159,6 +168,7 @@ impl Lifecycle {
             Lifecycle::Connecting { .. } => "connecting",
             Lifecycle::Connected { .. } => "connected",
             Lifecycle::ConnectFailed { .. } => "connect_failed",
+            Lifecycle::BadServerReference { .. } => "bad_server_reference",
             Lifecycle::ConnectionLost { .. } => "connection_lost",
             Lifecycle::Reconnecting { .. } => "reconnecting",
             Lifecycle::Resubscribed { .. } => "resubscribed",

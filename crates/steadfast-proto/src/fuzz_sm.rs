@@ -164,6 +164,11 @@ struct Sm {
     trace: bool,
 }
 
+fn fuzz_server(host: &str) -> crate::ServerAddr {
+    crate::ServerAddr::parse_url(&format!("mqtt://{host}"))
+        .unwrap_or_else(|_| crate::ServerAddr::local_default())
+}
+
 fn policy(input: &mut Input<'_>) -> Box<dyn BackoffPolicy> {
     let ms = Duration::from_millis;
     match input.below(7) {
@@ -193,9 +198,9 @@ impl Sm {
         let config = Config {
             protocol: version,
             servers: if input.one_in(4) {
-                vec!["s1".into(), "s2".into()]
+                vec![fuzz_server("s1"), fuzz_server("s2")]
             } else {
-                vec!["s1".into()]
+                vec![fuzz_server("s1")]
             },
             client_id: if input.one_in(4) {
                 ByteStr::new()
@@ -395,7 +400,8 @@ impl Sm {
                     d.reason =
                         ReasonCode::try_from(input.pick(codes)).unwrap_or(ReasonCode::Success);
                     if input.bool() {
-                        d.properties.server_reference = Some(input.pick(&["s3", "s4", ""]).into());
+                        d.properties.server_reference =
+                            Some(input.pick(&["s3", "s4 [::1]:1884", "", "bad ref!"]).into());
                     }
                 }
                 self.send_packet(input, Packet::Disconnect(d));
@@ -531,7 +537,7 @@ impl Sm {
                 p.maximum_packet_size = Some(20 + u32::from(input.u8()));
             }
             if flags & 128 != 0 {
-                p.server_reference = Some(input.pick(&["s3", "s4"]).into());
+                p.server_reference = Some(input.pick(&["s3", "mqtt://u:p@s4:1", "%%"]).into());
             }
             if flags & 256 != 0 {
                 p.subscription_identifier_available = Some(0);
@@ -886,7 +892,10 @@ impl Sm {
                         self.link.is_none(),
                         "{what}: Connect to {server} while a transport is open"
                     );
-                    assert!(!server.is_empty(), "{what}: Connect to an empty server");
+                    assert!(
+                        !server.host().is_empty(),
+                        "{what}: Connect to an empty host"
+                    );
                     self.pending_connect = true;
                     connect_action = true;
                 }

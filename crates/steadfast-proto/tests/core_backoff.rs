@@ -383,7 +383,7 @@ fn wake_and_reconnect_now_reset_the_count_and_try_at_once() {
             h.lifecycle(),
             [Lifecycle::Connecting {
                 attempt: 1,
-                server: SERVER.into()
+                server: server(SERVER)
             }],
             "wake={wake}"
         );
@@ -415,7 +415,7 @@ fn reconnect_now_skips_the_current_delay() {
         h.lifecycle(),
         [Lifecycle::Connecting {
             attempt: 6,
-            server: SERVER.into()
+            server: server(SERVER)
         }]
     );
     // The reconnect timer is gone: only the connect timeout remains.
@@ -497,7 +497,7 @@ fn auto_reconnect_off_goes_dormant_at_the_first_failure() {
 #[test]
 fn failed_attempts_rotate_through_the_servers() {
     let mut c = config(ProtocolVersion::V5);
-    c.servers = vec!["a".into(), "b".into(), "c".into()];
+    c.servers = ["mqtt://a", "mqtt://b", "mqtt://c"].map(server).to_vec();
     let mut h = Harness::with_backoff(c, no_jitter());
     h.start();
     let mut seen = vec![];
@@ -506,7 +506,15 @@ fn failed_attempts_rotate_through_the_servers() {
         h.io_error();
         h.advance_to_next_timeout();
     }
-    assert_eq!(seen, ["a", "b", "c", "a"]);
+    assert_eq!(
+        seen,
+        [
+            "mqtt://a:1883",
+            "mqtt://b:1883",
+            "mqtt://c:1883",
+            "mqtt://a:1883"
+        ]
+    );
 }
 
 #[test]
@@ -549,7 +557,7 @@ fn exact_event_sequence_of_a_drop_and_reconnect() {
                 at: at(ms(0)),
                 event: Lifecycle::Connecting {
                     attempt: 1,
-                    server: SERVER.into(),
+                    server: server(SERVER),
                 },
             },
             Event::StateChanged(State::Connected),
@@ -557,7 +565,7 @@ fn exact_event_sequence_of_a_drop_and_reconnect() {
                 at: at(ms(10)),
                 event: Lifecycle::Connected {
                     attempt: 1,
-                    server: SERVER.into(),
+                    server: server(SERVER),
                     session_present: false,
                     granted: Box::new(granted),
                 },
@@ -582,7 +590,7 @@ fn exact_event_sequence_of_a_drop_and_reconnect() {
                 at: at(ms(6010)),
                 event: Lifecycle::Connecting {
                     attempt: 1,
-                    server: SERVER.into(),
+                    server: server(SERVER),
                 },
             },
         ];
@@ -592,7 +600,7 @@ fn exact_event_sequence_of_a_drop_and_reconnect() {
             vec![
                 steadfast_proto::Action::Close,
                 steadfast_proto::Action::Connect {
-                    server: SERVER.into()
+                    server: server(SERVER)
                 }
             ]
         );

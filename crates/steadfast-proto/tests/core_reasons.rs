@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use steadfast_proto::policy::ReasonClass;
 use steadfast_proto::{
-    Action, Lifecycle, PacketType, Properties, Props, ProtocolVersion, Reason, ReasonCode, State,
-    TransportError,
+    Action, Lifecycle, Packet, PacketType, Properties, Props, ProtocolVersion, Reason, ReasonCode,
+    State, TransportError,
 };
 use support::*;
 
@@ -511,6 +511,241 @@ fn redirect_without_a_server_reference_is_transient() {
     }
 }
 
+/// A harness whose one configured server is `url`, started.
+fn new_with_server(url: &str) -> Harness {
+    let mut c = config(V5);
+    c.servers = vec![server(url)];
+    let mut h = Harness::with_backoff(c, no_jitter());
+    h.start();
+    h.events();
+    h
+}
+
+/// The user name and password of the CONNECT the client sends on the next transport.
+fn connect_credentials(h: &mut Harness) -> (Option<String>, Option<Vec<u8>>) {
+    h.open();
+    let sent = h.sent();
+    let Some(Packet::Connect(c)) = sent.first() else {
+        panic!("expected CONNECT, got {sent:?}");
+    };
+    (
+        c.username.as_ref().map(|u| u.to_string()),
+        c.password.as_ref().map(|p| p.to_vec()),
+    )
+}
+
+#[test]
+fn every_reference_form_is_followed_and_inherits_from_the_redirecting_server() {
+    // MQTT 5.0 section 4.11: the format is the implementation's; brokers send these.
+    let cases = [
+        ("broker2.example", "mqtts://user:***@broker2.example:8883"),
+        (
+            "broker2.example:8883",
+            "mqtts://user:***@broker2.example:8883",
+        ),
+        ("10.10.151.22:8883", "mqtts://user:***@10.10.151.22:8883"),
+        ("10.10.151.22", "mqtts://user:***@10.10.151.22:8883"),
+        ("[::1]:1884", "mqtts://user:***@[::1]:1884"),
+        ("[::1]", "mqtts://user:***@[::1]:8883"),
+        ("::1", "mqtts://user:***@[::1]:8883"),
+        // A URL keeps its own scheme; without user info it keeps the credentials.
+        ("mqtt://other:1999", "mqtt://user:***@other:1999"),
+        (
+            "wss://ws.example/mqtt",
+            "wss://user:***@ws.example:443/mqtt",
+        ),
+    ];
+    for code in [ReasonCode::UseAnotherServer, ReasonCode::ServerMoved] {
+        for via in [Via::Connack, Via::Disconnect] {
+            for (reference_text, expected) in cases {
+                let mut h = new_with_server("mqtts://user:pw@broker:8883");
+                let ev = refuse(&mut h, via, code, reference(reference_text));
+                assert!(delays(&ev).is_empty(), "{reference_text}: followed at once");
+                assert!(
+                    matches!(ev.last(), Some(Lifecycle::Connecting { server, .. }) if server == expected),
+                    "{code:?} {via:?} {reference_text}: {ev:?}"
+                );
+                let target = h.expect_connect_action();
+                assert_eq!(target, expected, "{code:?} {via:?} {reference_text}");
+                assert_eq!(
+                    connect_credentials(&mut h),
+                    (Some("user".into()), Some(b"pw".to_vec())),
+                    "{reference_text}: the credentials of the server that redirected"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_reference_url_with_its_own_credentials_uses_them() {
+    let mut h = new_with_server("mqtts://user:pw@broker:8883");
+    refuse(
+        &mut h,
+        Via::Connack,
+        ReasonCode::UseAnotherServer,
+        reference("mqtt://other%40x:s3cret@b3:1"),
+    );
+    let target = h.expect_connect_action();
+    assert_eq!(target, "mqtt://other%40x:***@b3:1");
+    assert!(!format!("{target:?} {target}").contains("s3cret"));
+    assert_eq!(
+        connect_credentials(&mut h),
+        (Some("other@x".into()), Some(b"s3cret".to_vec()))
+    );
+}
+
+#[test]
+fn a_reference_list_is_tried_in_order_then_the_configured_server() {
+    for via in [Via::Connack, Via::Disconnect] {
+        let mut h = new(V5);
+        refuse(
+            &mut h,
+            via,
+            ReasonCode::UseAnotherServer,
+            reference("  b1.example:1884 [::1]:1885\tmqtts://b3.example "),
+        );
+        let mut tried = vec![];
+        for _ in 0..4 {
+            tried.push(h.expect_connect_action().to_string());
+            h.io_error();
+            h.advance_to_next_timeout();
+        }
+        assert_eq!(
+            tried,
+            [
+                "mqtt://b1.example:1884",
+                "mqtt://[::1]:1885",
+                "mqtts://b3.example:8883",
+                SERVER
+            ],
+            "{via:?}"
+        );
+        assert_eq!(h.expect_connect_action(), SERVER, "{via:?}: not stored");
+    }
+}
+
+#[test]
+fn a_permanent_redirect_to_a_list_replaces_the_server_with_the_list() {
+    let mut h = new(V5);
+    refuse(
+        &mut h,
+        Via::Connack,
+        ReasonCode::ServerMoved,
+        reference("n1:1884 n2:1885"),
+    );
+    let mut tried = vec![];
+    for _ in 0..3 {
+        tried.push(h.expect_connect_action().to_string());
+        h.io_error();
+        h.advance_to_next_timeout();
+    }
+    assert_eq!(
+        tried,
+        ["mqtt://n1:1884", "mqtt://n2:1885", "mqtt://n1:1884"],
+        "the configured server is gone"
+    );
+}
+
+#[test]
+fn a_reference_that_does_not_parse_is_reported_ignored_and_transient() {
+    let garbage = [
+        "not a server!",
+        "mqtt://",
+        "http://elsewhere:80",
+        "[::1",
+        "[::1]x",
+        "host:",
+        "host:99999",
+        "host:0",
+        "b1:1884 b2:notaport",
+        "mqtt://u:hunter2@h:0",
+    ];
+    for code in [ReasonCode::UseAnotherServer, ReasonCode::ServerMoved] {
+        for via in [Via::Connack, Via::Disconnect] {
+            for text in garbage {
+                let mut h = new(V5);
+                let ev = refuse(&mut h, via, code, reference(text));
+                let reported = ev.iter().find_map(|e| match e {
+                    Lifecycle::BadServerReference { reference, error } => {
+                        Some(format!("{reference} {error} {e:?}"))
+                    }
+                    _ => None,
+                });
+                let reported = reported.unwrap_or_else(|| panic!("{text:?} not reported: {ev:?}"));
+                assert!(!reported.contains("hunter2"), "{reported}");
+                assert_eq!(
+                    delays(&ev),
+                    [secs(1)],
+                    "{code:?} {via:?} {text:?}: transient"
+                );
+                h.advance(secs(1));
+                assert_eq!(h.expect_connect_action(), SERVER, "{text:?}: not stored");
+                h.io_error();
+                h.advance_to_next_timeout();
+                assert_eq!(h.expect_connect_action(), SERVER, "{text:?}: never stored");
+            }
+        }
+    }
+}
+
+#[test]
+fn garbage_from_a_redirect_target_goes_back_to_the_configured_server() {
+    let mut h = new(V5);
+    refuse(
+        &mut h,
+        Via::Connack,
+        ReasonCode::UseAnotherServer,
+        reference("b1:1884 b2:1885"),
+    );
+    assert_eq!(h.expect_connect_action(), "mqtt://b1:1884");
+    h.open();
+    h.sent();
+    h.connack(false, ReasonCode::UseAnotherServer, reference("%%%"));
+    let ev = h.lifecycle();
+    assert!(names(&ev).contains(&"bad_server_reference"), "{ev:?}");
+    h.advance_to_next_timeout();
+    assert_eq!(h.expect_connect_action(), SERVER);
+}
+
+#[test]
+fn a_server_url_credentials_go_into_connect_unless_explicit_ones_are_set() {
+    let mut h = new_with_server("mqtt://url%2Duser:url%3Apass@broker");
+    h.expect_connect_action();
+    assert_eq!(
+        connect_credentials(&mut h),
+        (Some("url-user".into()), Some(b"url:pass".to_vec()))
+    );
+    let mut c = config(V5);
+    c.servers = vec![server("mqtt://url-user:url-pass@broker")];
+    c.username = Some("explicit".into());
+    c.password = Some(bytes::Bytes::from_static(b"explicit-pass"));
+    let mut h = Harness::with_backoff(c, no_jitter());
+    h.start();
+    h.expect_connect_action();
+    assert_eq!(
+        connect_credentials(&mut h),
+        (Some("explicit".into()), Some(b"explicit-pass".to_vec()))
+    );
+}
+
+#[test]
+fn passwords_never_show_in_connect_events() {
+    let mut h = new_with_server("mqtt://user:hunter2@broker");
+    h.expect_connect_action();
+    h.open();
+    h.sent();
+    h.connack(false, ReasonCode::Success, Properties::default());
+    let events = h.events();
+    let shown = format!("{events:?}");
+    assert!(shown.contains("mqtt://user:***@broker:1883"), "{shown}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+    for e in h.conn.config().servers.iter() {
+        assert!(!format!("{e} {e:?}").contains("hunter2"));
+    }
+    assert!(!format!("{:?}", h.conn.config()).contains("hunter2"));
+}
+
 // ----------------------------------------------------------------------------------------
 // Transient
 
@@ -726,6 +961,22 @@ fn out_of_order_packets_are_protocol_errors() {
                 }
             ),
             "{ev:?}"
+        );
+    }
+}
+
+#[test]
+fn a_url_with_only_a_password_sends_an_empty_user_name_in_both_versions() {
+    for v in [ProtocolVersion::V311, V5] {
+        let mut c = config(v);
+        c.servers = vec![server("mqtt://:token@broker")];
+        let mut h = Harness::with_backoff(c, no_jitter());
+        h.start();
+        h.expect_connect_action();
+        assert_eq!(
+            connect_credentials(&mut h),
+            (Some(String::new()), Some(b"token".to_vec())),
+            "{v}"
         );
     }
 }

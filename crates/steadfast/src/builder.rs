@@ -8,7 +8,9 @@ use steadfast_proto::backoff::BackoffPolicy;
 use steadfast_proto::connection::ReasonHook;
 use steadfast_proto::policy::ReasonClass;
 use steadfast_proto::session::offline::Overflow;
-use steadfast_proto::{ByteStr, Config, LastWill, Properties, ProtocolVersion, QoS, Reason};
+use steadfast_proto::{
+    ByteStr, Config, LastWill, Properties, ProtocolVersion, QoS, Reason, ServerAddr,
+};
 
 use crate::client::{Client, Events};
 use crate::store::{SessionSnapshot, Store};
@@ -58,6 +60,8 @@ pub struct ClientBuilder {
     pub(crate) credentials: Option<steadfast_proto::connection::CredentialsProvider>,
     pub(crate) authenticator: Option<Box<dyn steadfast_proto::connection::Authenticator>>,
     pub(crate) snapshot: Option<SessionSnapshot>,
+    /// The first server URL that did not parse, reported by `build`.
+    pub(crate) server_error: Option<BuildError>,
 }
 
 impl Default for ClientBuilder {
@@ -106,41 +110,24 @@ impl ClientBuilder {
             credentials: None,
             authenticator: None,
             snapshot: None,
+            server_error: None,
         }
     }
 
     /// A builder from a URL: `mqtt://[user[:pass]@]host[:port][?client_id=..&keep_alive=..&clean_start=..&version=5|311]`.
-    /// The URL's user and password become the credentials; the server keeps only scheme,
-    /// host and port.
+    /// The URL without its query becomes the one server, as with [`server`](Self::server):
+    /// its user and password are sent to that server unless explicit credentials are set.
+    /// Errors never repeat the password.
     pub fn from_url(url: &str) -> Result<Self, BuildError> {
         let mut b = ClientBuilder::new();
-        let parsed =
-            url::Url::parse(url).map_err(|e| BuildError(format!("bad URL {url:?}: {e}")))?;
-        match parsed.scheme() {
-            "mqtt" | "mqtts" | "ws" | "wss" | "tcp" | "ssl" => {}
-            s => {
-                return Err(BuildError(format!(
-                    "bad URL {url:?}: unsupported scheme {s:?}"
-                )))
-            }
-        }
-        let host = parsed
-            .host_str()
-            .ok_or_else(|| BuildError(format!("bad URL {url:?}: no host")))?;
-        if !parsed.username().is_empty() {
-            let user = percent_decode(parsed.username());
-            let pass = parsed.password().map(percent_decode);
-            b = b.credentials(user, pass.unwrap_or_default());
-        }
-        let mut server = format!("{}://{}", parsed.scheme(), host);
-        if let Some(p) = parsed.port() {
-            server.push_str(&format!(":{p}"));
-        }
-        if !matches!(parsed.path(), "" | "/") {
-            server.push_str(parsed.path());
-        }
+        let (base, query) = match url.split_once('?') {
+            Some((base, query)) => (base, Some(query)),
+            None => (url, None),
+        };
+        let server = ServerAddr::parse_url(base).map_err(|e| BuildError(e.to_string()))?;
         b.config.servers = vec![server];
-        for (k, v) in parsed.query_pairs() {
+        let query = query.unwrap_or_default().as_bytes();
+        for (k, v) in url::form_urlencoded::parse(query) {
             match &*k {
                 "client_id" | "clientId" => b = b.client_id(v.to_string()),
                 "keep_alive" => {
@@ -162,15 +149,33 @@ impl ClientBuilder {
         Ok(b)
     }
 
-    /// Replaces the server list with one server URL.
-    pub fn server(mut self, url: impl Into<String>) -> Self {
-        self.config.servers = vec![url.into()];
+    /// Replaces the server list with one server URL:
+    /// `scheme://[user[:password]@]host[:port][/path]` (see [`ServerAddr::parse_url`]).
+    /// A URL that does not parse is reported by [`build`](Self::build). The URL's user and
+    /// password are sent in CONNECT to this server unless explicit credentials are set
+    /// ([`credentials`](Self::credentials), [`credentials_provider`](Self::credentials_provider),
+    /// or the user info of [`from_url`](Self::from_url)), which win. They never appear in
+    /// `Debug`, events or errors.
+    pub fn server(mut self, url: impl AsRef<str>) -> Self {
+        self.config.servers.clear();
+        self.add_server(url)
+    }
+
+    /// Adds a failover server URL (as [`server`](Self::server)); a failed attempt moves to the
+    /// next one.
+    pub fn add_server(mut self, url: impl AsRef<str>) -> Self {
+        match ServerAddr::parse_url(url.as_ref()) {
+            Ok(addr) => self.config.servers.push(addr),
+            Err(e) => {
+                self.server_error.get_or_insert(BuildError(e.to_string()));
+            }
+        }
         self
     }
 
-    /// Adds a failover server; a failed attempt moves to the next one.
-    pub fn add_server(mut self, url: impl Into<String>) -> Self {
-        self.config.servers.push(url.into());
+    /// Replaces the server list with these parsed servers.
+    pub fn servers(mut self, servers: impl IntoIterator<Item = ServerAddr>) -> Self {
+        self.config.servers = servers.into_iter().collect();
         self
     }
 
@@ -444,6 +449,9 @@ impl ClientBuilder {
     /// Validates the options and spawns the driver task on the current tokio runtime.
     /// Connecting starts at once, and the first connect is retried like any other.
     pub fn build(mut self) -> Result<(Client, Events), BuildError> {
+        if let Some(e) = self.server_error.take() {
+            return Err(e);
+        }
         let c = &self.config;
         if c.servers.is_empty() {
             return Err(BuildError("no server configured".into()));
@@ -526,12 +534,6 @@ pub(crate) fn parse_version(v: &str) -> Option<ProtocolVersion> {
         "311" | "mqttv311" | "3.1.1" | "4" => Some(ProtocolVersion::V311),
         _ => None,
     }
-}
-
-fn percent_decode(s: &str) -> String {
-    percent_encoding::percent_decode_str(s)
-        .decode_utf8_lossy()
-        .into_owned()
 }
 
 /// A random seed from the OS (std's per-process random hash keys) mixed with the time and pid.

@@ -42,6 +42,6 @@ pub use steadfast_proto::policy::ReasonClass;
 pub use steadfast_proto::session::offline::Overflow;
 pub use steadfast_proto::{
     ByteStr, DisconnectOptions, Granted, Initiator, Lifecycle, Properties, Props, ProtocolVersion,
-    Publish, PublishError, PublishOutcome, QoS, Reason, ReasonCode, RetainHandling, State,
-    SubscribeFilter, SubscriptionOptions,
+    Publish, PublishError, PublishOutcome, QoS, Reason, ReasonCode, RetainHandling, ServerAddr,
+    ServerAddrError, State, SubscribeFilter, SubscriptionOptions,
 };

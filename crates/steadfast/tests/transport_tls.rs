@@ -450,8 +450,11 @@ fn password_in_url_never_appears_in_debug_output() {
             format!("{:?}", builder.tls_options()),
         ];
         assert_eq!(
-            builder.config().password.as_deref(),
-            Some(SECRET.as_bytes()),
+            builder.config().servers[0]
+                .credentials()
+                .and_then(|c| c.password.as_ref())
+                .map(|p| p.expose().to_vec()),
+            Some(SECRET.as_bytes().to_vec()),
             "the URL password is used"
         );
         let (client, events) = builder.build().unwrap();
@@ -529,7 +532,7 @@ fn client_cert_connect_to_a_server_without_session_tickets_does_not_stall() {
                 .client_cert_files(&pki.client.cert, &pki.client.key),
         )
         .unwrap();
-        let url = format!("mqtts://127.0.0.1:{port}");
+        let url = steadfast::ServerAddr::parse_url(&format!("mqtts://127.0.0.1:{port}")).unwrap();
         let mut waits = Vec::new();
         for i in 0..3u8 {
             let started = tokio::time::Instant::now();

@@ -55,7 +55,7 @@ pub(super) fn client_builder(
     let conn = args.conn.builder().map_err(|e| e.0)?;
     let mut b = conn.builder;
     if let Some(s) = server {
-        b = b.server(s.to_string());
+        b = b.server(s);
     }
     let id = match &args.conn.id {
         Some(prefix) => format!("{prefix}-{role}-{i}"),

@@ -148,6 +148,8 @@ impl ClientTrack {
                 self.state = "backoff";
                 self.delays.push((at, *delay));
             }
+            // Shown in the log line; the refusal itself is a connect failure.
+            Lifecycle::BadServerReference { .. } => {}
             Lifecycle::Resubscribed { .. } => self.resubscribed += 1,
             // Shown in the log line; it is not a connection failure.
             Lifecycle::ResubscribeFailed { .. } => {}
@@ -427,6 +429,9 @@ pub fn describe(event: &Lifecycle) -> String {
         }
         Lifecycle::Reconnecting { attempt, delay } => {
             format!("reconnecting in {} (attempt {attempt})", fmt_dur(*delay))
+        }
+        Lifecycle::BadServerReference { reference, error } => {
+            format!("ignored the broker's Server Reference {reference:?}: {error}")
         }
         Lifecycle::Resubscribed { filters } => format!("resubscribed {} filter(s)", filters.len()),
         Lifecycle::ResubscribeFailed { filter, error } => {

@@ -15,7 +15,8 @@ use steadfast_proto::event::Lifecycle;
 use steadfast_proto::{
     Action, Config, ConnAck, Connection, Disconnect, Event, Packet, Properties, Props,
     ProtocolVersion, PubAck, PubComp, PubRec, PubRel, Publish, PublishError, PublishOutcome, QoS,
-    ReasonCode, State, SubAck, Subscribe, SubscribeFilter, Token, TransportError, Unsubscribe,
+    ReasonCode, ServerAddr, State, SubAck, Subscribe, SubscribeFilter, Token, TransportError,
+    Unsubscribe,
 };
 
 pub const SERVER: &str = "mqtt://broker:1883";
@@ -30,11 +31,16 @@ pub fn ms(m: u64) -> Duration {
     Duration::from_millis(m)
 }
 
+/// A server URL that must parse.
+pub fn server(url: &str) -> ServerAddr {
+    ServerAddr::parse_url(url).unwrap()
+}
+
 /// A config for tests: one server, a pinned seed, the given version.
 pub fn config(version: ProtocolVersion) -> Config {
     Config {
         protocol: version,
-        servers: vec![SERVER.to_string()],
+        servers: vec![server(SERVER)],
         client_id: "test-client".into(),
         ..Config::default()
     }
@@ -173,7 +179,7 @@ impl Harness {
 
     /// The next action other than `Close` (a driver closes the old link first) must be
     /// `Connect`; returns its server.
-    pub fn expect_connect_action(&mut self) -> String {
+    pub fn expect_connect_action(&mut self) -> ServerAddr {
         loop {
             match self.conn.poll_action() {
                 Some(Action::Close) => continue,

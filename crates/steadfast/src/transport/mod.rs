@@ -24,7 +24,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 
-use steadfast_proto::TransportError;
+use steadfast_proto::server::Scheme;
+use steadfast_proto::{ServerAddr, TransportError};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 pub use tcp::TcpConnector;
@@ -40,72 +41,11 @@ pub type BoxTransport = Box<dyn Transport>;
 /// The future a connector returns.
 pub type ConnectFuture = Pin<Box<dyn Future<Output = Result<BoxTransport, TransportError>> + Send>>;
 
-/// Opens transports to servers given as URLs.
+/// Opens transports to servers.
 pub trait Connector: Send + Sync + 'static {
-    /// Opens a transport to `server` (for example `mqtt://127.0.0.1:1883`).
-    fn connect(&self, server: &str) -> ConnectFuture;
-}
-
-/// The transport a URL scheme asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Scheme {
-    Tcp,
-    Tls,
-    Ws,
-    Wss,
-}
-
-/// A server URL taken apart.
-#[derive(Debug, Clone)]
-pub(crate) struct ServerUrl {
-    pub(crate) scheme: Scheme,
-    /// The scheme as written (`mqtts`, `ssl`, ...), for messages.
-    pub(crate) scheme_name: String,
-    /// Host name or IP address, without IPv6 brackets.
-    pub(crate) host: String,
-    pub(crate) port: u16,
-    /// Path and query for WebSocket (`/mqtt` when the URL has none).
-    pub(crate) path: String,
-}
-
-impl ServerUrl {
-    pub(crate) fn parse(server: &str) -> Result<ServerUrl, TransportError> {
-        let url = url::Url::parse(server)
-            .map_err(|e| TransportError::Io(format!("bad server URL {server:?}: {e}")))?;
-        let scheme_name = url.scheme().to_string();
-        let (scheme, default_port) = match scheme_name.as_str() {
-            "mqtt" | "tcp" => (Scheme::Tcp, 1883),
-            "mqtts" | "ssl" => (Scheme::Tls, 8883),
-            "ws" => (Scheme::Ws, 80),
-            "wss" => (Scheme::Wss, 443),
-            other => {
-                return Err(TransportError::Io(format!(
-                    "unsupported URL scheme {other:?}"
-                )));
-            }
-        };
-        let host = url
-            .host_str()
-            .ok_or_else(|| TransportError::Io(format!("server URL {server:?} has no host")))?
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        let mut path = match url.path() {
-            "" | "/" => "/mqtt".to_string(),
-            p => p.to_string(),
-        };
-        if let Some(q) = url.query() {
-            path.push('?');
-            path.push_str(q);
-        }
-        Ok(ServerUrl {
-            scheme,
-            scheme_name,
-            host,
-            port: url.port().unwrap_or(default_port),
-            path,
-        })
-    }
+    /// Opens a transport to `server` (scheme, host, port, WebSocket path). The server's
+    /// credentials are not the transport's business: the core sends them in CONNECT.
+    fn connect(&self, server: &ServerAddr) -> ConnectFuture;
 }
 
 /// The connector [`ClientBuilder`](crate::ClientBuilder) uses unless told otherwise: it picks
@@ -214,51 +154,24 @@ impl DefaultConnector {
 }
 
 impl Connector for DefaultConnector {
-    fn connect(&self, server: &str) -> ConnectFuture {
-        let parsed = ServerUrl::parse(server);
+    fn connect(&self, server: &ServerAddr) -> ConnectFuture {
+        let url = server.clone();
         let this = self.clone();
         Box::pin(async move {
-            let url = parsed?;
-            match url.scheme {
-                Scheme::Tcp => {
-                    Ok(Box::new(tcp::connect_tcp(&url.host, url.port).await?) as BoxTransport)
+            match url.scheme() {
+                Scheme::Mqtt => {
+                    Ok(Box::new(tcp::connect_tcp(url.host(), url.port()).await?) as BoxTransport)
                 }
-                Scheme::Tls => this.tls_context()?.connect(&url.host, url.port).await,
+                Scheme::Mqtts => this.tls_context()?.connect(url.host(), url.port()).await,
                 Scheme::Ws => {
-                    let tcp = tcp::connect_tcp(&url.host, url.port).await?;
+                    let tcp = tcp::connect_tcp(url.host(), url.port()).await?;
                     ws::connect(Box::new(tcp), &url, this.ws_max_message).await
                 }
                 Scheme::Wss => {
-                    let stream = this.tls_context()?.connect(&url.host, url.port).await?;
+                    let stream = this.tls_context()?.connect(url.host(), url.port()).await?;
                     ws::connect(stream, &url, this.ws_max_message).await
                 }
             }
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls_pick_scheme_port_and_path() {
-        let u = ServerUrl::parse("mqtts://broker.example").unwrap();
-        assert_eq!((u.scheme, u.port), (Scheme::Tls, 8883));
-        let u = ServerUrl::parse("ssl://broker.example:1234").unwrap();
-        assert_eq!((u.scheme, u.port), (Scheme::Tls, 1234));
-        let u = ServerUrl::parse("ws://[::1]:9001").unwrap();
-        assert_eq!(
-            (u.scheme, u.host.as_str(), u.port, u.path.as_str()),
-            (Scheme::Ws, "::1", 9001, "/mqtt")
-        );
-        let u = ServerUrl::parse("wss://h/custom/path?x=1").unwrap();
-        assert_eq!(
-            (u.scheme, u.port, u.path.as_str()),
-            (Scheme::Wss, 443, "/custom/path?x=1")
-        );
-        let u = ServerUrl::parse("tcp://h").unwrap();
-        assert_eq!((u.scheme, u.port), (Scheme::Tcp, 1883));
-        assert!(ServerUrl::parse("http://h").is_err());
     }
 }

@@ -1,9 +1,10 @@
 //! Plain TCP (`mqtt://`, `tcp://`), and the TCP leg under TLS and WebSocket.
 
-use steadfast_proto::TransportError;
+use steadfast_proto::server::Scheme;
+use steadfast_proto::{ServerAddr, TransportError};
 use tokio::net::TcpStream;
 
-use super::{BoxTransport, ConnectFuture, Connector, Scheme, ServerUrl};
+use super::{BoxTransport, ConnectFuture, Connector};
 
 /// Connects over TCP with `TCP_NODELAY`, and only over TCP: other schemes are refused with a
 /// clear error. [`DefaultConnector`](super::DefaultConnector) (the builder's default) speaks
@@ -12,17 +13,16 @@ use super::{BoxTransport, ConnectFuture, Connector, Scheme, ServerUrl};
 pub struct TcpConnector;
 
 impl Connector for TcpConnector {
-    fn connect(&self, server: &str) -> ConnectFuture {
-        let parsed = ServerUrl::parse(server);
+    fn connect(&self, server: &ServerAddr) -> ConnectFuture {
+        let url = server.clone();
         Box::pin(async move {
-            let url = parsed?;
-            if url.scheme != Scheme::Tcp {
+            if url.scheme() != Scheme::Mqtt {
                 return Err(TransportError::Io(format!(
                     "TcpConnector only speaks mqtt:// and tcp://, not {}:// (use DefaultConnector)",
-                    url.scheme_name
+                    url.scheme_name()
                 )));
             }
-            Ok(Box::new(connect_tcp(&url.host, url.port).await?) as BoxTransport)
+            Ok(Box::new(connect_tcp(url.host(), url.port()).await?) as BoxTransport)
         })
     }
 }

@@ -30,7 +30,10 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
-use super::{BoxTransport, Scheme, ServerUrl};
+use steadfast_proto::server::Scheme;
+use steadfast_proto::ServerAddr;
+
+use super::BoxTransport;
 
 /// The WebSocket subprotocol of MQTT (both 3.1.1 and 5.0).
 pub(crate) const SUBPROTOCOL: &str = "mqtt";
@@ -40,20 +43,26 @@ pub(crate) const SUBPROTOCOL: &str = "mqtt";
 /// frames from the server larger than `max_message` bytes end the connection.
 pub(crate) async fn connect(
     stream: BoxTransport,
-    url: &ServerUrl,
+    url: &ServerAddr,
     max_message: usize,
 ) -> Result<BoxTransport, TransportError> {
-    let scheme = if url.scheme == Scheme::Wss {
+    let scheme = if url.scheme() == Scheme::Wss {
         "wss"
     } else {
         "ws"
     };
-    let host = if url.host.contains(':') {
-        format!("[{}]", url.host)
+    let host = if url.host().contains(':') {
+        format!("[{}]", url.host())
     } else {
-        url.host.clone()
+        url.host().to_string()
     };
-    let uri = format!("{scheme}://{host}:{}{}", url.port, url.path);
+    // Path and query as given; `/mqtt` when the URL has no path.
+    let path = match url.path() {
+        "" | "/" => "/mqtt".to_string(),
+        p if p.starts_with('?') => format!("/mqtt{p}"),
+        p => p.to_string(),
+    };
+    let uri = format!("{scheme}://{host}:{}{path}", url.port());
     let mut request = uri
         .as_str()
         .into_client_request()

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use steadfast::transport::{BoxTransport, ConnectFuture, Connector};
-use steadfast::{ClientBuilder, ProtocolVersion};
+use steadfast::{ClientBuilder, ProtocolVersion, ServerAddr};
 use steadfast_proto::{
     ByteStr, ConnAck, Connect, Packet, Props, PubAck, Publish, QoS, ReasonCode, SubAck,
     TransportError,
@@ -85,7 +85,7 @@ impl MockConnector {
 }
 
 impl Connector for MockConnector {
-    fn connect(&self, server: &str) -> ConnectFuture {
+    fn connect(&self, server: &ServerAddr) -> ConnectFuture {
         self.attempts
             .lock()
             .expect("attempts lock")
@@ -413,7 +413,7 @@ impl FloodConnector {
 }
 
 impl Connector for FloodConnector {
-    fn connect(&self, _server: &str) -> ConnectFuture {
+    fn connect(&self, _server: &ServerAddr) -> ConnectFuture {
         let t = self.transport.lock().expect("flood lock").take();
         Box::pin(async move {
             match t {
