@@ -1186,19 +1186,19 @@ impl Connection {
         self.after_failure(reason, server_reference, flapping, false, now);
     }
 
-    /// With MQTT 3.1.1 (no Receive Maximum), halves the in-flight window when the broker cut the
-    /// connection with more than one message in flight and more than half the window used: the
-    /// way rmqtt refuses a 17th unreleased QoS 2 message. Returns true when it did.
+    /// With MQTT 3.1.1 (no Receive Maximum): the broker cut the connection, before
+    /// `stable_after`, with more than one message in flight, the way rmqtt refuses a 17th
+    /// unreleased QoS 2 message. The window becomes half of what was in flight, for the rest of
+    /// the client's life. Returns true when it shrank.
     fn shrink_inflight_window(&mut self) -> bool {
         if self.config.protocol != ProtocolVersion::V311 {
             return false;
         }
-        let sent = self.inflight.sent_count();
-        let window = usize::from(self.inflight_window);
-        if sent <= 1 || sent * 2 <= window {
+        let sent = u16::try_from(self.inflight.sent_count()).unwrap_or(u16::MAX);
+        if sent <= 1 {
             return false;
         }
-        self.inflight_window = (self.inflight_window / 2).max(1);
+        self.inflight_window = (sent.min(self.inflight_window) / 2).max(1);
         true
     }
 
