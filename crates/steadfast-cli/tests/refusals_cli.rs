@@ -82,7 +82,11 @@ async fn sub_exits_3_when_every_filter_is_refused_on_resubscription() {
                 let Some(Packet::Subscribe(s)) = decode(&f, v) else {
                     continue;
                 };
-                let reasons = vec![if n == 1 { ReasonCode::GrantedQoS1 } else { code }];
+                let reasons = vec![if n == 1 {
+                    ReasonCode::GrantedQoS1
+                } else {
+                    code
+                }];
                 let ack = Packet::SubAck(SubAck {
                     pkid: s.pkid,
                     reasons,
@@ -96,12 +100,17 @@ async fn sub_exits_3_when_every_filter_is_refused_on_resubscription() {
             }
         });
         let out = Command::new(BIN)
-            .args(["sub", "-V", flag, "-p", &port, "-t", "acl/#", "-q", "1", "--events"])
+            .args([
+                "sub", "-V", flag, "-p", &port, "-t", "acl/#", "-q", "1", "--events",
+            ])
             .args(FAST)
             .stdin(Stdio::null())
             .kill_on_drop(true)
             .output();
-        let out = tokio::time::timeout(T, out).await.expect("sub exits").unwrap();
+        let out = tokio::time::timeout(T, out)
+            .await
+            .expect("sub exits")
+            .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(3), "{flag}: {stderr}");
         let ev = events(&stderr);
@@ -153,7 +162,9 @@ async fn pub_reports_a_poison_message_and_goes_on() {
         }
     });
     let mut child = Command::new(BIN)
-        .args(["pub", "-V", "311", "-p", &port, "-t", "p/1", "-q", "1", "-l"])
+        .args([
+            "pub", "-V", "311", "-p", &port, "-t", "p/1", "-q", "1", "-l",
+        ])
         .args(["--max-inflight", "1"])
         .args(FAST)
         .stdin(Stdio::piped())
@@ -173,6 +184,9 @@ async fn pub_reports_a_poison_message_and_goes_on() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("message given up"), "{stderr}");
     assert!(stderr.contains("poison message"), "{stderr}");
-    assert!(stderr.contains("1 of 3 messages were not delivered"), "{stderr}");
+    assert!(
+        stderr.contains("1 of 3 messages were not delivered"),
+        "{stderr}"
+    );
     assert_eq!(*acked.lock().unwrap(), ["before", "after"]);
 }

@@ -57,8 +57,16 @@ async fn pub_lines_at_qos2_over_v311_to_rmqtt_complete_once_each() {
         .expect("subscribed");
 
     let mut publisher = Command::new(BIN)
-        .args(["pub", "-V", "311", "-p", &port, "-q", "2", "-t", &topic, "-l"])
-        .args(["--events", "--reconnect-min", "50ms", "--reconnect-max", "200ms"])
+        .args([
+            "pub", "-V", "311", "-p", &port, "-q", "2", "-t", &topic, "-l",
+        ])
+        .args([
+            "--events",
+            "--reconnect-min",
+            "50ms",
+            "--reconnect-max",
+            "200ms",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

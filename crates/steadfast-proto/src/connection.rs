@@ -1158,10 +1158,10 @@ impl Connection {
             .map(|t| now.saturating_duration_since(t))
             .unwrap_or_default();
         // Lost before `stable_after`: a failed attempt (flapping counts), unless we closed it.
-        let flapping = self.timers.get(Timer::StableAfter).is_some()
-            && reason.initiator() != Initiator::Local;
+        let flapping =
+            self.timers.get(Timer::StableAfter).is_some() && reason.initiator() != Initiator::Local;
         let by_broker = reason.initiator() == Initiator::Remote;
-        // A broker that cuts a full window is blamed on the window; otherwise the oldest
+        // A 3.1.1 cut with several in flight is blamed on the window; otherwise the oldest
         // unacknowledged message is the suspect.
         let window_cut = by_broker && flapping && self.shrink_inflight_window();
         let oldest = (by_broker && !window_cut)
@@ -2419,7 +2419,10 @@ impl Connection {
         };
         let expected = r.pending[i].1.len();
         if s.reasons.len() != expected {
-            let detail = format!("SUBACK has {} codes for {expected} filters", s.reasons.len());
+            let detail = format!(
+                "SUBACK has {} codes for {expected} filters",
+                s.reasons.len()
+            );
             self.pkids.claim(s.pkid, Owner::Resubscribe);
             self.protocol_violation(ReasonCode::ProtocolError, detail, now);
             return;

@@ -87,7 +87,11 @@ fn max_inflight_is_configurable_and_v5_takes_the_smaller_limit() {
         );
         h.sent();
         publish_n(&mut h, 50, QoS::AtLeastOnce);
-        assert_eq!(publishes(&h.sent()).len(), expected, "{v} {mine} {theirs:?}");
+        assert_eq!(
+            publishes(&h.sent()).len(),
+            expected,
+            "{v} {mine} {theirs:?}"
+        );
     }
 }
 
@@ -137,7 +141,10 @@ fn a_poison_message_is_failed_after_three_closes_and_the_queue_goes_on() {
     // Now t/0 alone is in flight at each close.
     assert_eq!(topics(&cut_and_reconnect(&mut h)), ["t/0"]);
     assert_eq!(topics(&cut_and_reconnect(&mut h)), ["t/0"]);
-    assert!(h.publish_done().is_empty(), "two closes are not yet a verdict");
+    assert!(
+        h.publish_done().is_empty(),
+        "two closes are not yet a verdict"
+    );
     // The third close while t/0 is the oldest unacknowledged message.
     let sent = cut_and_reconnect(&mut h);
     assert_eq!(topics(&sent), ["t/1"]);

@@ -57,9 +57,7 @@ fn resubscribe_when_the_broker_has_no_session() {
             h.suback(s.pkid, vec![ReasonCode::GrantedQoS1; s.filters.len()]);
         }
         let ev = h.events();
-        assert!(!ev
-            .iter()
-            .any(|e| matches!(e, Event::SubscribeDone { .. })));
+        assert!(!ev.iter().any(|e| matches!(e, Event::SubscribeDone { .. })));
         let resub: Vec<_> = ev
             .iter()
             .filter_map(|e| match e {

@@ -102,12 +102,7 @@ fn a_refused_resubscription_is_reported() {
                 unreachable!()
             };
             assert_eq!(filter.as_str(), "denied/#");
-            assert_eq!(
-                error,
-                CommandError::Refused(code),
-                "{}",
-                vname(v)
-            );
+            assert_eq!(error, CommandError::Refused(code), "{}", vname(v));
             let ok = r
                 .next("Resubscribed", T, |e| {
                     matches!(e, Lifecycle::Resubscribed { .. })
@@ -119,10 +114,7 @@ fn a_refused_resubscription_is_reported() {
             assert_eq!(filters, ["allowed/#"]);
             assert_eq!(granted, [ReasonCode::GrantedQoS1]);
             // Resubscribed came after the refusal, i.e. after the SUBACK: one event each.
-            assert_eq!(
-                r.count(|e| matches!(e, Lifecycle::Resubscribed { .. })),
-                1
-            );
+            assert_eq!(r.count(|e| matches!(e, Lifecycle::Resubscribed { .. })), 1);
             c.disconnect().await.unwrap();
         }
     });
@@ -169,9 +161,14 @@ fn a_poison_message_is_given_up_and_the_rest_goes_on() {
             tokio::spawn(async move { c.publish("poison/1", QoS::AtLeastOnce, false, "x").await })
         };
         // Behind it in the queue (published once the first is on its way).
-        eventually("the poison message sent", T, || !seen.lock().unwrap().is_empty()).await;
+        eventually("the poison message sent", T, || {
+            !seen.lock().unwrap().is_empty()
+        })
+        .await;
         let good = c.publish("good/1", QoS::AtLeastOnce, false, "y");
-        let good = tokio::time::timeout(T, good).await.expect("the rest goes on");
+        let good = tokio::time::timeout(T, good)
+            .await
+            .expect("the rest goes on");
         assert!(good.is_ok(), "{good:?}");
         let poison = poison.await.unwrap();
         assert!(

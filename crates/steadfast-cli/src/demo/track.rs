@@ -428,7 +428,9 @@ pub fn describe(event: &Lifecycle) -> String {
         Lifecycle::Reconnecting { attempt, delay } => {
             format!("reconnecting in {} (attempt {attempt})", fmt_dur(*delay))
         }
-        Lifecycle::Resubscribed { filters, .. } => format!("resubscribed {} filter(s)", filters.len()),
+        Lifecycle::Resubscribed { filters, .. } => {
+            format!("resubscribed {} filter(s)", filters.len())
+        }
         Lifecycle::ResubscribeFailed { filter, error } => {
             format!("cannot resubscribe {filter}: {error}")
         }
