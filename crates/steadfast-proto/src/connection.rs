@@ -300,6 +300,8 @@ pub struct Connection {
     /// Outgoing QoS 1/2 messages in flight at most (before the broker's Receive Maximum):
     /// [`Config::inflight_window`], halved when a 3.1.1 broker keeps cutting a full window.
     inflight_window: u16,
+    /// Cuts in a row by a 3.1.1 broker, before `stable_after`, with several messages in flight.
+    window_cuts: u32,
     suspect: Option<Suspect>,
 }
 
@@ -366,6 +368,7 @@ impl Connection {
             splits: Splits::default(),
             resubscribing: None,
             inflight_window,
+            window_cuts: 0,
             suspect: None,
         }
     }
@@ -745,8 +748,9 @@ impl Connection {
         if self.timers.is_expired(Timer::StableAfter, now) {
             self.timers.stop(Timer::StableAfter);
             self.reset_backoff();
-            // Stable: the next loss starts a new count of attempts.
+            // Stable: the next loss starts a new count of attempts (and of window cuts).
             self.attempt = 0;
+            self.window_cuts = 0;
         }
         if self.timers.is_expired(Timer::Drain, now) {
             self.timers.stop(Timer::Drain);
@@ -1161,7 +1165,7 @@ impl Connection {
         let flapping =
             self.timers.get(Timer::StableAfter).is_some() && reason.initiator() != Initiator::Local;
         let by_broker = reason.initiator() == Initiator::Remote;
-        // A 3.1.1 cut with several in flight is blamed on the window; otherwise the oldest
+        // Repeated 3.1.1 cuts with several in flight are blamed on the window; otherwise the oldest
         // unacknowledged message is the suspect.
         let window_cut = by_broker && flapping && self.shrink_inflight_window();
         let oldest = (by_broker && !window_cut)
@@ -1188,14 +1192,19 @@ impl Connection {
 
     /// With MQTT 3.1.1 (no Receive Maximum): the broker cut the connection, before
     /// `stable_after`, with more than one message in flight, the way rmqtt refuses a 17th
-    /// unreleased QoS 2 message. The window becomes half of what was in flight, for the rest of
-    /// the client's life. Returns true when it shrank.
+    /// unreleased QoS 2 message. From the second such cut in a row (one may be the network),
+    /// the window becomes half of what was in flight, for the rest of the client's life.
+    /// Returns true when it shrank.
     fn shrink_inflight_window(&mut self) -> bool {
         if self.config.protocol != ProtocolVersion::V311 {
             return false;
         }
         let sent = u16::try_from(self.inflight.sent_count()).unwrap_or(u16::MAX);
         if sent <= 1 {
+            return false;
+        }
+        self.window_cuts = self.window_cuts.saturating_add(1);
+        if self.window_cuts < 2 {
             return false;
         }
         self.inflight_window = (sent.min(self.inflight_window) / 2).max(1);
