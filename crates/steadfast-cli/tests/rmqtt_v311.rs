@@ -2,6 +2,10 @@
 //! unreleased inbound QoS 2 messages per client, closes a 3.1.1 connection that sends a 17th
 //! ("Inflight window is full"); 3.1.1 cannot announce that limit. `steadfast pub -l` with 200
 //! QoS 2 lines must finish on one connection, and the subscriber must get each line once.
+//!
+//! The lines are queued while the broker is unreachable (the fault proxy refuses), so the
+//! client sends as many as its window lets it in one burst when the connection comes: without
+//! a bounded window that is all 200, and rmqtt cuts the connection every time.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -12,7 +16,8 @@ use rmqtt::context::ServerContext;
 use rmqtt::net::Builder;
 use rmqtt::server::MqttServer;
 use steadfast::{ClientBuilder, ClientEvent, ProtocolVersion, QoS};
-use tokio::io::AsyncWriteExt;
+use steadfast_chaos::Proxy;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_steadfast");
@@ -42,7 +47,12 @@ async fn rmqtt() -> SocketAddr {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pub_lines_at_qos2_over_v311_to_rmqtt_complete_once_each() {
     let addr = rmqtt().await;
-    let port = addr.port().to_string();
+    let proxy = Proxy::start(SocketAddr::from(([127, 0, 0, 1], 0)), addr)
+        .await
+        .expect("proxy");
+    let h = proxy.handle();
+    h.refuse(None);
+    let port = proxy.local_addr().port().to_string();
     let topic = format!("w/{}", std::process::id());
 
     let (sub, mut events) = ClientBuilder::from_url(&format!("mqtt://{addr}"))
@@ -77,12 +87,32 @@ async fn pub_lines_at_qos2_over_v311_to_rmqtt_complete_once_each() {
     let lines: String = (0..N).map(|i| format!("m{i}\n")).collect();
     stdin.write_all(lines.as_bytes()).await.unwrap();
     drop(stdin);
-    let out = tokio::time::timeout(T, publisher.wait_with_output())
-        .await
-        .expect("pub -l finishes")
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    // Two refused attempts after the input was handed over: the lines wait in the queue.
+    let mut err = BufReader::new(publisher.stderr.take().unwrap()).lines();
+    let mut stderr = String::new();
+    let mut refused = 0;
+    while refused < 2 {
+        let line = tokio::time::timeout(T, err.next_line())
+            .await
+            .expect("connect attempts")
+            .unwrap()
+            .expect("stderr open");
+        refused += usize::from(line.contains("\"connect_failed\""));
+        stderr.push_str(&line);
+        stderr.push('\n');
+    }
+    h.clear();
+    let status = tokio::time::timeout(T, async {
+        while let Ok(Some(line)) = err.next_line().await {
+            stderr.push_str(&line);
+            stderr.push('\n');
+        }
+        publisher.wait().await
+    })
+    .await
+    .unwrap_or_else(|_| panic!("pub -l did not finish: {stderr}"))
+    .unwrap();
+    assert_eq!(status.code(), Some(0), "{stderr}");
     assert!(
         !stderr.contains("\"connection_lost\""),
         "the broker never had to cut the connection: {stderr}"
