@@ -298,7 +298,8 @@ pub struct Connection {
     splits: Splits,
     resubscribing: Option<Box<Resubscribing>>,
     /// Outgoing QoS 1/2 messages in flight at most (before the broker's Receive Maximum):
-    /// [`Config::inflight_window`], halved when a 3.1.1 broker keeps cutting a full window.
+    /// [`Config::inflight_window`], shrunk when a 3.1.1 broker keeps cutting the connection
+    /// with several messages in flight.
     inflight_window: u16,
     /// Cuts in a row by a 3.1.1 broker, before `stable_after`, with several messages in flight.
     window_cuts: u32,
