@@ -135,6 +135,10 @@ pub struct ConnArgs {
     /// `dormant` event). Cannot be combined with --max-attempts.
     #[arg(long, conflicts_with = "max_attempts")]
     pub no_reconnect: bool,
+    /// QoS 1/2 messages in flight at most, 1 to 65535 (MQTT 5: also bounded by the broker's
+    /// Receive Maximum) [default: 10 for MQTT 3.1.1, the broker's Receive Maximum for MQTT 5].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_inflight: Option<u16>,
     /// Keep the session (queued and in-flight messages, subscriptions) in DIR, so it
     /// survives a crash or a restart [default: memory].
     #[arg(long, value_name = "DIR")]
@@ -387,6 +391,9 @@ impl ConnArgs {
             b = b.tls(o);
         }
         b = b.backoff(self.backoff_policy()?);
+        if let Some(n) = self.max_inflight {
+            b = b.max_inflight(n);
+        }
         if self.no_reconnect {
             b = b.auto_reconnect(false);
         } else {

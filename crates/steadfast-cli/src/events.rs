@@ -27,6 +27,7 @@ use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
+use steadfast::proto::CommandError;
 use steadfast::{Lifecycle, ProtocolVersion, Reason};
 
 /// A JSON object whose keys stay in the order they were added.
@@ -147,16 +148,23 @@ pub fn event_json(at: SystemTime, event: &Lifecycle, protocol: ProtocolVersion) 
             "delay_ms",
             u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
         ),
-        Lifecycle::Resubscribed { filters } => o.field(
+        Lifecycle::Resubscribed { filters, .. } => o.field(
             "filters",
             filters
                 .iter()
                 .map(|f| Value::from(f.as_str()))
                 .collect::<Vec<_>>(),
         ),
-        Lifecycle::ResubscribeFailed { filter, error } => o
-            .field("filter", filter.as_str())
-            .field("reason", error.to_string()),
+        Lifecycle::ResubscribeFailed { filter, error } => {
+            let o = o.field("filter", filter.as_str());
+            match error {
+                // The SUBACK code: its name, as for a refused connect, and its number.
+                CommandError::Refused(rc) => o
+                    .field("reason", rc.name().to_lowercase())
+                    .field("reason_code", *rc as u8),
+                other => o.field("reason", other.to_string()),
+            }
+        }
         Lifecycle::SessionLost { republished } => o.field("republished", *republished),
         Lifecycle::Dormant { attempts } => o.field("attempts", *attempts),
         Lifecycle::Fatal { reason } => with_reason(o, reason, protocol),
@@ -361,8 +369,16 @@ mod tests {
             (
                 Lifecycle::Resubscribed {
                     filters: vec!["a/#".into()],
+                    granted: vec![ReasonCode::GrantedQoS1],
                 },
                 &["filters"],
+            ),
+            (
+                Lifecycle::ResubscribeFailed {
+                    filter: "a/#".into(),
+                    error: steadfast::proto::CommandError::Refused(ReasonCode::NotAuthorized),
+                },
+                &["filter", "reason", "reason_code"],
             ),
             (
                 Lifecycle::ResubscribeFailed {

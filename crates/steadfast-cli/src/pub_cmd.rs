@@ -45,7 +45,8 @@ gracefully (in-flight messages get up to 5 s to finish) and exits 0.
 MQTT 5 properties: -D publish content-type text/plain, -D publish user-property KEY VALUE,
 also correlation-data, message-expiry-interval, payload-format-indicator, response-topic.
 
-Exit codes: 0 ok, 1 runtime error (for example a message the broker rejected), 2 usage
+Exit codes: 0 ok, 1 runtime error (for example a message the broker rejected, or a poison
+message: the broker closed the connection each time it was sent; the rest goes on), 2 usage
 error, 3 refused by the broker (bad credentials, not authorized, banned, ...), 4 gave up
 after --max-attempts.
 
@@ -283,6 +284,10 @@ async fn produce(client: Client, source: Source, template: Publish, durable: boo
         let mut s = Stats::default();
         while let Some(ack) = rx.recv().await {
             if let Err(e) = ack.await {
+                if let ClientError::Publish(PublishError::Poison { .. }) = e {
+                    // Said at once: the rest goes on, and the exit code (1) says it at the end.
+                    eprintln!("steadfast: message given up: {}", describe(&e));
+                }
                 s.fail(describe(&e));
             }
         }

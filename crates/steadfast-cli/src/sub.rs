@@ -8,7 +8,7 @@ use base64::Engine as _;
 use clap::{ArgAction, Args};
 use steadfast::proto::CommandError;
 use steadfast::{
-    ClientError, ClientEvent, Message, Properties, QoS, ReasonCode, SubscribeFilter,
+    ClientError, ClientEvent, Lifecycle, Message, Properties, QoS, ReasonCode, SubscribeFilter,
     SubscriptionOptions,
 };
 use tokio::time::Instant;
@@ -33,8 +33,8 @@ The subscriber keeps running across outages: it reconnects with backoff and rest
 subscriptions. Ctrl-C or SIGTERM disconnects gracefully and exits 0.
 
 Exit codes: 0 ok (also after -C COUNT, -W SECS, Ctrl-C), 1 runtime error, 2 usage error,
-3 refused by the broker (bad credentials, not authorized, banned, ...), 4 gave up after
---max-attempts.
+3 refused by the broker (bad credentials, not authorized, banned, ...; also every filter
+refused, at the first subscription or on resubscription), 4 gave up after --max-attempts.
 
 Examples:
   # Everything under sensors/, with topics
@@ -219,6 +219,8 @@ async fn sub(args: SubArgs) -> ExitCode {
         tokio::spawn(async move { client.subscribe_with(list, Properties::default()).await })
     };
     let mut subscribe = Some(subscribe);
+    // The filters the broker granted and has not refused since (on a resubscription).
+    let mut live: Vec<String> = Vec::new();
 
     let mut received: u64 = 0;
     let mut idle_deadline = args.timeout.map(|t| Instant::now() + t);
@@ -234,15 +236,15 @@ async fn sub(args: SubArgs) -> ExitCode {
                 subscribe = None;
                 match r {
                     Ok(Ok(codes)) => {
-                        let mut refused = 0;
                         for (f, rc) in filters.iter().zip(&codes) {
-                            if !rc.is_success() {
-                                refused += 1;
-                                eprintln!("steadfast: subscription to {f:?} refused: {}", rc.name().to_lowercase());
+                            if rc.is_success() {
+                                live.push(f.clone());
+                            } else {
+                                eprintln!("steadfast: subscription to {f:?} refused: {}", rc_name(*rc));
                             }
                         }
-                        if refused == filters.len() && closing.is_none() {
-                            closing = Some(start_close(&client, Outcome::Failed("every subscription was refused".into())));
+                        if live.is_empty() && closing.is_none() {
+                            closing = Some(start_close(&client, Outcome::Refused("every subscription was refused".into())));
                         }
                     }
                     Ok(Err(ClientError::Command(CommandError::Invalid(e)))) => {
@@ -250,7 +252,7 @@ async fn sub(args: SubArgs) -> ExitCode {
                     }
                     Ok(Err(ClientError::Refused(rc))) => {
                         if closing.is_none() {
-                            closing = Some(start_close(&client, Outcome::Failed(format!("subscription refused: {}", rc_name(rc)))));
+                            closing = Some(start_close(&client, Outcome::Refused(format!("subscription refused: {}", rc_name(rc)))));
                         }
                     }
                     // The client closed: its lifecycle events say why.
@@ -285,6 +287,27 @@ async fn sub(args: SubArgs) -> ExitCode {
             Some(ClientEvent::Lifecycle { at, event }) => {
                 if let Some(outcome) = tracker.on_lifecycle(at, &event) {
                     return outcome.exit();
+                }
+                if let Lifecycle::ResubscribeFailed {
+                    filter,
+                    error: CommandError::Refused(rc),
+                } = &event
+                {
+                    // The broker no longer grants it (an ACL change): nothing arrives for it.
+                    live.retain(|f| f.as_str() != filter.as_str());
+                    eprintln!(
+                        "steadfast: subscription to {:?} refused on resubscription: {}",
+                        filter.as_str(),
+                        rc_name(*rc)
+                    );
+                    if live.is_empty() && closing.is_none() {
+                        let why = format!(
+                            "every subscription was refused on resubscription (last: {:?}: {})",
+                            filter.as_str(),
+                            rc_name(*rc)
+                        );
+                        closing = Some(start_close(&client, Outcome::Refused(why)));
+                    }
                 }
                 if tracker.disconnected {
                     return closing.map(|c| c.0).unwrap_or(Outcome::Ok).exit();

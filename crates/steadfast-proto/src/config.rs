@@ -48,6 +48,15 @@ pub struct Config {
     pub session_expiry_interval: u32,
     /// Our Receive Maximum (MQTT 5; default 65,535).
     pub receive_maximum: u16,
+    /// Outgoing QoS 1/2 messages in flight at most. `None` (the default): MQTT 5 is bounded by
+    /// the broker's Receive Maximum alone, MQTT 3.1.1, which has no Receive Maximum, by
+    /// [`DEFAULT_V311_INFLIGHT`]. With MQTT 5 the smaller of this and the broker's Receive
+    /// Maximum applies. Zero is taken as one.
+    pub max_inflight: Option<u16>,
+    /// A message that is the oldest unacknowledged one each time the broker closes the
+    /// connection, this many times in a row with no acknowledgement of it in between, is
+    /// failed with [`crate::PublishError::Poison`] (default 3; zero turns the check off).
+    pub poison_after: u32,
     /// The largest packet we accept (default 16 MiB). Advertised in MQTT 5, enforced by the
     /// decoder in both versions before any body is buffered.
     pub maximum_packet_size: u32,
@@ -99,6 +108,8 @@ impl Default for Config {
             will: None,
             session_expiry_interval: 0,
             receive_maximum: u16::MAX,
+            max_inflight: None,
+            poison_after: 3,
             maximum_packet_size: 16 << 20,
             topic_alias_maximum: 16,
             outgoing_topic_aliases: false,
@@ -116,7 +127,26 @@ impl Default for Config {
     }
 }
 
+/// The in-flight window of MQTT 3.1.1 connections when [`Config::max_inflight`] is not set.
+///
+/// MQTT 3.1.1 cannot announce how many unacknowledged messages a broker takes, and some close
+/// the connection beyond their limit (rmqtt at 16 QoS 2 messages). The defaults of other
+/// clients: Paho C's synchronous MQTTClient 10 (its MQTTAsync 65,535, no real bound),
+/// libmosquitto 20, rumqttc 100. steadfast follows Paho C's 10, the only one below the
+/// smallest broker limit known (rmqtt 16; Mosquitto and VerneMQ 20).
+pub const DEFAULT_V311_INFLIGHT: u16 = 10;
+
 impl Config {
+    /// The in-flight window configured for this protocol version, before the broker's Receive
+    /// Maximum (MQTT 5) is applied.
+    pub fn inflight_window(&self) -> u16 {
+        match (self.max_inflight, self.protocol) {
+            (Some(n), _) => n.max(1),
+            (None, ProtocolVersion::V311) => DEFAULT_V311_INFLIGHT,
+            (None, ProtocolVersion::V5) => u16::MAX,
+        }
+    }
+
     /// The ping timeout in force for `keep_alive`.
     pub fn ping_timeout_for(&self, keep_alive: Duration) -> Duration {
         self.ping_timeout
@@ -138,6 +168,8 @@ impl core::fmt::Debug for Config {
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("session_expiry_interval", &self.session_expiry_interval)
+            .field("max_inflight", &self.max_inflight)
+            .field("poison_after", &self.poison_after)
             .field("queue", &self.queue)
             .finish_non_exhaustive()
     }

@@ -24,7 +24,7 @@ use bytes::{Bytes, BytesMut};
 use crate::backoff::BackoffPolicy;
 use crate::codec::DecodeError;
 use crate::config::Config;
-use crate::error::{CommandError, PublishError, Reason, TransportError};
+use crate::error::{CommandError, Initiator, PublishError, Reason, TransportError};
 use crate::event::{Event, Granted, Lifecycle, PublishOutcome, State, Token};
 use crate::policy::{classify, ReasonClass};
 use crate::rng::Rng;
@@ -202,6 +202,26 @@ fn diagnostics(p: &mut Packet) -> Option<&mut Properties> {
     }
 }
 
+/// A restore of subscriptions under way (after a connect without a session): the SUBSCRIBEs
+/// not answered yet, and what the broker granted so far.
+#[derive(Debug, Default)]
+struct Resubscribing {
+    /// Packet id of each unanswered SUBSCRIBE, with its filters in packet order.
+    pending: Vec<(u16, Vec<ByteStr>)>,
+    /// Filters granted so far.
+    filters: Vec<ByteStr>,
+    /// Their SUBACK codes.
+    granted: Vec<ReasonCode>,
+}
+
+/// The message blamed for the last closes by the broker (see [`Config::poison_after`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Suspect {
+    token: Token,
+    state: OutState,
+    closes: u32,
+}
+
 /// Per-transport state: created on transport open, dropped on close.
 #[derive(Debug)]
 struct Link {
@@ -277,6 +297,14 @@ pub struct Connection {
     next_sub_id: u32,
     disconnect: Option<DisconnectOptions>,
     splits: Splits,
+    resubscribing: Option<Box<Resubscribing>>,
+    /// Outgoing QoS 1/2 messages in flight at most (before the broker's Receive Maximum):
+    /// [`Config::inflight_window`], shrunk when a 3.1.1 broker keeps cutting the connection
+    /// with several messages in flight.
+    inflight_window: u16,
+    /// Cuts in a row by a 3.1.1 broker, before `stable_after`, with several messages in flight.
+    window_cuts: u32,
+    suspect: Option<Suspect>,
 }
 
 impl core::fmt::Debug for Connection {
@@ -307,6 +335,7 @@ impl Connection {
     pub fn with_backoff(config: Config, backoff: Box<dyn BackoffPolicy>) -> Self {
         let rng = Rng::seed_from_u64(config.rng_seed);
         let client_id = config.client_id.clone();
+        let inflight_window = config.inflight_window();
         Connection {
             config,
             backoff,
@@ -341,6 +370,10 @@ impl Connection {
             next_sub_id: 0,
             disconnect: None,
             splits: Splits::default(),
+            resubscribing: None,
+            inflight_window,
+            window_cuts: 0,
+            suspect: None,
         }
     }
 
@@ -715,6 +748,9 @@ impl Connection {
         if self.timers.is_expired(Timer::StableAfter, now) {
             self.timers.stop(Timer::StableAfter);
             self.reset_backoff();
+            // Stable: the next loss starts a new count of attempts (and of window cuts).
+            self.attempt = 0;
+            self.window_cuts = 0;
         }
         if self.timers.is_expired(Timer::Drain, now) {
             self.timers.stop(Timer::Drain);
@@ -1143,6 +1179,8 @@ impl Connection {
         }
         self.pkids
             .release_where(|o| matches!(o, Owner::Resubscribe));
+        // A restore left unanswered is made again after the next connect without a session.
+        self.resubscribing = None;
         self.inflight.mark_all_unsent();
         link
     }
@@ -1161,7 +1199,7 @@ impl Connection {
             self.finish_disconnect(now);
             return;
         }
-        self.after_failure(reason, server_reference, true, now);
+        self.after_failure(reason, server_reference, true, true, now);
     }
 
     fn connection_lost(&mut self, reason: Reason, now: Instant) {
@@ -1172,6 +1210,16 @@ impl Connection {
             .and_then(|l| l.connected_at)
             .map(|t| now.saturating_duration_since(t))
             .unwrap_or_default();
+        // Lost before `stable_after`: a failed attempt (flapping counts), unless we closed it.
+        let flapping =
+            self.timers.get(Timer::StableAfter).is_some() && reason.initiator() != Initiator::Local;
+        let by_broker = reason.initiator() == Initiator::Remote;
+        // Repeated 3.1.1 cuts with several in flight are blamed on the window; otherwise the oldest
+        // unacknowledged message is the suspect.
+        let window_cut = by_broker && flapping && self.shrink_inflight_window();
+        let oldest = (by_broker && !window_cut)
+            .then(|| self.oldest_sent())
+            .flatten();
         self.reauthentication_failed(&reason);
         self.close_link();
         self.emit(
@@ -1185,7 +1233,62 @@ impl Connection {
             self.finish_disconnect(now);
             return;
         }
-        self.after_failure(reason, server_reference, false, now);
+        if let Some((seq, token, state)) = oldest {
+            self.blame(seq, token, state);
+        }
+        self.after_failure(reason, server_reference, flapping, false, now);
+    }
+
+    /// With MQTT 3.1.1 (no Receive Maximum): the broker cut the connection, before
+    /// `stable_after`, with more than one message in flight, the way rmqtt refuses a 17th
+    /// unreleased QoS 2 message. From the second such cut in a row (one may be the network),
+    /// the window becomes half of what was in flight, for the rest of the client's life.
+    /// Returns true when it shrank.
+    fn shrink_inflight_window(&mut self) -> bool {
+        if self.config.protocol != ProtocolVersion::V311 {
+            return false;
+        }
+        let sent = u16::try_from(self.inflight.sent_count()).unwrap_or(u16::MAX);
+        if sent <= 1 {
+            return false;
+        }
+        self.window_cuts = self.window_cuts.saturating_add(1);
+        if self.window_cuts < 2 {
+            return false;
+        }
+        self.inflight_window = (sent.min(self.inflight_window) / 2).max(1);
+        true
+    }
+
+    /// The oldest in-flight message sent on this link: (sequence, token, stage).
+    fn oldest_sent(&self) -> Option<(u64, Token, OutState)> {
+        let (seq, out) = self.inflight.iter().next()?;
+        out.sent.then_some((*seq, out.token, out.state))
+    }
+
+    /// The broker closed the connection while `token` was the oldest unacknowledged message:
+    /// after [`Config::poison_after`] such closes in a row at the same stage, it is failed.
+    fn blame(&mut self, seq: u64, token: Token, state: OutState) {
+        if self.config.poison_after == 0 {
+            return;
+        }
+        let closes = match self.suspect {
+            Some(s) if s.token == token && s.state == state => s.closes.saturating_add(1),
+            _ => 1,
+        };
+        if closes < self.config.poison_after {
+            self.suspect = Some(Suspect {
+                token,
+                state,
+                closes,
+            });
+            return;
+        }
+        self.suspect = None;
+        if let Some(out) = self.inflight.remove(seq) {
+            self.pkids.release(out.publish.pkid);
+            self.finish_publish(out.token, Err(PublishError::Poison { closes }));
+        }
     }
 
     /// The link closes: a re-authentication under way on it has failed.
@@ -1212,11 +1315,14 @@ impl Connection {
         }
     }
 
+    /// `failed_attempt`: counts against `max_attempts` (a failed connect, or a connection lost
+    /// before `stable_after`); `next_server`: move on to the next configured server.
     fn after_failure(
         &mut self,
         reason: Reason,
         server_reference: Option<ByteStr>,
         failed_attempt: bool,
+        next_server: bool,
         now: Instant,
     ) {
         let mut class = self.classify_reason(&reason);
@@ -1262,7 +1368,7 @@ impl Connection {
             self.go_dormant(now);
             return;
         }
-        if failed_attempt && !on_redirect_target && self.config.servers.len() > 1 {
+        if next_server && !on_redirect_target && self.config.servers.len() > 1 {
             self.server_idx = (self.server_idx + 1) % self.config.servers.len();
         }
         self.backoff_step = self.backoff_step.saturating_add(1);
@@ -1588,8 +1694,9 @@ impl Connection {
             .set(Timer::StableAfter, now + self.config.stable_after);
         self.redirects = 0;
         self.redirect_targets.clear();
+        // The count of attempts goes on until the connection proves stable (`stable_after`):
+        // a connection lost before then is one more failed attempt.
         let attempt = self.attempt;
-        self.attempt = 0;
         self.emit(
             now,
             Lifecycle::Connected {
@@ -1653,7 +1760,6 @@ impl Connection {
         if confirmed.is_empty() {
             return;
         }
-        let filters: Vec<ByteStr> = confirmed.iter().map(|s| s.filter.clone()).collect();
         // One SUBSCRIBE per subscription identifier (MQTT 5 allows one id per packet).
         let mut groups: Vec<(Option<u32>, Vec<Subscription>)> = Vec::new();
         for s in confirmed {
@@ -1663,6 +1769,7 @@ impl Connection {
             }
         }
         let mut unfit = Vec::new();
+        let mut pending = Vec::new();
         for (id, subs) in groups {
             // As many packets as this broker's Maximum Packet Size takes.
             let (chunks, too_large) = split_to_fit(&subs, 64, |c| {
@@ -1674,16 +1781,19 @@ impl Connection {
             unfit.extend(too_large);
             for chunk in chunks {
                 let Some(pkid) = self.pkids.alloc(Owner::Resubscribe) else {
-                    return;
+                    break;
                 };
                 let packet = self.resubscribe_packet(id, &chunk, pkid);
                 self.send_packet(&Packet::Subscribe(packet), now);
+                pending.push((pkid, chunk.into_iter().map(|s| s.filter).collect()));
             }
         }
-        let mut filters = filters;
-        filters.retain(|f| !unfit.iter().any(|(s, _)| s.filter == *f));
-        if !filters.is_empty() {
-            self.emit(now, Lifecycle::Resubscribed { filters });
+        if !pending.is_empty() {
+            // `Resubscribed` follows once every SUBACK is in (`on_resubscribe_ack`).
+            self.resubscribing = Some(Box::new(Resubscribing {
+                pending,
+                ..Resubscribing::default()
+            }));
         }
         for (s, error) in unfit {
             let filter = s.filter;
@@ -1958,10 +2068,9 @@ impl Connection {
             // rather than keep it for the life of an idle connection.
             self.requests = VecDeque::new();
         }
-        let recv_max = self
-            .link
-            .as_ref()
-            .map_or(0, |l| usize::from(l.receive_maximum));
+        let recv_max = self.link.as_ref().map_or(0, |l| {
+            usize::from(l.receive_maximum.min(self.inflight_window))
+        });
         // Resend in-flight messages in their original order.
         while self.inflight.sent_count() < recv_max {
             let Some(seq) = self.inflight.first_unsent() else {
@@ -2350,7 +2459,7 @@ impl Connection {
                 }
                 self.request_done(true, token, Ok(s.reasons));
             }
-            Some(Owner::Resubscribe) => {}
+            Some(Owner::Resubscribe) => self.on_resubscribe_ack(s, now),
             Some(other) => {
                 self.pkids.claim(s.pkid, other);
                 self.protocol_violation(
@@ -2360,6 +2469,58 @@ impl Connection {
                 );
             }
             None => {}
+        }
+    }
+
+    /// The SUBACK of a restore: refused filters leave the registry (nothing arrives for them
+    /// any more) and are reported one by one; `Resubscribed` reports what was granted once the
+    /// last SUBACK of the restore is in.
+    fn on_resubscribe_ack(&mut self, s: SubAck, now: Instant) {
+        let Some(r) = self.resubscribing.as_mut() else {
+            return;
+        };
+        let Some(i) = r.pending.iter().position(|(pkid, _)| *pkid == s.pkid) else {
+            return;
+        };
+        let expected = r.pending[i].1.len();
+        if s.reasons.len() != expected {
+            let detail = format!(
+                "SUBACK has {} codes for {expected} filters",
+                s.reasons.len()
+            );
+            self.pkids.claim(s.pkid, Owner::Resubscribe);
+            self.protocol_violation(ReasonCode::ProtocolError, detail, now);
+            return;
+        }
+        let (_, filters) = r.pending.remove(i);
+        let mut refused = Vec::new();
+        for (filter, rc) in filters.into_iter().zip(s.reasons) {
+            if rc.is_success() {
+                r.filters.push(filter);
+                r.granted.push(rc);
+            } else {
+                refused.push((filter, rc));
+            }
+        }
+        let done = r.pending.is_empty();
+        for (filter, rc) in refused {
+            // Only the restored entry: a newer subscribe of the same filter is the application's.
+            if self.registry.get(&filter).is_some_and(|e| e.confirmed) {
+                self.registry.remove(&filter);
+                self.store(|| StoreOp::SubscriptionRemove(filter.clone()));
+            }
+            let error = CommandError::Refused(rc);
+            self.emit(now, Lifecycle::ResubscribeFailed { filter, error });
+        }
+        if done {
+            if let Some(r) = self.resubscribing.take() {
+                let Resubscribing {
+                    filters, granted, ..
+                } = *r;
+                if !filters.is_empty() {
+                    self.emit(now, Lifecycle::Resubscribed { filters, granted });
+                }
+            }
         }
     }
 

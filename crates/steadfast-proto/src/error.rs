@@ -197,6 +197,13 @@ pub enum PublishError {
     SessionLost,
     /// The message is invalid (for example, an MQTT 5 property with MQTT 3.1.1).
     Invalid(String),
+    /// A poison message: it was the oldest unacknowledged message each of the last `closes`
+    /// times the broker closed the connection ([`crate::Config::poison_after`] in a row, with
+    /// no acknowledgement of it in between). It is given up so the rest of the queue goes on.
+    Poison {
+        /// How many closes in a row it was blamed for.
+        closes: u32,
+    },
 }
 
 impl fmt::Display for PublishError {
@@ -220,6 +227,11 @@ impl fmt::Display for PublishError {
                 f.write_str("the broker lost the session and republishing is off")
             }
             PublishError::Invalid(e) => write!(f, "invalid message: {e}"),
+            PublishError::Poison { closes } => write!(
+                f,
+                "poison message: the broker closed the connection {closes} times in a row \
+                 while it was the oldest unacknowledged message"
+            ),
         }
     }
 }
@@ -242,6 +254,9 @@ pub enum CommandError {
         /// The broker's limit.
         max: u32,
     },
+    /// The broker refused it with this reason code (a SUBACK failure code: MQTT 5 0x80 and
+    /// above, MQTT 3.1.1 0x80).
+    Refused(ReasonCode),
 }
 
 impl fmt::Display for CommandError {
@@ -253,6 +268,7 @@ impl fmt::Display for CommandError {
                 f,
                 "{packet} of {size} bytes exceeds the broker's maximum packet size of {max}"
             ),
+            CommandError::Refused(rc) => write!(f, "refused by the broker: {rc}"),
         }
     }
 }

@@ -128,17 +128,25 @@ pub enum Lifecycle {
         /// The chosen delay.
         delay: Duration,
     },
-    /// Subscriptions restored because the broker had no session.
+    /// Subscriptions restored because the broker had no session: emitted once the broker has
+    /// answered every SUBSCRIBE of the restore, with the filters it granted.
     Resubscribed {
-        /// The filters sent again.
+        /// The filters the broker granted, in registry order.
         filters: Vec<ByteStr>,
+        /// What it granted for each (`granted[i]` is the SUBACK code of `filters[i]`: the
+        /// granted QoS, which may be lower than the one asked for).
+        granted: Vec<ReasonCode>,
     },
-    /// A subscription could not be restored: its SUBSCRIBE alone exceeds this broker's Maximum
-    /// Packet Size. It stays registered and is tried again after the next session loss.
+    /// A subscription could not be restored. Either the broker refused it in its SUBACK
+    /// ([`CommandError::Refused`] with the code, for example 0x87 not authorized after an ACL
+    /// change, 0x80 with MQTT 3.1.1): it is then removed from the registry, since nothing
+    /// arrives for it any more. Or its SUBSCRIBE alone exceeds this broker's Maximum Packet
+    /// Size ([`CommandError::PacketTooLarge`]): it stays registered and is tried again after
+    /// the next session loss.
     ResubscribeFailed {
         /// The filter.
         filter: ByteStr,
-        /// Why ([`CommandError::PacketTooLarge`]).
+        /// Why.
         error: CommandError,
     },
     /// The broker no longer had the session the client expected.

@@ -436,7 +436,7 @@ fn reconnect_now_skips_the_current_delay() {
 }
 
 #[test]
-fn attempt_numbers_restart_at_one_after_a_success() {
+fn attempt_numbers_restart_at_one_after_a_stable_connection() {
     for v in VERSIONS {
         let mut h = Harness::v(v);
         h.start();
@@ -447,6 +447,8 @@ fn attempt_numbers_restart_at_one_after_a_success() {
             matches!(ev.last(), Some(Lifecycle::Connected { attempt: 3, .. })),
             "{ev:?}"
         );
+        // Up for `stable_after` (30 s): the count of attempts starts again.
+        h.advance_answering_pings(secs(30));
         h.io_error();
         let ev = h.lifecycle();
         assert!(matches!(ev[0], Lifecycle::ConnectionLost { .. }));
@@ -465,10 +467,58 @@ fn attempt_numbers_restart_at_one_after_a_success() {
 }
 
 #[test]
+fn a_connection_lost_before_stable_after_is_one_more_failed_attempt() {
+    for v in VERSIONS {
+        let mut h = Harness::with_backoff(config(v), no_jitter());
+        h.start();
+        fail_attempts(&mut h, 1);
+        h.connect(false);
+        h.advance_answering_pings(secs(29));
+        h.io_error();
+        h.advance_to_next_timeout();
+        h.expect_connect_action();
+        let ev = h.lifecycle();
+        let reconnecting: Vec<(u32, Duration)> = ev
+            .iter()
+            .filter_map(|e| match e {
+                Lifecycle::Reconnecting { attempt, delay } => Some((*attempt, *delay)),
+                _ => None,
+            })
+            .collect();
+        // The attempt numbers go on (2 connected, lost: 3 next) and the delay keeps growing.
+        assert_eq!(reconnecting, [(3, secs(2))], "{v}: {ev:?}");
+        assert_eq!(connecting_attempts(&ev), [2, 3], "{v}");
+    }
+}
+
+#[test]
+fn a_flapping_client_goes_dormant_after_max_attempts() {
+    // A broker that accepts every CONNECT and drops the connection at once: each connect
+    // succeeds, yet the client must not cycle for ever.
+    let mut h = max_attempts(3);
+    let mut lost = 0;
+    while h.conn.state() != State::Dormant {
+        assert!(lost < 3, "still cycling after {lost} losses");
+        h.connect(false);
+        h.advance(secs(1));
+        h.transport_error(TransportError::Closed);
+        lost += 1;
+        if h.conn.state() != State::Dormant {
+            h.advance_to_next_timeout();
+        }
+    }
+    let ev = h.lifecycle();
+    assert_eq!(lost, 3);
+    assert_eq!(ev.last(), Some(&Lifecycle::Dormant { attempts: 3 }));
+    assert_eq!(connecting_attempts(&ev), [1, 2, 3]);
+}
+
+#[test]
 fn max_attempts_is_about_consecutive_failures() {
     let mut h = max_attempts(2);
     fail_attempts(&mut h, 1);
     h.connect(false);
+    h.advance_answering_pings(secs(30));
     h.io_error();
     h.advance_to_next_timeout();
     h.events();
@@ -580,8 +630,9 @@ fn exact_event_sequence_of_a_drop_and_reconnect() {
             Event::StateChanged(State::Backoff),
             Event::Lifecycle {
                 at: at(ms(5010)),
+                // Lost after 5 s, before `stable_after`: attempt 1 counts as failed.
                 event: Lifecycle::Reconnecting {
-                    attempt: 1,
+                    attempt: 2,
                     delay: secs(1),
                 },
             },
@@ -589,7 +640,7 @@ fn exact_event_sequence_of_a_drop_and_reconnect() {
             Event::Lifecycle {
                 at: at(ms(6010)),
                 event: Lifecycle::Connecting {
-                    attempt: 1,
+                    attempt: 2,
                     server: server(SERVER),
                 },
             },

@@ -400,11 +400,14 @@ fn resubscribe_is_split_to_the_new_brokers_limit_and_reports_what_cannot_fit() {
     assert_eq!(s.len(), 2, "{s:?}");
     assert_eq!(names(&s[0]), short[..2]);
     assert_eq!(names(&s[1]), short[2..]);
+    for p in &s {
+        h.suback(p.pkid, vec![ReasonCode::Success; p.filters.len()]);
+    }
     let ev = h.lifecycle();
     let restored: Vec<&ByteStr> = ev
         .iter()
         .filter_map(|e| match e {
-            Lifecycle::Resubscribed { filters } => Some(filters),
+            Lifecycle::Resubscribed { filters, .. } => Some(filters),
             _ => None,
         })
         .flatten()

@@ -302,6 +302,23 @@ impl ClientBuilder {
         self
     }
 
+    /// Outgoing QoS 1/2 messages in flight at most (at least 1). With MQTT 5 the broker's
+    /// Receive Maximum bounds it too. Unset, MQTT 5 follows the broker's Receive Maximum alone
+    /// and MQTT 3.1.1, which has none, sends at most
+    /// [`DEFAULT_V311_INFLIGHT`](crate::proto::DEFAULT_V311_INFLIGHT) (10) at once.
+    pub fn max_inflight(mut self, n: u16) -> Self {
+        self.config.max_inflight = Some(n.max(1));
+        self
+    }
+
+    /// How many closes by the broker in a row, each with the same message as the oldest
+    /// unacknowledged one, make it a poison message that is failed with
+    /// [`PublishError::Poison`](crate::proto::PublishError::Poison) (default 3; 0 = never).
+    pub fn poison_after(mut self, closes: u32) -> Self {
+        self.config.poison_after = closes;
+        self
+    }
+
     /// Our Receive Maximum (MQTT 5).
     pub fn receive_maximum(mut self, n: u16) -> Self {
         self.config.receive_maximum = n.max(1);

@@ -80,7 +80,7 @@ fn broker_kill9_and_restart_restores_subscriptions() {
                     matches!(e, Lifecycle::Resubscribed { .. })
                 })
                 .await;
-            let Lifecycle::Resubscribed { filters } = resub.event else {
+            let Lifecycle::Resubscribed { filters, .. } = resub.event else {
                 unreachable!()
             };
             let mut filters: Vec<&str> = filters.iter().map(|f| f.as_str()).collect();

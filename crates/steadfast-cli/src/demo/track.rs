@@ -433,7 +433,9 @@ pub fn describe(event: &Lifecycle) -> String {
         Lifecycle::BadServerReference { reference, error } => {
             format!("ignored the broker's Server Reference {reference:?}: {error}")
         }
-        Lifecycle::Resubscribed { filters } => format!("resubscribed {} filter(s)", filters.len()),
+        Lifecycle::Resubscribed { filters, .. } => {
+            format!("resubscribed {} filter(s)", filters.len())
+        }
         Lifecycle::ResubscribeFailed { filter, error } => {
             format!("cannot resubscribe {filter}: {error}")
         }

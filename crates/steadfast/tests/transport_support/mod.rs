@@ -548,9 +548,8 @@ impl Log {
         .await;
     }
 
-    /// After `Resubscribed` (emitted when the SUBSCRIBE is sent), makes sure the broker has
-    /// the subscription: the client publishes to the topic itself and waits for the message
-    /// (the broker handles one connection's packets in order).
+    /// Makes sure the broker has the subscription: the client publishes to the topic itself
+    /// and waits for the message (the broker handles one connection's packets in order).
     pub async fn sync(&mut self, client: &steadfast::Client, topic: &str) {
         let marker = uid("sync");
         client
