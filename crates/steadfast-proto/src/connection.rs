@@ -2162,9 +2162,19 @@ impl Connection {
                 };
                 self.complete(seq, result, now);
             }
+            // A broker without QoS 2 that takes the message at QoS 1 (RabbitMQ). Strictly a
+            // protocol error, but closing would resend the message on every reconnect and
+            // loop for ever: the message is failed back with a reason that says what
+            // happened, the packet id is free again, and the connection stays up.
+            Some(OutState::AwaitPubRec) if a.reason.is_success() => {
+                self.complete(seq, Err(PublishError::DowngradedToQoS1), now);
+            }
+            Some(OutState::AwaitPubRec) => {
+                self.complete(seq, Err(PublishError::Rejected(a.reason)), now);
+            }
             Some(_) => self.protocol_violation(
                 ReasonCode::ProtocolError,
-                format!("PUBACK for QoS 2 packet id {}", a.pkid),
+                format!("PUBACK after PUBREC for QoS 2 packet id {}", a.pkid),
                 now,
             ),
             None => {}

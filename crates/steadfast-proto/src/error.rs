@@ -185,6 +185,10 @@ pub enum PublishError {
         /// The highest QoS the broker accepts.
         max: u8,
     },
+    /// The broker answered a QoS 2 PUBLISH with PUBACK: it does not do QoS 2 and took the
+    /// message at QoS 1 instead (RabbitMQ's MQTT plugin does this). The message reached the
+    /// broker, but may be delivered more than once; the connection stays up.
+    DowngradedToQoS1,
     /// The broker does not support retained messages.
     RetainNotSupported,
     /// The message expired (Message Expiry Interval) before it could be sent.
@@ -212,6 +216,10 @@ impl fmt::Display for PublishError {
             PublishError::QoSNotSupported { max } => {
                 write!(f, "the broker's maximum QoS is {max}")
             }
+            PublishError::DowngradedToQoS1 => f.write_str(
+                "the broker does not support QoS 2: it acknowledged the message at QoS 1 \
+                 (PUBACK), so it may be delivered more than once",
+            ),
             PublishError::RetainNotSupported => f.write_str("the broker does not support retain"),
             PublishError::Expired => f.write_str("message expired before it could be sent"),
             PublishError::Rejected(rc) => write!(f, "rejected by the broker: {rc}"),
