@@ -198,7 +198,10 @@ impl BrokerProcess {
         let bin = find_binary(
             "rumqttd",
             "STEADFAST_RUMQTTD",
-            &[concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/tools/bin")],
+            &[concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../target/tools/bin"
+            )],
             "run `cargo install rumqttd --root target/tools`",
         )?;
         Self::start_with(
@@ -392,7 +395,11 @@ impl BrokerProcess {
         };
         let layout = (self.plan)(self.dir.path(), &self.ports);
         for sub in ["mnesia", "log", "plugins-expand"] {
-            if layout.env.iter().any(|(_, v)| *v == self.dir.path().join(sub)) {
+            if layout
+                .env
+                .iter()
+                .any(|(_, v)| *v == self.dir.path().join(sub))
+            {
                 fs::create_dir_all(self.dir.path().join(sub)).map_err(plain)?;
             }
         }

@@ -24,10 +24,10 @@
 
 #![warn(missing_docs)]
 
+pub mod brokers;
 pub mod fake;
 mod frame;
 pub mod mosquitto;
-pub mod brokers;
 mod proxy;
 pub mod raw;
 

@@ -70,7 +70,10 @@ async fn round_trip(url: &str, v: ProtocolVersion, qos: &[QoS], delivery: Delive
     let (publ, rp) = start_connected(fast(url, v, &uid(&format!("{tag}-pub"))), "pub").await;
     for &q in qos {
         let payload = format!("qos{}", qos_num(q));
-        if let Err(e) = publ.publish(topic.as_str(), q, false, payload.clone()).await {
+        if let Err(e) = publ
+            .publish(topic.as_str(), q, false, payload.clone())
+            .await
+        {
             rp.panic_with_log(&format!("{} publish at {q:?}: {e}", vname(v)));
         }
         let m = rs.message(T).await;
@@ -144,11 +147,7 @@ async fn restart_and_resubscribe(broker: &mut BrokerProcess, v: ProtocolVersion)
             rp.panic_with_log(&format!("publish after the restart: {e}"));
         }
         if let Some(m) = rs.try_message(ms(300)).await {
-            assert!(
-                m.payload.starts_with(b"after-restart-"),
-                "{:?}",
-                m.payload
-            );
+            assert!(m.payload.starts_with(b"after-restart-"), "{:?}", m.payload);
             break;
         }
         if Instant::now() >= deadline {
@@ -294,7 +293,9 @@ fn rabbitmq_round_trip_restart_and_resume() {
 
         let topic = format!("interop/{}", uid("rabbit-q2"));
         let (sub, mut rs) = start_connected(fast(&url, v, &uid("rabbit-q2-sub")), "sub").await;
-        sub.subscribe(topic.as_str(), QoS::ExactlyOnce).await.unwrap();
+        sub.subscribe(topic.as_str(), QoS::ExactlyOnce)
+            .await
+            .unwrap();
         let (publ, rp) = start_connected(fast(&url, v, &uid("rabbit-q2-pub")), "pub").await;
         let res = publ
             .publish(topic.as_str(), QoS::ExactlyOnce, false, "two")
@@ -308,7 +309,10 @@ fn rabbitmq_round_trip_restart_and_resume() {
         let m = rs.message(T).await;
         assert_eq!((&m.payload[..], m.qos), (&b"two"[..], QoS::AtLeastOnce));
         assert_eq!(publ.state(), State::Connected);
-        assert_eq!(rp.count(|e| matches!(e, Lifecycle::ConnectionLost { .. })), 0);
+        assert_eq!(
+            rp.count(|e| matches!(e, Lifecycle::ConnectionLost { .. })),
+            0
+        );
         publ.publish(topic.as_str(), QoS::AtLeastOnce, false, "one")
             .await
             .unwrap();

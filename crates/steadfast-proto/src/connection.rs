@@ -225,6 +225,11 @@ struct Link {
     reauthenticating: bool,
 }
 
+/// MQTT 5 connect attempts in a row that the broker closes before CONNACK, on a client that has
+/// never been connected, after which the client stops with `Fatal` (see
+/// [`Reason::ClosedBeforeConnack`]).
+pub const CLOSED_BEFORE_CONNACK_FATAL: u32 = 3;
+
 /// The client's state machine: connection lifecycle plus session state.
 ///
 /// ```
@@ -259,6 +264,8 @@ pub struct Connection {
     backoff_step: u32,
     slow_floor: Option<Duration>,
     redirects: u32,
+    /// Connect attempts in a row that ended with the broker closing before CONNACK.
+    closed_before_connack: u32,
     redirect_target: Option<String>,
     server_idx: usize,
     // session
@@ -322,6 +329,7 @@ impl Connection {
             backoff_step: 0,
             slow_floor: None,
             redirects: 0,
+            closed_before_connack: 0,
             redirect_target: None,
             server_idx: 0,
             client_id,
@@ -619,6 +627,15 @@ impl Connection {
     /// The transport failed: a connect error, a read/write error, or EOF.
     pub fn handle_transport_error(&mut self, error: TransportError, now: Instant) {
         match self.state {
+            // EOF after the CONNECT went out (the transport is open), before any CONNACK.
+            State::Connecting if error == TransportError::Closed && self.link.is_some() => {
+                self.closed_before_connack = self.closed_before_connack.saturating_add(1);
+                let reason = Reason::ClosedBeforeConnack {
+                    protocol: self.config.protocol,
+                    consecutive: self.closed_before_connack,
+                };
+                self.attempt_failed(reason, now);
+            }
             State::Connecting => self.attempt_failed(Reason::Transport(error), now),
             State::Connected | State::Disconnecting => {
                 if self.link.as_ref().is_some_and(|l| l.connected_at.is_none()) {
@@ -1100,6 +1117,9 @@ impl Connection {
     }
 
     fn attempt_failed(&mut self, reason: Reason, now: Instant) {
+        if !matches!(reason, Reason::ClosedBeforeConnack { .. }) {
+            self.closed_before_connack = 0;
+        }
         let server_reference = self.link.as_ref().and_then(|l| l.server_reference.clone());
         self.close_link();
         self.emit(
@@ -1156,6 +1176,16 @@ impl Connection {
                 ReasonClass::Fatal
             }
             Reason::Refused { code, .. } | Reason::ServerDisconnect { code, .. } => classify(*code),
+            // A server that never accepted this client's MQTT 5 CONNECT and closes it every
+            // time most likely does not speak MQTT 5: stop rather than loop. A broker that is
+            // restarting was connected before, so it is retried (the policy hook can decide
+            // otherwise, e.g. for a load balancer whose backends are all down).
+            Reason::ClosedBeforeConnack {
+                protocol: ProtocolVersion::V5,
+                consecutive,
+            } if *consecutive >= CLOSED_BEFORE_CONNACK_FATAL && !self.connected_once => {
+                ReasonClass::Fatal
+            }
             _ => ReasonClass::Transient,
         };
         match self.hook.as_mut() {
@@ -1474,6 +1504,7 @@ impl Connection {
         }
         self.timers.stop(Timer::Connect);
         self.credentials_retried = false;
+        self.closed_before_connack = 0;
         if let Some(auth) = self.authenticator.as_mut() {
             auth.success(ack.properties.authentication_data.as_ref());
         }

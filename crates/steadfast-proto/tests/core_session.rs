@@ -738,7 +738,10 @@ fn puback_for_qos2_fails_the_publish_back_and_keeps_the_connection() {
         let p = publishes(&h.sent());
         h.puback(p[0].pkid);
         let done = h.publish_done();
-        assert!(matches!(done.as_slice(), [(t, Ok(_))] if *t == q1), "{v}: {done:?}");
+        assert!(
+            matches!(done.as_slice(), [(t, Ok(_))] if *t == q1),
+            "{v}: {done:?}"
+        );
 
         // PUBREC, then PUBACK for the same id: a violation, the connection is closed.
         h.publish("t", QoS::ExactlyOnce, "two again");
