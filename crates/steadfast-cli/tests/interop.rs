@@ -38,6 +38,33 @@ fn rmqtt() -> std::io::Result<BrokerProcess> {
     })
 }
 
+/// Runs `steadfast pub` (MQTT 5, its default) against `port`; returns its exit code and
+/// stderr. It must end by itself: a refusal is an exit, not a retry loop.
+async fn cli_pub_v5(port: u16) -> (Option<i32>, String) {
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::process::Command::new(BIN)
+            .args([
+                "pub",
+                "-p",
+                &port.to_string(),
+                "-t",
+                "interop/cli",
+                "-m",
+                "x",
+            ])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("steadfast pub ended by itself")
+    .expect("run steadfast pub");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 fn qos_num(q: QoS) -> u8 {
     match q {
         QoS::AtMostOnce => 0,
@@ -272,6 +299,16 @@ fn nats_v5_is_fatal_unsupported_protocol_version() {
         );
         assert_eq!(c.state(), State::Failed);
         assert_eq!(r.count(|e| matches!(e, Lifecycle::Connecting { .. })), 1);
+
+        // The CLI (MQTT 5 by default): one clear line, exit 3 (refused).
+        let (code, stderr) = cli_pub_v5(broker.port()).await;
+        assert_eq!(code, Some(3), "{stderr}");
+        assert!(
+            stderr
+                .to_lowercase()
+                .contains("unsupported protocol version"),
+            "{stderr}"
+        );
     });
 }
 
@@ -349,6 +386,18 @@ fn rabbitmq_v5_closed_before_connack_is_fatal() {
         let reason = fatal_reason(&mut r).await;
         assert!(reason.to_string().contains("MQTT 5"), "{reason}");
         assert_eq!(c.state(), State::Failed);
+        assert_eq!(
+            r.count(|e| matches!(e, Lifecycle::Connecting { .. })),
+            steadfast::proto::CLOSED_BEFORE_CONNACK_FATAL as usize
+        );
+
+        // The CLI (MQTT 5 by default): exit 3 with a line that says what to do.
+        let (code, stderr) = cli_pub_v5(broker.port()).await;
+        assert_eq!(code, Some(3), "{stderr}");
+        assert!(
+            stderr.contains("before CONNACK") && stderr.contains("MQTT 3.1.1"),
+            "{stderr}"
+        );
     });
 }
 
@@ -413,9 +462,48 @@ fn rumqttd_restart_resubscribes() {
 #[test]
 fn rumqttd_session_resume() {
     run(Duration::from_secs(60), async {
-        for &v in V311 {
-            let broker = up(|| BrokerProcess::rumqttd(false));
-            session_resume(&broker.url(), v).await;
-        }
+        let broker = up(|| BrokerProcess::rumqttd(false));
+        session_resume(&broker.url(), ProtocolVersion::V311).await;
+    });
+}
+
+/// rumqttd 0.20 keeps no session for MQTT 5 clients (clean start off with a session expiry is
+/// answered with session present false). The client notices the loss, resubscribes by itself
+/// after the connection is dropped (fault proxy reset), and messages flow again.
+#[test]
+fn rumqttd_v5_keeps_no_session_and_the_client_resubscribes() {
+    run(Duration::from_secs(60), async {
+        let v = ProtocolVersion::V5;
+        let broker = up(|| BrokerProcess::rumqttd(true));
+        let proxy = proxy_to(broker.addr()).await;
+        let via = url_of(proxy.local_addr());
+        let topic = format!("interop/{}", uid("rumqttd-v5-sess"));
+        let b = persistent(fast(&via, v, &uid("rumqttd-v5-sub")), v);
+        let (sub, mut rs) = start_connected(b, "sub").await;
+        sub.subscribe(topic.as_str(), QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        rs.skip_all();
+        proxy.handle().reset();
+        let conn = rs.connected(T).await;
+        let Lifecycle::Connected {
+            session_present, ..
+        } = conn.event
+        else {
+            unreachable!()
+        };
+        assert!(!session_present, "rumqttd kept an MQTT 5 session after all");
+        rs.next("Resubscribed", T, |e| {
+            matches!(e, Lifecycle::Resubscribed { .. })
+        })
+        .await;
+        let (publ, _rp) =
+            start_connected(fast(&broker.url(), v, &uid("rumqttd-v5-pub")), "pub").await;
+        publ.publish(topic.as_str(), QoS::AtLeastOnce, false, "after")
+            .await
+            .unwrap();
+        assert_eq!(&rs.message(T).await.payload[..], b"after");
+        let _ = publ.disconnect().await;
+        let _ = sub.disconnect().await;
     });
 }
