@@ -17,7 +17,6 @@ use support::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_steadfast");
 
-const V311: &[ProtocolVersion] = &[ProtocolVersion::V311];
 const BOTH: &[ProtocolVersion] = &[ProtocolVersion::V311, ProtocolVersion::V5];
 const ALL_QOS: &[QoS] = &[QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce];
 
