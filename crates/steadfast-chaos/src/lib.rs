@@ -4,6 +4,7 @@
 //!   (reset, blackhole, refuse, delay, throttle, CONNECT rejection, injected
 //!   DISCONNECT) are switched at run time through a [`ProxyHandle`].
 //! - [`mosquitto`]: starts private Mosquitto brokers on free loopback ports.
+//! - [`brokers`]: private NATS, RabbitMQ, rumqttd or other broker processes, the same way.
 //! - [`fake`]: a scripted fake broker for what a real broker will not do.
 //!
 //! ```no_run
@@ -23,6 +24,7 @@
 
 #![warn(missing_docs)]
 
+pub mod brokers;
 pub mod fake;
 mod frame;
 pub mod mosquitto;

@@ -8,7 +8,7 @@
 //! says how long each took to detect and to recover, which backoff delays were chosen, and
 //! whether any message was lost. See docs/demo.md.
 
-mod broker;
+pub(crate) mod broker;
 mod track;
 mod view;
 

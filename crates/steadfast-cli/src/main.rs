@@ -9,6 +9,7 @@ use clap::{ArgAction, Parser, Subcommand};
 use std::process::ExitCode;
 
 mod bench;
+mod broker;
 mod chaos;
 mod conn;
 mod demo;
@@ -64,6 +65,10 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Run the fault-injecting proxy in front of a broker.
     Chaos(chaos::ChaosArgs),
+    /// Run the demo's embedded broker alone (for interoperability tests; not a supported
+    /// product: no TLS, no authentication, sessions in memory).
+    #[command(hide = true)]
+    Broker(broker::BrokerArgs),
 }
 
 fn main() -> ExitCode {
@@ -87,5 +92,6 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Chaos(args) => chaos::run(args),
+        Command::Broker(args) => broker::run(args),
     }
 }

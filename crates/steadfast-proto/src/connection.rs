@@ -246,6 +246,11 @@ struct Link {
     reauthenticating: bool,
 }
 
+/// MQTT 5 connect attempts in a row that the broker closes before CONNACK, on a client that has
+/// never been connected, after which the client stops with `Fatal` (see
+/// [`Reason::ClosedBeforeConnack`]).
+pub const CLOSED_BEFORE_CONNACK_FATAL: u32 = 3;
+
 /// The client's state machine: connection lifecycle plus session state.
 ///
 /// ```
@@ -282,6 +287,8 @@ pub struct Connection {
     redirects: u32,
     /// Servers a temporary redirect named, tried in order before the configured ones.
     redirect_targets: VecDeque<ServerAddr>,
+    /// Connect attempts in a row that ended with the broker closing before CONNACK.
+    closed_before_connack: u32,
     server_idx: usize,
     // session
     client_id: ByteStr,
@@ -356,6 +363,7 @@ impl Connection {
             slow_floor: None,
             redirects: 0,
             redirect_targets: VecDeque::new(),
+            closed_before_connack: 0,
             server_idx: 0,
             client_id,
             connected_once: false,
@@ -655,6 +663,15 @@ impl Connection {
     /// The transport failed: a connect error, a read/write error, or EOF.
     pub fn handle_transport_error(&mut self, error: TransportError, now: Instant) {
         match self.state {
+            // EOF after the CONNECT went out (the transport is open), before any CONNACK.
+            State::Connecting if error == TransportError::Closed && self.link.is_some() => {
+                self.closed_before_connack = self.closed_before_connack.saturating_add(1);
+                let reason = Reason::ClosedBeforeConnack {
+                    protocol: self.config.protocol,
+                    consecutive: self.closed_before_connack,
+                };
+                self.attempt_failed(reason, now);
+            }
             State::Connecting => self.attempt_failed(Reason::Transport(error), now),
             State::Connected | State::Disconnecting => {
                 if self.link.as_ref().is_some_and(|l| l.connected_at.is_none()) {
@@ -1186,6 +1203,9 @@ impl Connection {
     }
 
     fn attempt_failed(&mut self, reason: Reason, now: Instant) {
+        if !matches!(reason, Reason::ClosedBeforeConnack { .. }) {
+            self.closed_before_connack = 0;
+        }
         let server_reference = self.link.as_ref().and_then(|l| l.server_reference.clone());
         self.close_link();
         self.emit(
@@ -1307,6 +1327,16 @@ impl Connection {
                 ReasonClass::Fatal
             }
             Reason::Refused { code, .. } | Reason::ServerDisconnect { code, .. } => classify(*code),
+            // A server that never accepted this client's MQTT 5 CONNECT and closes it every
+            // time most likely does not speak MQTT 5: stop rather than loop. A broker that is
+            // restarting was connected before, so it is retried (the policy hook can decide
+            // otherwise, e.g. for a load balancer whose backends are all down).
+            Reason::ClosedBeforeConnack {
+                protocol: ProtocolVersion::V5,
+                consecutive,
+            } if *consecutive >= CLOSED_BEFORE_CONNACK_FATAL && !self.connected_once => {
+                ReasonClass::Fatal
+            }
             _ => ReasonClass::Transient,
         };
         match self.hook.as_mut() {
@@ -1635,6 +1665,7 @@ impl Connection {
         }
         self.timers.stop(Timer::Connect);
         self.credentials_retried = false;
+        self.closed_before_connack = 0;
         if let Some(auth) = self.authenticator.as_mut() {
             auth.success(ack.properties.authentication_data.as_ref());
         }
@@ -2326,9 +2357,19 @@ impl Connection {
                 };
                 self.complete(seq, result, now);
             }
+            // A broker without QoS 2 that takes the message at QoS 1 (RabbitMQ). Strictly a
+            // protocol error, but closing would resend the message on every reconnect and
+            // loop for ever: the message is failed back with a reason that says what
+            // happened, the packet id is free again, and the connection stays up.
+            Some(OutState::AwaitPubRec) if a.reason.is_success() => {
+                self.complete(seq, Err(PublishError::DowngradedToQoS1), now);
+            }
+            Some(OutState::AwaitPubRec) => {
+                self.complete(seq, Err(PublishError::Rejected(a.reason)), now);
+            }
             Some(_) => self.protocol_violation(
                 ReasonCode::ProtocolError,
-                format!("PUBACK for QoS 2 packet id {}", a.pkid),
+                format!("PUBACK after PUBREC for QoS 2 packet id {}", a.pkid),
                 now,
             ),
             None => {}

@@ -7,7 +7,7 @@
 use core::fmt;
 use std::time::Duration;
 
-use crate::{ByteStr, PacketType, ReasonCode};
+use crate::{ByteStr, PacketType, ProtocolVersion, ReasonCode};
 
 /// Who ended a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -80,6 +80,16 @@ pub enum Reason {
         /// Its Reason String, if any.
         reason_string: Option<ByteStr>,
     },
+    /// The broker closed the connection after the CONNECT without sending CONNACK. A broker that
+    /// does not speak the CONNECT's protocol version may do this (RabbitMQ 3.10 with MQTT 5).
+    /// With MQTT 5, on a client that has never been connected, the third such close in a row
+    /// is fatal (a broker that restarts was connected before, so it keeps being retried).
+    ClosedBeforeConnack {
+        /// The protocol version of the CONNECT.
+        protocol: ProtocolVersion,
+        /// How many connect attempts in a row have ended this way.
+        consecutive: u32,
+    },
     /// The broker sent bytes that break the protocol.
     ProtocolViolation {
         /// The code we reported to the broker (0x81 Malformed Packet, 0x82 Protocol Error, ...).
@@ -109,9 +119,10 @@ impl Reason {
     /// Who ended the connection for this reason.
     pub fn initiator(&self) -> Initiator {
         match self {
-            Reason::Transport(_) | Reason::Refused { .. } | Reason::ServerDisconnect { .. } => {
-                Initiator::Remote
-            }
+            Reason::Transport(_)
+            | Reason::Refused { .. }
+            | Reason::ServerDisconnect { .. }
+            | Reason::ClosedBeforeConnack { .. } => Initiator::Remote,
             Reason::ConnectTimeout(_)
             | Reason::KeepAliveTimeout(_)
             | Reason::ProtocolViolation { .. }
@@ -150,6 +161,19 @@ impl fmt::Display for Reason {
                 }
                 Ok(())
             }
+            Reason::ClosedBeforeConnack {
+                protocol,
+                consecutive,
+            } => {
+                write!(
+                    f,
+                    "the broker closed the connection before CONNACK ({consecutive} in a row)"
+                )?;
+                if *protocol == ProtocolVersion::V5 {
+                    f.write_str("; it may not speak MQTT 5: try MQTT 3.1.1")?;
+                }
+                Ok(())
+            }
             Reason::ProtocolViolation { code, detail } => {
                 write!(
                     f,
@@ -185,6 +209,10 @@ pub enum PublishError {
         /// The highest QoS the broker accepts.
         max: u8,
     },
+    /// The broker answered a QoS 2 PUBLISH with PUBACK: it does not do QoS 2 and took the
+    /// message at QoS 1 instead (RabbitMQ's MQTT plugin does this). The message reached the
+    /// broker, but may be delivered more than once; the connection stays up.
+    DowngradedToQoS1,
     /// The broker does not support retained messages.
     RetainNotSupported,
     /// The message expired (Message Expiry Interval) before it could be sent.
@@ -219,6 +247,10 @@ impl fmt::Display for PublishError {
             PublishError::QoSNotSupported { max } => {
                 write!(f, "the broker's maximum QoS is {max}")
             }
+            PublishError::DowngradedToQoS1 => f.write_str(
+                "the broker does not support QoS 2: it acknowledged the message at QoS 1 \
+                 (PUBACK), so it may be delivered more than once",
+            ),
             PublishError::RetainNotSupported => f.write_str("the broker does not support retain"),
             PublishError::Expired => f.write_str("message expired before it could be sent"),
             PublishError::Rejected(rc) => write!(f, "rejected by the broker: {rc}"),

@@ -782,8 +782,10 @@ impl Sm {
                 if link
                     .outstanding
                     .get(&a.pkid)
-                    .is_some_and(|(q, _)| *q == QoS::AtLeastOnce) =>
+                    .is_some_and(|(q, rec)| *q == QoS::AtLeastOnce || !*rec) =>
             {
+                // QoS 1 done, or QoS 2 before PUBREC: a broker without QoS 2 took it at QoS 1
+                // (the client fails it back and keeps the connection).
                 link.outstanding.remove(&a.pkid);
             }
             Packet::PubRec(r) => {

@@ -980,3 +980,125 @@ fn a_url_with_only_a_password_sends_an_empty_user_name_in_both_versions() {
         );
     }
 }
+
+/// One attempt that the broker closes (EOF) after the CONNECT, before CONNACK.
+fn closed_before_connack(h: &mut Harness) {
+    h.expect_connect_action();
+    h.open();
+    assert!(
+        matches!(h.sent().as_slice(), [steadfast_proto::Packet::Connect(_)]),
+        "the CONNECT went out"
+    );
+    h.transport_error(TransportError::Closed);
+}
+
+fn closed_before_connack_reasons(events: &[Lifecycle]) -> Vec<(ProtocolVersion, u32)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Lifecycle::ConnectFailed {
+                reason:
+                    Reason::ClosedBeforeConnack {
+                        protocol,
+                        consecutive,
+                    },
+                ..
+            } => Some((*protocol, *consecutive)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A broker that closes every MQTT 5 CONNECT without CONNACK (RabbitMQ 3.10) and has never
+/// accepted this client: each attempt fails with `ClosedBeforeConnack` (counted, and saying
+/// that the broker may not speak MQTT 5), and the third in a row is `Fatal`, not a loop.
+#[test]
+fn v5_closed_before_connack_three_times_on_a_new_client_is_fatal() {
+    let mut h = Harness::with_backoff(config(V5), no_jitter());
+    h.start();
+    for i in 0..steadfast_proto::CLOSED_BEFORE_CONNACK_FATAL {
+        if i > 0 {
+            h.advance_to_next_timeout();
+        }
+        closed_before_connack(&mut h);
+    }
+    let ev = h.lifecycle();
+    assert_eq!(
+        closed_before_connack_reasons(&ev),
+        [(V5, 1), (V5, 2), (V5, 3)]
+    );
+    let fatal: Vec<&Reason> = ev
+        .iter()
+        .filter_map(|e| match e {
+            Lifecycle::Fatal { reason } => Some(reason),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(fatal.len(), 1, "{ev:?}");
+    let text = fatal[0].to_string();
+    assert!(
+        text.contains("before CONNACK") && text.contains("MQTT 5"),
+        "{text}"
+    );
+    assert_eq!(h.conn.state(), State::Failed);
+    assert!(!h.any_connect_action(), "no attempt after Fatal");
+}
+
+/// The same closes are retried for ever (with backoff) when the client has been connected
+/// before (a broker restarting), with MQTT 3.1.1 (nothing to fall back to), and when another
+/// kind of failure (connection refused while the broker is down) breaks the series.
+#[test]
+fn closed_before_connack_is_transient_after_a_connection_or_with_v311() {
+    // Connected once, then the broker keeps closing before CONNACK.
+    let mut h = Harness::with_backoff(config(V5), no_jitter());
+    h.connected();
+    h.io_error();
+    h.advance_to_next_timeout();
+    for _ in 0..6 {
+        closed_before_connack(&mut h);
+        h.advance_to_next_timeout();
+    }
+    let ev = h.lifecycle();
+    assert_eq!(closed_before_connack_reasons(&ev).len(), 6);
+    assert!(
+        !ev.iter().any(|e| matches!(e, Lifecycle::Fatal { .. })),
+        "{ev:?}"
+    );
+    assert_eq!(h.conn.state(), State::Connecting);
+
+    // MQTT 3.1.1 on a new client.
+    let mut h = Harness::with_backoff(config(V311), no_jitter());
+    h.start();
+    for _ in 0..6 {
+        closed_before_connack(&mut h);
+        h.advance_to_next_timeout();
+    }
+    let ev = h.lifecycle();
+    assert_eq!(closed_before_connack_reasons(&ev).last(), Some(&(V311, 6)));
+    assert!(!ev.iter().any(|e| matches!(e, Lifecycle::Fatal { .. })));
+    assert!(!ev
+        .iter()
+        .any(|e| matches!(e, Lifecycle::ConnectFailed { reason, .. }
+        if reason.to_string().contains("MQTT 5"))));
+
+    // MQTT 5, new client: two closes, a refused connect, two closes: never three in a row.
+    let mut h = Harness::with_backoff(config(V5), no_jitter());
+    h.start();
+    for round in 0..2 {
+        for _ in 0..2 {
+            closed_before_connack(&mut h);
+            h.advance_to_next_timeout();
+        }
+        if round == 0 {
+            h.expect_connect_action();
+            h.transport_error(TransportError::Io("connection refused".into()));
+            h.advance_to_next_timeout();
+        }
+    }
+    let ev = h.lifecycle();
+    assert_eq!(
+        closed_before_connack_reasons(&ev),
+        [(V5, 1), (V5, 2), (V5, 1), (V5, 2)]
+    );
+    assert!(!ev.iter().any(|e| matches!(e, Lifecycle::Fatal { .. })));
+}

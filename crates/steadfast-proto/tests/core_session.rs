@@ -829,3 +829,54 @@ fn a_resubscription_suback_with_the_wrong_count_is_a_protocol_error() {
     let all: Vec<&str> = subs.iter().flat_map(filters).collect();
     assert_eq!(all, ["a/#", "b/#"]);
 }
+
+/// A broker without QoS 2 that answers a QoS 2 PUBLISH with PUBACK (RabbitMQ's MQTT plugin):
+/// the publish is failed back with `DowngradedToQoS1`, its packet id is free again, the
+/// connection stays up (no close, so no resend loop), and QoS 1 goes on as before. A PUBACK
+/// after PUBREC is still a protocol violation.
+#[test]
+fn puback_for_qos2_fails_the_publish_back_and_keeps_the_connection() {
+    for v in VERSIONS {
+        let mut h = Harness::v(v);
+        h.connected();
+        let q2 = h.publish("t", QoS::ExactlyOnce, "two");
+        let p = publishes(&h.sent());
+        assert_eq!(p.len(), 1, "{v}");
+        h.puback(p[0].pkid);
+        assert_eq!(
+            h.publish_done(),
+            vec![(q2, Err(steadfast_proto::PublishError::DowngradedToQoS1))],
+            "{v}"
+        );
+        assert_eq!(h.conn.state(), State::Connected, "{v}");
+        assert_eq!(h.conn.inflight_len(), 0, "{v}");
+        assert!(h.sent().is_empty(), "{v}: nothing sent in answer");
+
+        let q1 = h.publish("t", QoS::AtLeastOnce, "one");
+        let p = publishes(&h.sent());
+        h.puback(p[0].pkid);
+        let done = h.publish_done();
+        assert!(
+            matches!(done.as_slice(), [(t, Ok(_))] if *t == q1),
+            "{v}: {done:?}"
+        );
+
+        // PUBREC, then PUBACK for the same id: a violation, the connection is closed.
+        h.publish("t", QoS::ExactlyOnce, "two again");
+        let p = publishes(&h.sent());
+        h.pubrec(p[0].pkid);
+        h.sent();
+        h.puback(p[0].pkid);
+        assert_ne!(h.conn.state(), State::Connected, "{v}");
+        assert!(
+            h.lifecycle().iter().any(|e| matches!(
+                e,
+                Lifecycle::ConnectionLost {
+                    reason: steadfast_proto::Reason::ProtocolViolation { .. },
+                    ..
+                }
+            )),
+            "{v}"
+        );
+    }
+}

@@ -23,18 +23,25 @@ pub struct EmbeddedBroker {
 impl EmbeddedBroker {
     /// Binds 127.0.0.1 on a free port and starts serving MQTT 3.1.1 and 5.0 there.
     pub async fn start() -> Result<EmbeddedBroker, String> {
+        Self::start_on(0).await
+    }
+
+    /// Binds 127.0.0.1:`port` (0: a free port) and starts serving MQTT 3.1.1 and 5.0 there.
+    pub async fn start_on(port: u16) -> Result<EmbeddedBroker, String> {
         let scx = ServerContext::new().build().await;
         let listener = Builder::new()
             .name("demo/tcp")
-            .laddr(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .laddr(SocketAddr::from(([127, 0, 0, 1], port)))
             .nodelay(true)
+            // A restart on the same port (the interop tests) must not wait out TIME_WAIT.
+            .reuseaddr(Some(true))
             .max_inflight(std::num::NonZeroU16::new(64).unwrap_or(std::num::NonZeroU16::MIN))
             // Queued QoS 1 messages for a subscriber that is away (client restart).
             .max_mqueue_len(100_000)
             // Sessions outlive a lost connection for what the client asks, at most an hour.
             .max_session_expiry_interval(Duration::from_secs(3600))
             .bind()
-            .map_err(|e| format!("embedded broker: cannot bind 127.0.0.1: {e}"))?;
+            .map_err(|e| format!("embedded broker: cannot bind 127.0.0.1:{port}: {e}"))?;
         let addr = listener
             .local_addr()
             .map_err(|e| format!("embedded broker: no local address: {e}"))?;
