@@ -257,7 +257,7 @@ fn nats_round_trip_qos0_qos1() {
     run(Duration::from_secs(60), async {
         let broker = up(BrokerProcess::nats);
         // QoS 2 publishing is not supported (see nats_qos2_publish_is_failed_back, in
-        // interop_pending_poison.rs); a QoS 2 subscription is granted QoS 1.
+        // interop_refusing_brokers.rs); a QoS 2 subscription is granted QoS 1.
         let granted = round_trip(
             &broker.url(),
             ProtocolVersion::V311,
