@@ -14,6 +14,7 @@
 //!     match event {
 //!         ClientEvent::Message(m) => println!("{}: {:?}", m.topic, m.payload),
 //!         ClientEvent::Lifecycle { event, .. } => eprintln!("{event:?}"),
+//!         other => eprintln!("{other:?}"), // e.g. `Lagged`: lifecycle events were not read
 //!     }
 //! }
 //! # Ok(()) }

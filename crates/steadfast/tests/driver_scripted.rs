@@ -403,8 +403,10 @@ async fn server_references_in_the_specs_forms_are_followed_and_garbage_is_not_st
     let (connector, mut broker) = MockConnector::new(v);
     let (client, mut events) = builder(connector, secs(30)).build().unwrap();
     let refuse = |code, reference: &str| {
-        let mut props = steadfast_proto::Properties::default();
-        props.server_reference = Some(reference.into());
+        let props = steadfast_proto::Properties {
+            server_reference: Some(reference.into()),
+            ..Default::default()
+        };
         Packet::ConnAck(steadfast_proto::ConnAck {
             session_present: false,
             reason: code,
