@@ -57,6 +57,11 @@ impl fmt::Display for TransportError {
     }
 }
 
+/// A transport can carry one inside an `io::Error` (`io::Error::new(kind, transport_error)`)
+/// when a read or write learns something the driver must not flatten into
+/// [`TransportError::Io`], such as a certificate refusal that arrives after the handshake.
+impl std::error::Error for TransportError {}
+
 /// Why a connect attempt failed or a connection ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reason {

@@ -345,8 +345,7 @@ impl Driver {
                 Wake::Io(IoEvent::Flushed) => needs_flush = false,
                 Wake::Io(IoEvent::Error(e)) => {
                     self.drop_transport(&mut transport, &mut wbuf);
-                    self.conn
-                        .handle_transport_error(TransportError::Io(e.to_string()), now);
+                    self.conn.handle_transport_error(transport_error(&e), now);
                 }
                 Wake::Timer => self.conn.handle_timeout(now),
                 Wake::Delivered => self.deliver_pending(),
@@ -753,6 +752,18 @@ impl Driver {
     }
 }
 
+/// The core's view of an I/O error: a [`TransportError`] the transport carried inside it (a
+/// late certificate refusal, say) as itself, anything else as [`TransportError::Io`].
+fn transport_error(e: &std::io::Error) -> TransportError {
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<TransportError>())
+    {
+        Some(t) => t.clone(),
+        None => TransportError::Io(e.to_string()),
+    }
+}
+
 async fn close_transport(mut t: BoxTransport, rest: Bytes) {
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         if !rest.is_empty() {
@@ -919,6 +930,15 @@ mod tests {
     fn channel_items_stay_small() {
         assert!(std::mem::size_of::<Command>() <= 16);
         assert!(std::mem::size_of::<Box<ClientEvent>>() <= 8);
+    }
+
+    #[test]
+    fn a_transport_error_carried_in_an_io_error_is_kept() {
+        let fatal = TransportError::TlsFatal("certificate revoked".into());
+        let e = std::io::Error::new(std::io::ErrorKind::PermissionDenied, fatal.clone());
+        assert_eq!(transport_error(&e), fatal);
+        let plain = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert!(matches!(transport_error(&plain), TransportError::Io(_)));
     }
 
     fn read_once(

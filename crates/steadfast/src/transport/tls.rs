@@ -849,9 +849,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
 /// A stream whose server had not given its verdict on our client certificate when the
 /// connect went on. Until the first data from the server it watches the reads: data means
 /// accepted (remembered, so later connects do not wait); a certificate alert or an end of
-/// stream means refused, and makes later connects wait the whole verdict time, so that the
-/// refusal is reported as fatal on the next attempt. The alert becomes an error that names
-/// the refusal.
+/// stream means refused, and makes later connects wait the whole verdict time. A certificate
+/// alert is carried to the driver whole (a `TransportError::TlsFatal` inside the `io::Error`),
+/// so it is reported as the fatal refusal it is on this very attempt. An end of stream alone
+/// cannot be told from a broker that simply closed: the next attempt waits for the verdict.
 struct VerdictWatch<S> {
     inner: S,
     /// `None` once the verdict is known.
@@ -898,9 +899,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for VerdictWatch<S> {
                     });
                 let fatal = alert.map(|a| classify_alert(a, &self.host, true, self.have_cert));
                 match fatal {
-                    Some(TransportError::TlsFatal(why)) => {
+                    Some(fatal @ TransportError::TlsFatal(_)) => {
                         v.refused_late(&self.server);
-                        Poll::Ready(Err(io::Error::new(io::ErrorKind::PermissionDenied, why)))
+                        // Carried whole, so the driver reports it as the fatal refusal it is.
+                        Poll::Ready(Err(io::Error::new(io::ErrorKind::PermissionDenied, fatal)))
                     }
                     _ => Poll::Ready(Err(e)),
                 }
@@ -993,11 +995,18 @@ mod tests {
         let mut w = watched(Err(alert), &verdicts);
         let e = read_once(&mut w).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::PermissionDenied);
-        assert!(
-            e.to_string()
-                .starts_with("client certificate rejected: broker refused"),
-            "{e}"
-        );
+        // The refusal travels whole, as the fatal transport error the driver reports.
+        let carried = e
+            .get_ref()
+            .and_then(|i| i.downcast_ref::<TransportError>())
+            .cloned();
+        match carried {
+            Some(TransportError::TlsFatal(why)) => assert!(
+                why.starts_with("client certificate rejected: broker refused"),
+                "{why}"
+            ),
+            other => panic!("not carried as TlsFatal: {other:?} ({e})"),
+        }
         assert!(lock(&verdicts).accepted.is_empty());
         assert!(lock(&verdicts).late_refusal);
 
