@@ -369,7 +369,7 @@ async fn a_takeover_made_fatal_by_the_hook_is_not_retried() {
 /// expiry, and after an abrupt loss the client is back within the delay, resuming the
 /// session (Clean Start 0, same id, same will), which is what lets the broker cancel the
 /// will. (Whether the broker then holds it back is Mosquitto's part:
-/// `engine_v5::will_delay_holds_and_reconnect_cancels` checks it comes after the delay.)
+/// `engine_v5::will_delay_holds_the_will_and_a_quick_reconnect_resumes_the_session` checks it comes after the delay.)
 #[tokio::test(start_paused = true)]
 async fn a_reconnect_after_a_loss_comes_within_the_will_delay_and_resumes_the_session() {
     let v = ProtocolVersion::V5;
