@@ -49,34 +49,40 @@ fn a_refused_resubscription_is_reported() {
                 ReasonCode::UnspecifiedError
             };
             let broker = Arc::new(FakeBroker::bind().await.unwrap());
-            serve(broker.clone(), move |n, mut conn| async move {
-                if read_connect(&mut conn).await.is_none() {
-                    return;
-                }
-                let _ = conn.write_all(&connack_ok(level)).await;
-                while let Ok(Some(f)) = conn.read_frame_timeout(T).await {
-                    let Some(Packet::Subscribe(sub)) = decode(&f, v) else {
-                        continue;
-                    };
-                    if n == 1 {
-                        let granted = vec![ReasonCode::GrantedQoS1; sub.filters.len()];
-                        let _ = conn.write_all(&suback(sub.pkid, granted, v)).await;
-                        tokio::time::sleep(ms(100)).await;
-                        conn.reset();
+            // The first link is cut once the application has its SUBACK.
+            let subscribed = Arc::new(tokio::sync::Notify::new());
+            let granted_seen = subscribed.clone();
+            serve(broker.clone(), move |n, mut conn| {
+                let granted_seen = granted_seen.clone();
+                async move {
+                    if read_connect(&mut conn).await.is_none() {
                         return;
                     }
-                    let codes = sub
-                        .filters
-                        .iter()
-                        .map(|f| {
-                            if f.filter.starts_with("denied") {
-                                code
-                            } else {
-                                ReasonCode::GrantedQoS1
-                            }
-                        })
-                        .collect();
-                    let _ = conn.write_all(&suback(sub.pkid, codes, v)).await;
+                    let _ = conn.write_all(&connack_ok(level)).await;
+                    while let Ok(Some(f)) = conn.read_frame_timeout(T).await {
+                        let Some(Packet::Subscribe(sub)) = decode(&f, v) else {
+                            continue;
+                        };
+                        if n == 1 {
+                            let granted = vec![ReasonCode::GrantedQoS1; sub.filters.len()];
+                            let _ = conn.write_all(&suback(sub.pkid, granted, v)).await;
+                            granted_seen.notified().await;
+                            conn.reset();
+                            return;
+                        }
+                        let codes = sub
+                            .filters
+                            .iter()
+                            .map(|f| {
+                                if f.filter.starts_with("denied") {
+                                    code
+                                } else {
+                                    ReasonCode::GrantedQoS1
+                                }
+                            })
+                            .collect();
+                        let _ = conn.write_all(&suback(sub.pkid, codes, v)).await;
+                    }
                 }
             });
             let id = uid(&format!("resub-{}", vname(v)));
@@ -93,6 +99,7 @@ fn a_refused_resubscription_is_reported() {
                 .await
                 .unwrap();
             assert_eq!(granted.len(), 2);
+            subscribed.notify_one();
             let failed = r
                 .next("ResubscribeFailed", T, |e| {
                     matches!(e, Lifecycle::ResubscribeFailed { .. })

@@ -106,7 +106,7 @@ fn wss_with_expired_certificate_is_fatal() {
             format!("{fatal:?}").contains("certificate expired"),
             "{fatal:?}"
         );
-        log.drain_for(Duration::from_millis(800)).await;
+        // One attempt before the verdict (that none follows: driver_absence.rs).
         assert_eq!(log.attempts(), 1, "{}", log.dump());
         assert_eq!(client.state(), steadfast::State::Failed);
     });

@@ -130,6 +130,11 @@ impl MockBroker {
         self.plans.lock().expect("plans lock").push_back(plan);
     }
 
+    /// Drops the queued plans: from now on every attempt is accepted.
+    pub fn clear_plans(&self) {
+        self.plans.lock().expect("plans lock").clear();
+    }
+
     /// The servers of every connect attempt so far.
     pub fn attempts(&self) -> Vec<String> {
         self.attempts.lock().expect("attempts lock").clone()

@@ -559,15 +559,6 @@ impl Log {
         self.payload(topic, marker.as_bytes()).await;
     }
 
-    /// Takes whatever arrives within `d`.
-    pub async fn drain_for(&mut self, d: Duration) {
-        let deadline = tokio::time::Instant::now() + d;
-        while let Ok(Some(ev)) = tokio::time::timeout_at(deadline, self.events.recv()).await {
-            self.debug.push(format!("{ev:?}"));
-            self.seen.push(ev);
-        }
-    }
-
     /// How many `Connecting` events were seen.
     pub fn attempts(&self) -> usize {
         self.seen
