@@ -465,7 +465,16 @@ impl ClientBuilder {
 
     /// Validates the options and spawns the driver task on the current tokio runtime.
     /// Connecting starts at once, and the first connect is retried like any other.
+    ///
+    /// Outside a tokio runtime this is an error, not a panic (for programs without one, the
+    /// driver needs a runtime of its own).
     pub fn build(mut self) -> Result<(Client, Events), BuildError> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(BuildError(
+                "build() must be called inside a tokio runtime (the client's driver is a tokio task)"
+                    .into(),
+            ));
+        }
         if let Some(e) = self.server_error.take() {
             return Err(e);
         }
@@ -569,4 +578,18 @@ pub(crate) fn os_seed() -> u64 {
 
 pub(crate) fn generated_client_id() -> String {
     format!("steadfast-{:012x}", os_seed() & 0xFFFF_FFFF_FFFF)
+}
+
+#[cfg(test)]
+mod build_tests {
+    use super::*;
+
+    #[test]
+    fn build_outside_a_runtime_is_an_error_not_a_panic() {
+        let e = ClientBuilder::new()
+            .server("mqtt://127.0.0.1:1883")
+            .build()
+            .unwrap_err();
+        assert!(e.to_string().contains("tokio runtime"), "{e}");
+    }
 }

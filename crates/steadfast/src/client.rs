@@ -122,6 +122,8 @@ pub struct Client {
     /// A session store is configured: acceptance means durable, so it is confirmed by the
     /// driver; without one, a publish is accepted once it is queued to the driver.
     pub(crate) durable: bool,
+    /// A `reconnect_now()` that found the command channel full (see there).
+    pub(crate) wake_requested: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Client {
@@ -340,8 +342,14 @@ impl Client {
 
     /// Skips the current backoff delay, or wakes a dormant (or failed) client: the attempt
     /// count resets and an attempt starts at once.
+    ///
+    /// Never lost: when the command channel is full the request is kept in a flag that the
+    /// driver reads on its next turn (a full channel means it is busy taking commands).
     pub fn reconnect_now(&self) {
-        let _ = self.tx.try_send(Command::ReconnectNow);
+        if self.tx.try_send(Command::ReconnectNow).is_err() {
+            self.wake_requested
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
     }
 
     /// Same as [`Client::reconnect_now`].

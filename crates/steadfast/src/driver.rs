@@ -82,6 +82,7 @@ fn new_driver(mut b: ClientBuilder) -> (Box<Driver>, Client, Events) {
     let credentials = b.credentials.take();
     let authenticator = b.authenticator.take();
     let (cmd_tx, cmd_rx) = mpsc::channel(1024);
+    let wake_requested = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (ev_tx, ev_rx) = mpsc::channel(b.event_capacity);
     let lifecycle = Ring::new(b.event_capacity);
     let (state_tx, state_rx) = watch::channel(State::Idle);
@@ -127,6 +128,7 @@ fn new_driver(mut b: ClientBuilder) -> (Box<Driver>, Client, Events) {
         accepted: IdMap::default(),
         wbuf_len: 0,
         reauth: None,
+        wake_requested: wake_requested.clone(),
     });
     (
         driver,
@@ -134,6 +136,7 @@ fn new_driver(mut b: ClientBuilder) -> (Box<Driver>, Client, Events) {
             tx: cmd_tx,
             state: state_rx,
             durable,
+            wake_requested,
         },
         Events {
             rx: ev_rx,
@@ -171,6 +174,8 @@ struct Driver {
     wbuf_len: usize,
     /// The reply of the re-authentication under way (the core allows one at a time).
     reauth: Option<Reply<()>>,
+    /// Set by a `reconnect_now()` that found the command channel full.
+    wake_requested: Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[allow(clippy::large_enum_variant)] // short-lived, one per loop turn
@@ -363,6 +368,12 @@ impl Driver {
     fn take_commands(&mut self, now: std::time::Instant) {
         if self.cmd_closed {
             return;
+        }
+        if self
+            .wake_requested
+            .swap(false, std::sync::atomic::Ordering::AcqRel)
+        {
+            self.conn.reconnect_now(now);
         }
         for _ in 0..COMMANDS_PER_TURN {
             match self.cmd_rx.try_recv() {

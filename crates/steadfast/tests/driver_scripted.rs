@@ -6,6 +6,7 @@
 
 mod mock;
 
+use std::future::Future;
 use std::time::Duration;
 
 use mock::{builder, builder_with, puback, publish, FloodConnector, MockConnector};
@@ -616,4 +617,36 @@ async fn a_flapping_client_goes_dormant_after_max_attempts() {
             "{v}: no attempt in an hour once dormant"
         );
     }
+}
+
+/// `reconnect_now()` is never dropped, even when the command channel is full of other
+/// commands: the client skips its (here one hour) backoff at once.
+#[tokio::test(start_paused = true)]
+async fn reconnect_now_is_not_lost_when_the_command_channel_is_full() {
+    let v = ProtocolVersion::V5;
+    let (connector, mut broker) = MockConnector::new(v);
+    broker.plan(mock::Plan::Fail(steadfast_proto::TransportError::Io(
+        "refused".into(),
+    )));
+    let (client, _events) = builder(connector, secs(30))
+        .backoff(steadfast::Constant::new(secs(3600)))
+        .build()
+        .unwrap();
+    client.wait_for_state(|s| s == State::Backoff).await;
+    // Fill the command channel with publishes (each future polled once puts its command in),
+    // without letting the driver run.
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let mut pending = Vec::new();
+    for i in 0..1024u32 {
+        let mut f = Box::pin(client.publish("out", QoS::AtLeastOnce, false, i.to_string()));
+        assert!(f.as_mut().poll(&mut cx).is_pending());
+        pending.push(f);
+    }
+    client.reconnect_now();
+    let peer = broker.accept_within(secs(5)).await;
+    assert!(
+        peer.is_some(),
+        "the reconnect_now() was dropped: still backing off"
+    );
+    drop(pending);
 }
