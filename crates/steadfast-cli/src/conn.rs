@@ -273,8 +273,10 @@ impl ConnArgs {
             Some(u) => {
                 let parsed = check_url(u)?;
                 let mut u = u.clone();
-                if matches!(parsed.scheme(), "mqtt" | "mqtts" | "tcp" | "ssl" | "quic" | "mqtt-quic")
-                    && (!matches!(parsed.path(), "" | "/") || parsed.fragment().is_some())
+                if matches!(
+                    parsed.scheme(),
+                    "mqtt" | "mqtts" | "tcp" | "ssl" | "quic" | "mqtt-quic"
+                ) && (!matches!(parsed.path(), "" | "/") || parsed.fragment().is_some())
                 {
                     // mosquitto's -L: mqtt(s)://host[:port]/topic.
                     let mut topic = percent_decode(parsed.path().trim_start_matches('/'));
@@ -320,7 +322,8 @@ impl ConnArgs {
         b = b.servers(all_servers.clone());
         if tls && !all_servers.iter().any(|s| s.scheme().is_tls()) {
             return Err(UsageError(
-                "--cafile/--cert/--key/--insecure need a TLS server (mqtts://, wss:// or quic://)".into(),
+                "--cafile/--cert/--key/--insecure need a TLS server (mqtts://, wss:// or quic://)"
+                    .into(),
             ));
         }
         b = b.protocol(self.protocol);

@@ -474,8 +474,7 @@ impl ClientBuilder {
             return Err(BuildError("no server configured".into()));
         }
         if !cfg!(feature = "quic")
-            && c
-                .servers
+            && c.servers
                 .iter()
                 .any(|s| s.scheme() == steadfast_proto::server::Scheme::Quic)
         {

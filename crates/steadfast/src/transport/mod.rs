@@ -208,8 +208,13 @@ impl Connector for DefaultConnector {
                 }
                 #[cfg(feature = "quic")]
                 Scheme::Quic => {
-                    quic::connect(&*this.tls_context()?, url.host(), url.port(), this.quic_idle)
-                        .await
+                    quic::connect(
+                        &*this.tls_context()?,
+                        url.host(),
+                        url.port(),
+                        this.quic_idle,
+                    )
+                    .await
                 }
                 #[cfg(not(feature = "quic"))]
                 Scheme::Quic => Err(TransportError::Io(NO_QUIC.into())),

@@ -119,10 +119,12 @@ async fn connect_addr(
     let connecting = endpoint
         .connect_with(config, addr, name)
         .map_err(|e| match e {
-            ConnectError::InvalidServerName(n) => TransportError::TlsFatal(format!(
-                "{n:?} cannot be used as a TLS server name"
-            )),
-            other => TransportError::Io(format!("cannot start a QUIC connection to {addr}: {other}")),
+            ConnectError::InvalidServerName(n) => {
+                TransportError::TlsFatal(format!("{n:?} cannot be used as a TLS server name"))
+            }
+            other => {
+                TransportError::Io(format!("cannot start a QUIC connection to {addr}: {other}"))
+            }
         })?;
     let conn = connecting
         .await

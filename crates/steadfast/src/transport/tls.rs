@@ -629,9 +629,13 @@ impl ServerCertVerifier for RecordingVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let r = self
-            .inner
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now);
+        let r = self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        );
         if let Err(rustls::Error::InvalidCertificate(e)) = &r {
             *self
                 .refused
