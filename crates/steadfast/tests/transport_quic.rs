@@ -14,11 +14,12 @@
 mod transport_support;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use quinn::crypto::rustls::QuicServerConfig;
 use steadfast::proto::TransportError;
+use steadfast::transport::{DefaultConnector, TlsOptions};
 use steadfast::{ClientBuilder, Constant, Lifecycle, ProtocolVersion, QoS, Reason, State};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -39,6 +40,8 @@ struct QuicBridge {
     port: u16,
     endpoint: quinn::Endpoint,
     accept: JoinHandle<()>,
+    /// Every connection accepted, to see where its client is now.
+    conns: Arc<Mutex<Vec<quinn::Connection>>>,
 }
 
 impl QuicBridge {
@@ -62,11 +65,15 @@ impl QuicBridge {
         };
         let port = endpoint.local_addr().expect("addr").port();
         let ep = endpoint.clone();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let seen2 = seen.clone();
         let accept = tokio::spawn(async move {
             let mut conns = tokio::task::JoinSet::new();
             while let Some(incoming) = ep.accept().await {
+                let seen = seen2.clone();
                 conns.spawn(async move {
                     let Ok(conn) = incoming.await else { return };
+                    seen.lock().unwrap().push(conn.clone());
                     let Ok((send, recv)) = conn.accept_bi().await else {
                         return;
                     };
@@ -79,7 +86,18 @@ impl QuicBridge {
             port,
             endpoint,
             accept,
+            conns: seen,
         }
+    }
+
+    /// Where the clients of the accepted connections are now, as the bridge sees them.
+    fn client_addrs(&self) -> Vec<SocketAddr> {
+        self.conns
+            .lock()
+            .unwrap()
+            .iter()
+            .map(quinn::Connection::remote_address)
+            .collect()
     }
 
     fn url(&self) -> String {
@@ -402,5 +420,86 @@ fn quic_without_the_mqtt_alpn_is_a_retried_tls_error() {
         client.disconnect().await.ok();
         endpoint.close(0u32.into(), b"");
         server.abort();
+    });
+}
+
+/// Connection migration: the client's UDP socket is replaced mid-session by one on a new port
+/// (`DefaultConnector::rebind_quic`, what a NAT rebinding or a network change does). The
+/// broker's side sees the client at its new address, and the MQTT session goes on: no
+/// connection lost, no second connect, every message acknowledged and delivered once, none
+/// sent again (no DUP).
+#[test]
+fn quic_connection_migrates_to_a_new_client_socket_without_a_reconnect() {
+    run(Duration::from_secs(60), async {
+        let pki = Pki::generate();
+        let broker = tcp_broker();
+        let bridge = QuicBridge::start(0, broker.addr(), &pki.server).await;
+        let connector = DefaultConnector::with_tls(TlsOptions::new().ca_file(&pki.ca)).unwrap();
+        let (c, events) = quick(ClientBuilder::from_url(&bridge.url()).unwrap())
+            .connector(connector.clone())
+            .build()
+            .unwrap();
+        let mut log = Log::new(events);
+        log.connected().await;
+        let topic = uid("quic/migrate");
+        assert_eq!(
+            c.subscribe(topic.as_str(), QoS::AtLeastOnce).await,
+            Ok(QoS::AtLeastOnce)
+        );
+        log.sync(&c, &topic).await;
+        let before = bridge.client_addrs();
+        assert_eq!(before.len(), 1, "{before:?}");
+
+        let payloads: Vec<String> = (0..20).map(|i| format!("m{i}")).collect();
+        for (i, p) in payloads.iter().enumerate() {
+            if i == 10 {
+                assert_eq!(connector.rebind_quic().expect("rebind"), 1);
+            }
+            c.publish(topic.as_str(), QoS::AtLeastOnce, false, p.clone())
+                .await
+                .expect("acknowledged");
+            log.payload(&topic, p.as_bytes()).await;
+        }
+        let after = bridge.client_addrs();
+        assert_eq!(after.len(), 1, "one connection at the bridge: {after:?}");
+        assert_ne!(
+            after[0].port(),
+            before[0].port(),
+            "the client moved to a new port"
+        );
+        eprintln!("client migrated from {} to {}", before[0], after[0]);
+        c.disconnect().await.unwrap();
+        log.drain_for(Duration::from_millis(200)).await;
+
+        assert_eq!(log.attempts(), 1, "{}", log.dump());
+        let lost = log
+            .seen
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    steadfast::ClientEvent::Lifecycle {
+                        event: Lifecycle::ConnectionLost { .. },
+                        ..
+                    }
+                )
+            })
+            .count();
+        assert_eq!(lost, 0, "{}", log.dump());
+        for p in &payloads {
+            let copies: Vec<bool> = log
+                .seen
+                .iter()
+                .filter_map(|e| match e {
+                    steadfast::ClientEvent::Message(m)
+                        if m.topic.as_str() == topic && m.payload.as_ref() == p.as_bytes() =>
+                    {
+                        Some(m.dup)
+                    }
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(copies, [false], "{p}: delivered once, never resent");
+        }
     });
 }

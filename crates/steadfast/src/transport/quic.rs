@@ -19,7 +19,7 @@
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -59,6 +59,7 @@ pub fn quic_idle_timeout(keep_alive: Duration) -> Option<Duration> {
 /// answers.
 pub(crate) async fn connect(
     tls: &TlsContext,
+    sockets: &QuicSockets,
     host: &str,
     port: u16,
     idle: Option<Duration>,
@@ -70,7 +71,7 @@ pub(crate) async fn connect(
         .collect();
     let mut last = None;
     for (i, addr) in addrs.iter().enumerate() {
-        let attempt = connect_addr(tls, &name, *addr, idle);
+        let attempt = connect_addr(tls, sockets, &name, *addr, idle);
         let result = if i + 1 < addrs.len() {
             match tokio::time::timeout(HANDSHAKE_PER_ADDRESS, attempt).await {
                 Ok(r) => r,
@@ -92,6 +93,7 @@ pub(crate) async fn connect(
 
 async fn connect_addr(
     tls: &TlsContext,
+    sockets: &QuicSockets,
     name: &str,
     addr: SocketAddr,
     idle: Option<Duration>,
@@ -135,6 +137,8 @@ async fn connect_addr(
             describe_loss(&e)
         ))
     })?;
+    let endpoint = Arc::new(endpoint);
+    sockets.add(&endpoint);
     Ok(Box::new(QuicStream {
         send,
         recv,
@@ -202,13 +206,51 @@ fn describe_loss(e: &ConnectionError) -> String {
     }
 }
 
+/// The endpoints (UDP sockets) of a connector's open QUIC connections, for
+/// [`DefaultConnector::rebind_quic`](super::DefaultConnector::rebind_quic). Each stream owns
+/// its endpoint; this keeps weak references only, so closed connections free their sockets.
+#[derive(Debug, Default)]
+pub(crate) struct QuicSockets(Mutex<Vec<Weak<Endpoint>>>);
+
+impl QuicSockets {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Weak<Endpoint>>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn add(&self, endpoint: &Arc<Endpoint>) {
+        let mut all = self.lock();
+        all.retain(|w| w.strong_count() > 0);
+        all.push(Arc::downgrade(endpoint));
+    }
+
+    /// Gives every live endpoint a new UDP socket on a new port of the same address family.
+    pub(crate) fn rebind(&self) -> io::Result<usize> {
+        let live: Vec<Arc<Endpoint>> = {
+            let mut all = self.lock();
+            all.retain(|w| w.strong_count() > 0);
+            all.iter().filter_map(Weak::upgrade).collect()
+        };
+        for endpoint in &live {
+            let bind = if endpoint.local_addr()?.is_ipv4() {
+                SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))
+            } else {
+                SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0))
+            };
+            endpoint.rebind(std::net::UdpSocket::bind(bind)?)?;
+        }
+        Ok(live.len())
+    }
+}
+
 /// The MQTT stream of a QUIC connection. It owns the connection and its endpoint (UDP
 /// socket); dropping it closes the connection.
 struct QuicStream {
     send: quinn::SendStream,
     recv: quinn::RecvStream,
     conn: Connection,
-    endpoint: Endpoint,
+    endpoint: Arc<Endpoint>,
     /// The client finished its sending side (after DISCONNECT).
     finished: bool,
 }
