@@ -1,9 +1,9 @@
 //! `quic://` and `mqtt-quic://` (feature `quic`) against a real broker: a private Mosquitto
-//! behind a QUIC-to-TCP bridge made here with quinn (ALPN `mqtt`, one client-opened
+//! behind steadfast-chaos's QUIC-to-TCP bridge (quinn; ALPN `mqtt`, one client-opened
 //! bidirectional stream, the EMQX / NanoSDK convention), with a test PKI generated at run
 //! time. Round trips at QoS 0, 1 and 2 for MQTT 3.1.1 and 5, a broker crash and restart
-//! (reconnect and resubscribe), a bridge restart on the same UDP port, and rejected
-//! certificates.
+//! (reconnect and resubscribe), a bridge restart on the same UDP port, rejected
+//! certificates, a server without ALPN `mqtt`, and connection migration.
 //!
 //! Why a bridge and not a QUIC broker: rmqtt's `quic` feature needs rmqtt-net's `tls`
 //! feature, which builds rustls with aws-lc-rs (a C library build this workspace avoids), so
@@ -14,16 +14,12 @@
 mod transport_support;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use quinn::crypto::rustls::QuicServerConfig;
 use steadfast::proto::TransportError;
 use steadfast::transport::{DefaultConnector, TlsOptions};
 use steadfast::{ClientBuilder, Constant, Lifecycle, ProtocolVersion, QoS, Reason, State};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::task::JoinHandle;
+use steadfast_chaos::quic::QuicBridge;
 use transport_support::*;
 
 fn quick(b: ClientBuilder) -> ClientBuilder {
@@ -32,129 +28,14 @@ fn quick(b: ClientBuilder) -> ClientBuilder {
         .keep_alive(Duration::from_secs(5))
 }
 
-/// A QUIC server in front of a TCP broker: it accepts connections with ALPN `mqtt`, takes the
-/// first bidirectional stream the client opens, and pipes it to a new TCP connection to the
-/// broker. When the broker's side ends, it closes the QUIC connection (error code 0,
-/// reason "upstream closed"). Dropping the bridge closes its endpoint and every connection.
-struct QuicBridge {
-    port: u16,
-    endpoint: quinn::Endpoint,
-    accept: JoinHandle<()>,
-    /// Every connection accepted, to see where its client is now.
-    conns: Arc<Mutex<Vec<quinn::Connection>>>,
+async fn start_bridge(upstream: SocketAddr, pair: &Pair) -> QuicBridge {
+    bridge_on(0, upstream, pair).await
 }
 
-impl QuicBridge {
-    /// Starts on a free UDP port (`port` 0) or a given one, with this certificate.
-    async fn start(port: u16, upstream: SocketAddr, pair: &Pair) -> QuicBridge {
-        let mut tls = (*tls_server_config(pair)).clone();
-        tls.alpn_protocols = vec![b"mqtt".to_vec()];
-        let crypto = QuicServerConfig::try_from(tls).expect("QUIC server TLS config");
-        let config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-        let mut tries = 0;
-        let endpoint = loop {
-            match quinn::Endpoint::server(config.clone(), SocketAddr::from(([127, 0, 0, 1], port)))
-            {
-                Ok(e) => break e,
-                Err(_) if port != 0 && tries < 50 => {
-                    tries += 1;
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                Err(e) => panic!("QUIC bridge bind: {e}"),
-            }
-        };
-        let port = endpoint.local_addr().expect("addr").port();
-        let ep = endpoint.clone();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let seen2 = seen.clone();
-        let accept = tokio::spawn(async move {
-            let mut conns = tokio::task::JoinSet::new();
-            while let Some(incoming) = ep.accept().await {
-                let seen = seen2.clone();
-                conns.spawn(async move {
-                    let Ok(conn) = incoming.await else { return };
-                    seen.lock().unwrap().push(conn.clone());
-                    let Ok((send, recv)) = conn.accept_bi().await else {
-                        return;
-                    };
-                    bridge_one(&conn, send, recv, upstream).await;
-                });
-                while conns.try_join_next().is_some() {}
-            }
-        });
-        QuicBridge {
-            port,
-            endpoint,
-            accept,
-            conns: seen,
-        }
-    }
-
-    /// Where the clients of the accepted connections are now, as the bridge sees them.
-    fn client_addrs(&self) -> Vec<SocketAddr> {
-        self.conns
-            .lock()
-            .unwrap()
-            .iter()
-            .map(quinn::Connection::remote_address)
-            .collect()
-    }
-
-    fn url(&self) -> String {
-        format!("quic://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for QuicBridge {
-    fn drop(&mut self) {
-        self.endpoint.close(0u32.into(), b"bridge stopped");
-        self.accept.abort();
-    }
-}
-
-async fn bridge_one(
-    conn: &quinn::Connection,
-    mut send: quinn::SendStream,
-    mut recv: quinn::RecvStream,
-    upstream: SocketAddr,
-) {
-    let Ok(mut tcp) = TcpStream::connect(upstream).await else {
-        conn.close(0u32.into(), b"upstream unreachable");
-        return;
-    };
-    let (mut tcp_rx, mut tcp_tx) = tcp.split();
-    let up = async {
-        let mut buf = vec![0u8; 16 * 1024];
-        loop {
-            match recv.read(&mut buf).await {
-                Ok(Some(n)) => {
-                    if tcp_tx.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                }
-                Ok(None) | Err(_) => break,
-            }
-        }
-        let _ = tcp_tx.shutdown().await;
-    };
-    let down = async {
-        let mut buf = vec![0u8; 16 * 1024];
-        loop {
-            match tcp_rx.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if send.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-    };
-    tokio::select! {
-        _ = up => {}
-        _ = down => {}
-    }
-    conn.close(0u32.into(), b"upstream closed");
+async fn bridge_on(port: u16, upstream: SocketAddr, pair: &Pair) -> QuicBridge {
+    QuicBridge::start(port, upstream, &pair.cert_pem, &pair.key_pem)
+        .await
+        .expect("QUIC bridge")
 }
 
 /// Subscribes at QoS 2 and publishes at QoS 0, 1 and 2 over `url`, and checks that each
@@ -223,11 +104,11 @@ fn quic_round_trip_at_every_qos_for_both_versions() {
     run(Duration::from_secs(60), async {
         let pki = Pki::generate();
         let broker = tcp_broker();
-        let bridge = QuicBridge::start(0, broker.addr(), &pki.server).await;
+        let bridge = start_bridge(broker.addr(), &pki.server).await;
         round_trip(&bridge.url(), &pki.ca, ProtocolVersion::V311).await;
         // NanoSDK's spelling, and the name check by DNS name.
         round_trip(
-            &format!("mqtt-quic://localhost:{}", bridge.port),
+            &format!("mqtt-quic://localhost:{}", bridge.port()),
             &pki.ca,
             ProtocolVersion::V5,
         )
@@ -244,7 +125,7 @@ fn quic_reconnects_and_resubscribes_after_broker_and_endpoint_restarts() {
     run(Duration::from_secs(90), async {
         let pki = Pki::generate();
         let mut broker = tcp_broker();
-        let mut bridge = QuicBridge::start(0, broker.addr(), &pki.server).await;
+        let mut bridge = start_bridge(broker.addr(), &pki.server).await;
         let topic = uid("quic/k9");
         let (c, events) = quick(ClientBuilder::from_url(&bridge.url()).unwrap())
             .ca_file(&pki.ca)
@@ -294,7 +175,7 @@ fn quic_reconnects_and_resubscribes_after_broker_and_endpoint_restarts() {
         publish("after broker restart").await;
         log.payload(&topic, b"after broker restart").await;
 
-        let port = bridge.port;
+        let port = bridge.port();
         drop(bridge);
         let lost = log
             .lifecycle("ConnectionLost", T, |e| {
@@ -302,7 +183,7 @@ fn quic_reconnects_and_resubscribes_after_broker_and_endpoint_restarts() {
             })
             .await;
         eprintln!("endpoint dropped: {lost:?}");
-        bridge = QuicBridge::start(port, broker.addr(), &pki.server).await;
+        bridge = bridge_on(port, broker.addr(), &pki.server).await;
         log.connected().await;
         log.sync(&c, &topic).await;
         publish("after endpoint restart").await;
@@ -346,18 +227,18 @@ fn quic_rejected_certificates_are_fatal_and_named() {
             (&pki.wrong_host, "name mismatch"),
         ];
         for (pair, expected) in cases {
-            let bridge = QuicBridge::start(0, broker.addr(), pair).await;
+            let bridge = start_bridge(broker.addr(), pair).await;
             let m = fatal_message(&bridge.url(), |b| b.ca_file(&pki.ca)).await;
             assert!(m.starts_with(expected), "{expected}: {m}");
             eprintln!("TlsFatal: {m}");
         }
         // The system roots do not know the test CA either.
-        let bridge = QuicBridge::start(0, broker.addr(), &pki.server).await;
+        let bridge = start_bridge(broker.addr(), &pki.server).await;
         let m = fatal_message(&bridge.url(), |b| b).await;
         assert!(m.starts_with("unknown issuer"), "{m}");
 
         // Insecure mode accepts the unknown CA's certificate (and warns on stderr).
-        let bridge = QuicBridge::start(0, broker.addr(), &pki.unknown_ca).await;
+        let bridge = start_bridge(broker.addr(), &pki.unknown_ca).await;
         let (c, events) = quick(ClientBuilder::from_url(&bridge.url()).unwrap())
             .danger_accept_invalid_certs(true)
             .build()
@@ -377,21 +258,17 @@ fn quic_rejected_certificates_are_fatal_and_named() {
 fn quic_without_the_mqtt_alpn_is_a_retried_tls_error() {
     run(Duration::from_secs(30), async {
         let pki = Pki::generate();
-        let mut tls = (*tls_server_config(&pki.server)).clone();
-        tls.alpn_protocols = vec![b"h3".to_vec()];
-        let crypto = QuicServerConfig::try_from(tls).unwrap();
-        let endpoint = quinn::Endpoint::server(
-            quinn::ServerConfig::with_crypto(Arc::new(crypto)),
-            SocketAddr::from(([127, 0, 0, 1], 0)),
+        let broker = tcp_broker();
+        let h3 = QuicBridge::start_with_alpn(
+            0,
+            broker.addr(),
+            &pki.server.cert_pem,
+            &pki.server.key_pem,
+            &[b"h3"],
         )
+        .await
         .unwrap();
-        let port = endpoint.local_addr().unwrap().port();
-        let ep = endpoint.clone();
-        let server = tokio::spawn(async move {
-            while let Some(incoming) = ep.accept().await {
-                let _ = incoming.await;
-            }
-        });
+        let port = h3.port();
         let (client, events) =
             quick(ClientBuilder::from_url(&format!("quic://127.0.0.1:{port}")).unwrap())
                 .ca_file(&pki.ca)
@@ -418,8 +295,7 @@ fn quic_without_the_mqtt_alpn_is_a_retried_tls_error() {
         }
         assert_ne!(client.state(), State::Failed);
         client.disconnect().await.ok();
-        endpoint.close(0u32.into(), b"");
-        server.abort();
+        drop(h3);
     });
 }
 
@@ -433,7 +309,7 @@ fn quic_connection_migrates_to_a_new_client_socket_without_a_reconnect() {
     run(Duration::from_secs(60), async {
         let pki = Pki::generate();
         let broker = tcp_broker();
-        let bridge = QuicBridge::start(0, broker.addr(), &pki.server).await;
+        let bridge = start_bridge(broker.addr(), &pki.server).await;
         let connector = DefaultConnector::with_tls(TlsOptions::new().ca_file(&pki.ca)).unwrap();
         let (c, events) = quick(ClientBuilder::from_url(&bridge.url()).unwrap())
             .connector(connector.clone())
