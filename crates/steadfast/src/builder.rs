@@ -599,3 +599,23 @@ pub(crate) fn os_seed() -> u64 {
 pub(crate) fn generated_client_id() -> String {
     format!("steadfast-{:012x}", os_seed() & 0xFFFF_FFFF_FFFF)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Without the `quic` feature a `quic://` server is refused by `build`, naming the
+    /// feature; with it, it is accepted.
+    #[tokio::test]
+    async fn quic_servers_need_the_quic_feature() {
+        let built = ClientBuilder::from_url("quic://127.0.0.1:9")
+            .expect("parses either way")
+            .build();
+        if cfg!(feature = "quic") {
+            assert!(built.is_ok());
+        } else {
+            let e = built.err().expect("refused");
+            assert!(e.to_string().contains("`quic` feature"), "{e}");
+        }
+    }
+}

@@ -3,7 +3,8 @@
 //! bidirectional stream, the EMQX / NanoSDK convention), with a test PKI generated at run
 //! time. Round trips at QoS 0, 1 and 2 for MQTT 3.1.1 and 5, a broker crash and restart
 //! (reconnect and resubscribe), a bridge restart on the same UDP port, rejected
-//! certificates, a server without ALPN `mqtt`, and connection migration.
+//! certificates, a server without ALPN `mqtt`, connection migration, and a half-open link
+//! (UDP blackholed) found by the MQTT keep-alive.
 //!
 //! Why a bridge and not a QUIC broker: rmqtt's `quic` feature needs rmqtt-net's `tls`
 //! feature, which builds rustls with aws-lc-rs (a C library build this workspace avoids), so
@@ -19,7 +20,7 @@ use std::time::Duration;
 use steadfast::proto::TransportError;
 use steadfast::transport::{DefaultConnector, TlsOptions};
 use steadfast::{ClientBuilder, Constant, Lifecycle, ProtocolVersion, QoS, Reason, State};
-use steadfast_chaos::quic::QuicBridge;
+use steadfast_chaos::quic::{QuicBridge, UdpBlackhole};
 use transport_support::*;
 
 fn quick(b: ClientBuilder) -> ClientBuilder {
@@ -377,5 +378,60 @@ fn quic_connection_migrates_to_a_new_client_socket_without_a_reconnect() {
                 .collect();
             assert_eq!(copies, [false], "{p}: delivered once, never resent");
         }
+    });
+}
+
+/// A half-open link: every datagram is dropped both ways, nothing says so. The MQTT keep-alive
+/// finds it within 1.5 keep-alives (the QUIC idle timeout, 60 s here, is far above and plays
+/// no part); once the link is back, the client reconnects and resubscribes by itself.
+#[test]
+fn quic_half_open_link_is_found_by_the_keep_alive() {
+    run(Duration::from_secs(60), async {
+        let pki = Pki::generate();
+        let broker = tcp_broker();
+        let bridge = start_bridge(broker.addr(), &pki.server).await;
+        let link = UdpBlackhole::start(SocketAddr::from(([127, 0, 0, 1], bridge.port())))
+            .await
+            .unwrap();
+        let keep_alive = Duration::from_secs(2);
+        let url = format!("quic://127.0.0.1:{}", link.addr().port());
+        let (c, events) = quick(ClientBuilder::from_url(&url).unwrap())
+            .keep_alive(keep_alive)
+            .ca_file(&pki.ca)
+            .build()
+            .unwrap();
+        let mut log = Log::new(events);
+        log.connected().await;
+        let topic = uid("quic/half-open");
+        c.subscribe(topic.as_str(), QoS::AtLeastOnce).await.unwrap();
+        log.sync(&c, &topic).await;
+
+        link.set(true);
+        let cut = tokio::time::Instant::now();
+        let lost = log
+            .lifecycle("ConnectionLost", T, |e| {
+                matches!(e, Lifecycle::ConnectionLost { .. })
+            })
+            .await;
+        let noticed = cut.elapsed();
+        eprintln!("half-open link noticed after {noticed:?}: {lost:?}");
+        let Lifecycle::ConnectionLost { reason, .. } = &lost else {
+            unreachable!()
+        };
+        assert!(matches!(reason, Reason::KeepAliveTimeout(_)), "{lost:?}");
+        // 1.5 keep-alives, plus scheduling slack.
+        assert!(
+            noticed <= keep_alive * 3 / 2 + Duration::from_millis(500),
+            "noticed after {noticed:?}"
+        );
+
+        link.set(false);
+        log.connected().await;
+        log.lifecycle("Resubscribed", T, |e| {
+            matches!(e, Lifecycle::Resubscribed { .. })
+        })
+        .await;
+        log.sync(&c, &topic).await;
+        c.disconnect().await.unwrap();
     });
 }
