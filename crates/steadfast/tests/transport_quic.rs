@@ -439,12 +439,29 @@ fn quic_half_open_link_is_found_by_the_keep_alive() {
 /// The `mqtt5` crate's broker (0.49) with its own QUIC listener, on a free UDP port, started
 /// in this process. It delivers on the client's stream (`ServerDeliveryStrategy::ControlOnly`:
 /// the single-stream convention; the client accepts no streams from the broker).
-async fn mqtt5_quic_broker(pki: &Pki) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+struct Mqtt5Broker {
+    addr: SocketAddr,
+    stop: mqtt5::broker::BrokerShutdownHandle,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Mqtt5Broker {
+    /// Shuts down gracefully and waits until it has stopped.
+    async fn stop(self) {
+        self.stop.shutdown();
+        tokio::time::timeout(T, self.task)
+            .await
+            .expect("mqtt5 broker stops in time")
+            .expect("mqtt5 broker task");
+    }
+}
+
+async fn mqtt5_quic_broker(pki: &Pki, port: u16) -> Mqtt5Broker {
     use mqtt5::broker::config::{
         QuicConfig, ServerDeliveryStrategy, StorageBackend, StorageConfig,
     };
     let quic = QuicConfig::new(pki.server.cert.clone(), pki.server.key.clone())
-        .with_bind_addresses(vec![SocketAddr::from(([127, 0, 0, 1], 0))]);
+        .with_bind_addresses(vec![SocketAddr::from(([127, 0, 0, 1], port))]);
     let config = mqtt5::broker::BrokerConfig::default()
         .with_bind_addresses(vec![SocketAddr::from(([127, 0, 0, 1], 0))])
         .with_storage(StorageConfig {
@@ -460,6 +477,7 @@ async fn mqtt5_quic_broker(pki: &Pki) -> (SocketAddr, tokio::task::JoinHandle<()
         .expect("mqtt5 broker");
     let addr = broker.quic_local_addr().expect("QUIC endpoint");
     let mut ready = broker.ready_receiver();
+    let stop = broker.shutdown_handle();
     let task = tokio::spawn(async move {
         let _ = broker.run().await;
     });
@@ -469,7 +487,7 @@ async fn mqtt5_quic_broker(pki: &Pki) -> (SocketAddr, tokio::task::JoinHandle<()
             .expect("mqtt5 broker ready in time")
             .expect("mqtt5 broker running");
     }
-    (addr, task)
+    Mqtt5Broker { addr, stop, task }
 }
 
 /// A broker with a native QUIC listener (not the bridge): round trips at QoS 0, 1 and 2 on
@@ -478,10 +496,49 @@ async fn mqtt5_quic_broker(pki: &Pki) -> (SocketAddr, tokio::task::JoinHandle<()
 fn quic_round_trip_with_the_mqtt5_broker() {
     run(Duration::from_secs(60), async {
         let pki = Pki::generate();
-        let (addr, broker) = mqtt5_quic_broker(&pki).await;
-        let url = format!("quic://127.0.0.1:{}", addr.port());
+        let broker = mqtt5_quic_broker(&pki, 0).await;
+        let url = format!("quic://127.0.0.1:{}", broker.addr.port());
         round_trip(&url, &pki.ca, ProtocolVersion::V5).await;
         round_trip(&url, &pki.ca, ProtocolVersion::V311).await;
-        broker.abort();
+        broker.stop().await;
+    });
+}
+
+/// The mqtt5 broker shuts down and starts again on the same UDP port: the client is told
+/// (or finds out), reconnects by itself over QUIC and resubscribes, and a message published
+/// after the restart arrives.
+#[test]
+fn quic_reconnects_to_a_restarted_mqtt5_broker() {
+    run(Duration::from_secs(60), async {
+        let pki = Pki::generate();
+        let broker = mqtt5_quic_broker(&pki, 0).await;
+        let port = broker.addr.port();
+        let url = format!("quic://127.0.0.1:{port}");
+        let topic = uid("quic/mqtt5-restart");
+        let (c, events) = quick(ClientBuilder::from_url(&url).unwrap())
+            .ca_file(&pki.ca)
+            .build()
+            .unwrap();
+        let mut log = Log::new(events);
+        log.connected().await;
+        c.subscribe(topic.as_str(), QoS::AtLeastOnce).await.unwrap();
+        log.sync(&c, &topic).await;
+
+        broker.stop().await;
+        let lost = log
+            .lifecycle("ConnectionLost", T, |e| {
+                matches!(e, Lifecycle::ConnectionLost { .. })
+            })
+            .await;
+        eprintln!("mqtt5 broker stopped: {lost:?}");
+        let broker = mqtt5_quic_broker(&pki, port).await;
+        log.connected().await;
+        log.lifecycle("Resubscribed", T, |e| {
+            matches!(e, Lifecycle::Resubscribed { .. })
+        })
+        .await;
+        log.sync(&c, &topic).await;
+        c.disconnect().await.unwrap();
+        broker.stop().await;
     });
 }
