@@ -28,7 +28,7 @@ use quinn::{ConnectError, Connection, ConnectionError, Endpoint, IdleTimeout, Va
 use steadfast_proto::TransportError;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::tls::{QuicHandshakeWatch, TlsContext};
+use super::tls::{quic_verdict_wait, QuicHandshakeWatch, TlsContext};
 use super::BoxTransport;
 
 /// When a host name resolves to several addresses, the longest handshake tried with each but
@@ -128,9 +128,19 @@ async fn connect_addr(
                 TransportError::Io(format!("cannot start a QUIC connection to {addr}: {other}"))
             }
         })?;
+    let started = tokio::time::Instant::now();
     let conn = connecting
         .await
         .map_err(|e| handshake_error(tls, &watch, name, addr, e))?;
+    if watch.client_cert_requested() {
+        // TLS 1.3: the server checks our certificate (or its absence) after our side of the
+        // handshake is done, and a refusal closes the connection with a TLS alert. Wait for
+        // it briefly so that a refusal is fatal and named, not a lost connection retried.
+        let wait = quic_verdict_wait(started.elapsed());
+        if let Ok(reason) = tokio::time::timeout(wait, conn.closed()).await {
+            return Err(handshake_error(tls, &watch, name, addr, reason));
+        }
+    }
     let (send, recv) = conn.open_bi().await.map_err(|e| {
         TransportError::Io(format!(
             "QUIC connection to {addr} lost before its stream opened: {}",

@@ -610,6 +610,24 @@ pub(crate) struct QuicHandshakeWatch {
     probe: Arc<ClientAuthProbe>,
 }
 
+#[cfg(feature = "quic")]
+impl QuicHandshakeWatch {
+    /// The server asked for a client certificate: its verdict comes after our handshake.
+    pub(crate) fn client_cert_requested(&self) -> bool {
+        self.probe.requested.load(Ordering::Relaxed)
+    }
+}
+
+/// How long a QUIC connect waits for the server's verdict on the client certificate after a
+/// handshake of `handshake`: as for TLS 1.3 over TCP, four handshakes, within
+/// [`VERDICT_WAIT_MIN`] and [`CLIENT_AUTH_VERDICT_WAIT`].
+#[cfg(feature = "quic")]
+pub(crate) fn quic_verdict_wait(handshake: Duration) -> Duration {
+    handshake
+        .saturating_mul(VERDICT_WAIT_PER_HANDSHAKE)
+        .clamp(VERDICT_WAIT_MIN, CLIENT_AUTH_VERDICT_WAIT)
+}
+
 /// A verifier that remembers why it refused a certificate (QUIC reports the refusal only as
 /// a TLS alert code).
 #[cfg(feature = "quic")]
