@@ -312,7 +312,9 @@ fn quic_connection_migrates_to_a_new_client_socket_without_a_reconnect() {
         let broker = tcp_broker();
         let bridge = start_bridge(broker.addr(), &pki.server).await;
         let connector = DefaultConnector::with_tls(TlsOptions::new().ca_file(&pki.ca)).unwrap();
+        let id = uid("quic-migrant");
         let (c, events) = quick(ClientBuilder::from_url(&bridge.url()).unwrap())
+            .client_id(id.as_str())
             .connector(connector.clone())
             .build()
             .unwrap();
@@ -346,6 +348,18 @@ fn quic_connection_migrates_to_a_new_client_socket_without_a_reconnect() {
         );
         eprintln!("client migrated from {} to {}", before[0], after[0]);
         c.disconnect().await.unwrap();
+        // The DISCONNECT reached the broker over the migrated path before the connection closed
+        // (Mosquitto logs "closed its connection" for an end without one).
+        let said = format!("Client {id} disconnected.");
+        let deadline = tokio::time::Instant::now() + T;
+        while !broker.log().contains(&said) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no DISCONNECT at the broker: {}",
+                broker.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         log.drain_for(Duration::from_millis(200)).await;
 
         assert_eq!(log.attempts(), 1, "{}", log.dump());
