@@ -6,6 +6,7 @@
 //! - [`mosquitto`]: starts private Mosquitto brokers on free loopback ports.
 //! - [`brokers`]: private NATS, RabbitMQ, rumqttd or other broker processes, the same way.
 //! - [`fake`]: a scripted fake broker for what a real broker will not do.
+//! - `quic` (feature `quic`): a QUIC-to-TCP bridge, MQTT over QUIC in front of a TCP broker.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -29,6 +30,8 @@ pub mod fake;
 mod frame;
 pub mod mosquitto;
 mod proxy;
+#[cfg(feature = "quic")]
+pub mod quic;
 pub mod raw;
 
 pub use frame::{v5_to_v311_connack_code, MAX_REMAINING_LENGTH};

@@ -61,8 +61,8 @@ pub enum JitterKind {
 #[derive(Args, Debug, Clone)]
 #[command(next_help_heading = "Connection")]
 pub struct ConnArgs {
-    /// Broker URL: mqtt://[user[:pass]@]host[:port] (also mqtts://, ws://, wss://). As with
-    /// mosquitto, a path in an mqtt:// or mqtts:// URL is the topic.
+    /// Broker URL: mqtt://[user[:pass]@]host[:port] (also mqtts://, ws://, wss://, quic://). As with
+    /// mosquitto, a path in an mqtt://, mqtts:// or quic:// URL is the topic.
     #[arg(short = 'L', long = "url", value_name = "URL", conflicts_with_all = ["host", "port"])]
     pub url: Option<String>,
     /// Broker host, when no --url is given [default: 127.0.0.1].
@@ -200,10 +200,10 @@ fn check_url(url: &str) -> Result<url::Url, UsageError> {
     let shown = redact_url(url);
     let parsed = url::Url::parse(url).map_err(|e| UsageError(format!("bad URL {shown:?}: {e}")))?;
     match parsed.scheme() {
-        "mqtt" | "mqtts" | "ws" | "wss" | "tcp" | "ssl" => {}
+        "mqtt" | "mqtts" | "ws" | "wss" | "tcp" | "ssl" | "quic" | "mqtt-quic" => {}
         s => {
             return Err(UsageError(format!(
-                "bad URL {shown:?}: unsupported scheme {s:?} (use mqtt, mqtts, ws or wss)"
+                "bad URL {shown:?}: unsupported scheme {s:?} (use mqtt, mqtts, ws, wss or quic)"
             )))
         }
     }
@@ -273,8 +273,10 @@ impl ConnArgs {
             Some(u) => {
                 let parsed = check_url(u)?;
                 let mut u = u.clone();
-                if matches!(parsed.scheme(), "mqtt" | "mqtts" | "tcp" | "ssl")
-                    && (!matches!(parsed.path(), "" | "/") || parsed.fragment().is_some())
+                if matches!(
+                    parsed.scheme(),
+                    "mqtt" | "mqtts" | "tcp" | "ssl" | "quic" | "mqtt-quic"
+                ) && (!matches!(parsed.path(), "" | "/") || parsed.fragment().is_some())
                 {
                     // mosquitto's -L: mqtt(s)://host[:port]/topic.
                     let mut topic = percent_decode(parsed.path().trim_start_matches('/'));
@@ -320,7 +322,8 @@ impl ConnArgs {
         b = b.servers(all_servers.clone());
         if tls && !all_servers.iter().any(|s| s.scheme().is_tls()) {
             return Err(UsageError(
-                "--cafile/--cert/--key/--insecure need a TLS server (mqtts:// or wss://)".into(),
+                "--cafile/--cert/--key/--insecure need a TLS server (mqtts://, wss:// or quic://)"
+                    .into(),
             ));
         }
         b = b.protocol(self.protocol);

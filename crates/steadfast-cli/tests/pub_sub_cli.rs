@@ -181,7 +181,11 @@ fn check_event(v: &Value) {
             "delay_ms" | "republished" => assert!(val.is_u64(), "{v}"),
             // `dormant` only follows --max-attempts failed attempts.
             "attempts" => assert!(val.as_u64().is_some_and(|n| n >= 1), "{v}"),
-            "server" => assert!(val.as_str().is_some_and(|s| s.starts_with("mqtt")), "{v}"),
+            "server" => assert!(
+                val.as_str()
+                    .is_some_and(|s| s.starts_with("mqtt") || s.starts_with("quic")),
+                "{v}"
+            ),
             "session_present" => assert!(val.is_boolean(), "{v}"),
             "reason" => assert!(val.as_str().is_some_and(|s| !s.is_empty()), "{v}"),
             "reason_code" => assert!(val.as_u64().is_some_and(|n| n <= 255), "{v}"),
@@ -1263,5 +1267,61 @@ async fn rejected_publish_exits_1_after_sending_the_rest() {
     );
     let (code, _, err) = output(&["pub", "-p", &ps, "-t", "ok/1", "-m", "fine", "-q", "1"]).await;
     assert_eq!(code, 0, "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `quic://` and `mqtt-quic://` with the TLS flags, through the QUIC-to-TCP bridge of
+/// steadfast-chaos in front of a private Mosquitto: --cafile (with a topic in the URL's path
+/// too), `pub` over QUIC, --insecure with its warning, and a certificate that no trusted CA
+/// signed (fatal, exit 3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_flags() {
+    let dir = std::env::temp_dir().join(format!("steadfast-cli-quic-{}", std::process::id()));
+    make_certs(&dir);
+    let f = |n: &str| dir.join(n).to_str().unwrap().to_string();
+    let read = |n: &str| std::fs::read_to_string(dir.join(n)).unwrap();
+    let broker = Mosquitto::start().unwrap();
+    let bridge = steadfast_chaos::quic::QuicBridge::start(
+        0,
+        broker.addr(),
+        &read("server.pem"),
+        &read("server.key"),
+    )
+    .await
+    .unwrap();
+    mosquitto_pub(broker.port(), &["-t", "quic", "-m", "over-quic", "-r"]);
+    let url = bridge.url();
+    let nanosdk = format!("mqtt-quic://127.0.0.1:{}/quic", bridge.port());
+    let ca = f("ca.pem");
+    for args in [
+        vec!["sub", "-L", &url, "--cafile", &ca, "-t", "quic", "-C", "1"],
+        vec!["sub", "-L", &nanosdk, "--cafile", &ca, "-C", "1"],
+    ] {
+        let (code, out, err) = output(&args).await;
+        assert_eq!((code, out.as_str()), (0, "over-quic\n"), "{args:?}: {err}");
+    }
+    // pub over QUIC; a plain-TCP subscriber gets it from the broker.
+    let (code, _, err) = output(&[
+        "pub", "-L", &url, "--cafile", &ca, "-t", "quic/pub", "-m", "hello", "-q", "1", "-r",
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let ps = port_s(broker.port());
+    let (code, out, err) = output(&["sub", "-p", &ps, "-t", "quic/pub", "-C", "1"]).await;
+    assert_eq!((code, out.as_str()), (0, "hello\n"), "{err}");
+    // --insecure: works, with a warning.
+    let (code, out, err) =
+        output(&["sub", "-L", &url, "--insecure", "-t", "quic", "-C", "1"]).await;
+    assert_eq!((code, out.as_str()), (0, "over-quic\n"), "{err}");
+    assert!(err.contains("WARNING"), "{err}");
+    // No CA: the system roots do not know the test CA; fatal (exit 3), the cause named.
+    let mut sub = Run::start(&["sub", "-L", &url, "-t", "quic", "--events"]);
+    let fatal = sub.event("fatal").await;
+    assert!(
+        fatal["reason"].as_str().unwrap().contains("unknown issuer"),
+        "{fatal}"
+    );
+    assert_eq!(sub.exit().await, 3);
+    drop(bridge);
     std::fs::remove_dir_all(&dir).ok();
 }

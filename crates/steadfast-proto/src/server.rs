@@ -39,6 +39,9 @@ pub enum Scheme {
     Ws,
     /// `wss://`: WebSocket over TLS, default port 443.
     Wss,
+    /// `quic://` or `mqtt-quic://`: MQTT over QUIC (TLS 1.3 inside, ALPN `mqtt`, one
+    /// bidirectional stream), default UDP port 14567, the EMQX / NanoSDK convention.
+    Quic,
 }
 
 impl Scheme {
@@ -49,12 +52,13 @@ impl Scheme {
             Scheme::Mqtts => 8883,
             Scheme::Ws => 80,
             Scheme::Wss => 443,
+            Scheme::Quic => 14567,
         }
     }
 
-    /// Whether the transport is encrypted (TLS).
+    /// Whether the transport is encrypted (TLS, or QUIC's TLS 1.3), so TLS settings apply.
     pub const fn is_tls(self) -> bool {
-        matches!(self, Scheme::Mqtts | Scheme::Wss)
+        matches!(self, Scheme::Mqtts | Scheme::Wss | Scheme::Quic)
     }
 
     /// Whether the transport is a WebSocket.
@@ -70,6 +74,8 @@ impl Scheme {
             "ssl" => (Scheme::Mqtts, "ssl"),
             "ws" => (Scheme::Ws, "ws"),
             "wss" => (Scheme::Wss, "wss"),
+            "quic" => (Scheme::Quic, "quic"),
+            "mqtt-quic" => (Scheme::Quic, "mqtt-quic"),
             _ => return None,
         })
     }
@@ -166,7 +172,7 @@ struct Addr {
 
 impl ServerAddr {
     /// A server given by the application: `scheme://[user[:password]@]host[:port][/path][?query]`
-    /// with scheme `mqtt`, `tcp`, `mqtts`, `ssl`, `ws` or `wss`. The host is a name, an IPv4
+    /// with scheme `mqtt`, `tcp`, `mqtts`, `ssl`, `ws`, `wss`, `quic` or `mqtt-quic`. The host is a name, an IPv4
     /// address or an IPv6 address in brackets; the port defaults to the scheme's. User and
     /// password are percent-decoded. Path and query are kept for WebSocket.
     pub fn parse_url(url: &str) -> Result<ServerAddr, ServerAddrError> {
@@ -175,7 +181,7 @@ impl ServerAddr {
             .split_once("://")
             .ok_or_else(|| err("not a URL (expected scheme://host[:port])"))?;
         let (scheme, scheme_name) = Scheme::from_name(scheme_name).ok_or_else(|| {
-            err("unsupported scheme (use mqtt, mqtts, ws or wss; also tcp and ssl)")
+            err("unsupported scheme (use mqtt, mqtts, ws, wss or quic; also tcp, ssl and mqtt-quic)")
         })?;
         let auth_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
         let (authority, path) = rest.split_at(auth_end);
@@ -286,7 +292,7 @@ impl ServerAddr {
         self.0.scheme
     }
 
-    /// The scheme as written (`mqtt`, `tcp`, `mqtts`, `ssl`, `ws` or `wss`).
+    /// The scheme as written (`mqtt`, `tcp`, `mqtts`, `ssl`, `ws`, `wss`, `quic` or `mqtt-quic`).
     pub fn scheme_name(&self) -> &'static str {
         self.0.scheme_name
     }
@@ -536,6 +542,14 @@ mod tests {
         assert_eq!((a.port(), a.path()), (443, "/custom/path?x=1"));
         let a = ServerAddr::parse_url("tcp://h").unwrap();
         assert_eq!((a.scheme(), a.port()), (Scheme::Mqtt, 1883));
+        let a = ServerAddr::parse_url("quic://h").unwrap();
+        assert_eq!((a.scheme(), a.port()), (Scheme::Quic, 14567));
+        let a = ServerAddr::parse_url("mqtt-quic://[::1]:1234").unwrap();
+        assert_eq!(
+            (a.scheme(), a.scheme_name(), a.host(), a.port()),
+            (Scheme::Quic, "mqtt-quic", "::1", 1234)
+        );
+        assert!(a.scheme().is_tls() && !a.scheme().is_websocket());
         for bad in [
             "http://h",
             "h:1883",

@@ -482,6 +482,13 @@ impl ClientBuilder {
         if c.servers.is_empty() {
             return Err(BuildError("no server configured".into()));
         }
+        if !cfg!(feature = "quic")
+            && c.servers
+                .iter()
+                .any(|s| s.scheme() == steadfast_proto::server::Scheme::Quic)
+        {
+            return Err(BuildError(crate::transport::NO_QUIC.into()));
+        }
         if c.protocol == ProtocolVersion::V311 {
             let v5_only = [
                 (c.session_expiry_interval != 0, "session expiry"),
@@ -538,19 +545,41 @@ impl ClientBuilder {
         }
         // WebSocket messages from the server are bounded by our maximum packet size.
         let ws_max = usize::try_from(self.config.maximum_packet_size).unwrap_or(usize::MAX);
+        // QUIC's idle timeout stays above the MQTT keep-alive, which decides liveness.
+        let quic_idle = quic_idle_for(self.config.keep_alive);
         if let Some(tls) = self.tls.take() {
             let connector = DefaultConnector::with_tls(tls)
                 .map_err(|e| BuildError(e.to_string()))?
-                .websocket_max_message_size(ws_max);
+                .websocket_max_message_size(ws_max)
+                .quic_idle_timeout(quic_idle);
             self.connector = Arc::new(connector);
         } else if !self.custom_connector {
             let shared = shared_default_connector();
-            if shared.websocket_max_message() != ws_max {
-                // Same shared TLS context, another limit.
-                self.connector = Arc::new((**shared).clone().websocket_max_message_size(ws_max));
+            if shared.websocket_max_message() != ws_max || shared.quic_idle() != quic_idle {
+                // Same shared TLS context, other limits.
+                self.connector = Arc::new(
+                    (**shared)
+                        .clone()
+                        .websocket_max_message_size(ws_max)
+                        .quic_idle_timeout(quic_idle),
+                );
             }
         }
         Ok(crate::driver::spawn(self))
+    }
+}
+
+/// The QUIC idle timeout for keep-alive `keep_alive` (see
+/// [`DefaultConnector::quic_idle_timeout`]).
+fn quic_idle_for(keep_alive: Duration) -> Option<Duration> {
+    #[cfg(feature = "quic")]
+    {
+        crate::transport::quic_idle_timeout(keep_alive)
+    }
+    #[cfg(not(feature = "quic"))]
+    {
+        let _ = keep_alive;
+        None
     }
 }
 
@@ -581,8 +610,24 @@ pub(crate) fn generated_client_id() -> String {
 }
 
 #[cfg(test)]
-mod build_tests {
+mod tests {
     use super::*;
+
+    /// Without the `quic` feature a `quic://` server is refused by `build`, naming the
+    /// feature; with it, it is accepted.
+    #[tokio::test]
+    async fn quic_servers_need_the_quic_feature() {
+        let built = ClientBuilder::from_url("quic://127.0.0.1:9")
+            .expect("parses either way")
+            .build();
+        let refusal = built.err().map(|e| e.to_string());
+        if cfg!(feature = "quic") {
+            assert_eq!(refusal, None);
+        } else {
+            let e = refusal.unwrap_or_default();
+            assert!(e.contains("`quic` feature"), "{e}");
+        }
+    }
 
     #[test]
     fn build_outside_a_runtime_is_an_error_not_a_panic() {

@@ -10,12 +10,15 @@
 //! | `mqtts://`, `ssl://` | TLS over TCP (rustls) | 8883 |
 //! | `ws://` | WebSocket (subprotocol `mqtt`, path default `/mqtt`) | 80 |
 //! | `wss://` | WebSocket over TLS | 443 |
+//! | `quic://`, `mqtt-quic://` | MQTT over QUIC (feature `quic`; ALPN `mqtt`, one bidirectional stream) | UDP 14567 |
 //!
-//! Every handshake (TCP, TLS, WebSocket) happens inside the connect future, so the core's
+//! Every handshake (TCP, TLS, WebSocket, QUIC) happens inside the connect future, so the core's
 //! connect timeout covers all of it. Certificate problems come back as
 //! [`TransportError::TlsFatal`], which the core never retries; see [`TlsOptions`] for the
 //! TLS settings.
 
+#[cfg(feature = "quic")]
+mod quic;
 mod tcp;
 mod tls;
 mod ws;
@@ -23,13 +26,20 @@ mod ws;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use steadfast_proto::server::Scheme;
 use steadfast_proto::{ServerAddr, TransportError};
 use tokio::io::{AsyncRead, AsyncWrite};
 
+#[cfg(feature = "quic")]
+pub use quic::quic_idle_timeout;
 pub use tcp::TcpConnector;
 pub use tls::{TlsConfigError, TlsOptions};
+
+/// Why a `quic://` server cannot be used by a build without the `quic` feature.
+pub(crate) const NO_QUIC: &str =
+    "quic:// needs the `quic` feature of steadfast, and this build was made without it";
 
 /// A bidirectional byte stream to a broker.
 pub trait Transport: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
@@ -49,7 +59,7 @@ pub trait Connector: Send + Sync + 'static {
 }
 
 /// The connector [`ClientBuilder`](crate::ClientBuilder) uses unless told otherwise: it picks
-/// TCP, TLS, WebSocket or WebSocket over TLS from each server URL's scheme (see the
+/// TCP, TLS, WebSocket, WebSocket over TLS or QUIC from each server URL's scheme (see the
 /// [module docs](self)), so failover between, say, `mqtts://` and `wss://` servers works.
 ///
 /// TLS settings come from [`TlsOptions`]. Without any, TLS verifies the server against the
@@ -76,11 +86,20 @@ pub struct DefaultConnector {
     tls: Arc<OnceLock<Result<Arc<tls::TlsContext>, TlsConfigError>>>,
     /// The largest WebSocket message or frame accepted from a server.
     ws_max_message: usize,
+    /// The QUIC idle timeout asked for (`quic://`).
+    quic_idle: Option<Duration>,
+    /// The UDP sockets of this connector's open QUIC connections, shared by its clones.
+    #[cfg(feature = "quic")]
+    quic_sockets: Arc<quic::QuicSockets>,
 }
 
 /// The default of [`DefaultConnector::websocket_max_message_size`]: the default maximum packet
 /// size of the client (16 MiB).
 const DEFAULT_WS_MAX_MESSAGE: usize = 16 << 20;
+
+/// The default of [`DefaultConnector::quic_idle_timeout`]: the QUIC idle timeout for the
+/// client's default keep-alive of 60 s.
+const DEFAULT_QUIC_IDLE: Duration = Duration::from_secs(120);
 
 impl Default for DefaultConnector {
     fn default() -> Self {
@@ -88,6 +107,9 @@ impl Default for DefaultConnector {
             options: Arc::default(),
             tls: Arc::default(),
             ws_max_message: DEFAULT_WS_MAX_MESSAGE,
+            quic_idle: Some(DEFAULT_QUIC_IDLE),
+            #[cfg(feature = "quic")]
+            quic_sockets: Arc::default(),
         }
     }
 }
@@ -97,6 +119,7 @@ impl core::fmt::Debug for DefaultConnector {
         f.debug_struct("DefaultConnector")
             .field("tls", &*self.options)
             .field("ws_max_message", &self.ws_max_message)
+            .field("quic_idle", &self.quic_idle)
             .finish()
     }
 }
@@ -120,6 +143,9 @@ impl DefaultConnector {
             options: Arc::new(options),
             tls: Arc::new(cell),
             ws_max_message: DEFAULT_WS_MAX_MESSAGE,
+            quic_idle: Some(DEFAULT_QUIC_IDLE),
+            #[cfg(feature = "quic")]
+            quic_sockets: Arc::default(),
         })
     }
 
@@ -138,6 +164,31 @@ impl DefaultConnector {
     /// See [`websocket_max_message_size`](Self::websocket_max_message_size).
     pub fn websocket_max_message(&self) -> usize {
         self.ws_max_message
+    }
+
+    /// The QUIC idle timeout asked for on `quic://` connections (`None`: none of ours, the
+    /// broker's applies). The default is 120 s, and
+    /// [`ClientBuilder::build`](crate::ClientBuilder::build) sets it from the keep-alive
+    /// (twice the keep-alive, at least 60 s, none with keep-alive off) unless a connector of
+    /// the application's own was given, so that the MQTT keep-alive, not QUIC, decides when
+    /// a link is dead. Without the `quic` feature it is kept and unused.
+    pub fn quic_idle_timeout(mut self, idle: Option<Duration>) -> Self {
+        self.quic_idle = idle;
+        self
+    }
+
+    /// See [`quic_idle_timeout`](Self::quic_idle_timeout).
+    pub fn quic_idle(&self) -> Option<Duration> {
+        self.quic_idle
+    }
+
+    /// Moves every open `quic://` connection made by this connector (or a clone of it) to a
+    /// new local UDP socket on a new port, as a NAT rebinding or a change of network would:
+    /// QUIC connection migration carries the connections over, and the MQTT sessions go on
+    /// without a reconnect. Returns how many connections were moved. Feature `quic`.
+    #[cfg(feature = "quic")]
+    pub fn rebind_quic(&self) -> std::io::Result<usize> {
+        self.quic_sockets.rebind()
     }
 
     /// The TLS settings.
@@ -171,6 +222,19 @@ impl Connector for DefaultConnector {
                     let stream = this.tls_context()?.connect(url.host(), url.port()).await?;
                     ws::connect(stream, &url, this.ws_max_message).await
                 }
+                #[cfg(feature = "quic")]
+                Scheme::Quic => {
+                    quic::connect(
+                        &*this.tls_context()?,
+                        &this.quic_sockets,
+                        url.host(),
+                        url.port(),
+                        this.quic_idle,
+                    )
+                    .await
+                }
+                #[cfg(not(feature = "quic"))]
+                Scheme::Quic => Err(TransportError::Io(NO_QUIC.into())),
             }
         })
     }

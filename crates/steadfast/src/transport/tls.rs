@@ -18,7 +18,7 @@ use std::time::Duration;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{
     ClientSessionMemoryCache, ClientSessionStore, ResolvesClientCert, Resumption,
-    Tls12ClientSessionValue, Tls13ClientSessionValue,
+    Tls12ClientSessionValue, Tls13ClientSessionValue, WebPkiServerVerifier,
 };
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
@@ -248,8 +248,15 @@ fn parse_certs(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, T
 pub(crate) struct TlsContext {
     /// The shared configuration; each connect clones it to watch its own client-auth outcome.
     config: Arc<ClientConfig>,
+    /// The server certificate verifier inside `config`, wrapped per QUIC connect.
+    #[cfg_attr(not(feature = "quic"), allow(dead_code))]
+    verifier: Arc<dyn ServerCertVerifier>,
     identity: Option<Arc<CertifiedKey>>,
     sessions: Arc<dyn ClientSessionStore>,
+    /// TLS sessions of QUIC connections, apart from TLS over TCP (their tickets carry QUIC
+    /// transport parameters).
+    #[cfg_attr(not(feature = "quic"), allow(dead_code))]
+    quic_sessions: Arc<dyn ClientSessionStore>,
     server_name: Option<ServerName<'static>>,
     /// What the server is verified against, for messages ("CA file /x/ca.pem").
     trust: String,
@@ -296,21 +303,27 @@ impl TlsContext {
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| TlsConfigError(format!("TLS setup: {e}")))?;
-        let (builder, trust) = if options.accept_invalid_certs {
-            static WARN: Once = Once::new();
-            WARN.call_once(|| eprintln!("{INSECURE_WARNING}"));
-            let verifier = Arc::new(AcceptAnyCert(provider.clone()));
-            (
-                builder
-                    .dangerous()
-                    .with_custom_certificate_verifier(verifier),
-                "nothing (verification is off)".to_string(),
-            )
-        } else {
-            let (roots, trust) = load_roots(&options.ca)?;
-            (builder.with_root_certificates(roots), trust)
-        };
-        let mut config = builder.with_no_client_auth();
+        let (verifier, trust): (Arc<dyn ServerCertVerifier>, String) =
+            if options.accept_invalid_certs {
+                static WARN: Once = Once::new();
+                WARN.call_once(|| eprintln!("{INSECURE_WARNING}"));
+                (
+                    Arc::new(AcceptAnyCert(provider.clone())),
+                    "nothing (verification is off)".to_string(),
+                )
+            } else {
+                let (roots, trust) = load_roots(&options.ca)?;
+                // What `with_root_certificates` builds, kept to be wrapped for QUIC.
+                let webpki =
+                    WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                        .build()
+                        .map_err(|e| TlsConfigError(format!("TLS setup: {e}")))?;
+                (webpki, trust)
+            };
+        let mut config = builder
+            .dangerous()
+            .with_custom_certificate_verifier(verifier.clone())
+            .with_no_client_auth();
         config.alpn_protocols = options.alpn.clone();
 
         let identity = match &options.client_cert {
@@ -350,8 +363,10 @@ impl TlsContext {
         };
         Ok(TlsContext {
             config: Arc::new(config),
+            verifier,
             identity,
             sessions: Arc::new(ClientSessionMemoryCache::new(SESSION_CACHE)),
+            quic_sessions: Arc::new(ClientSessionMemoryCache::new(SESSION_CACHE)),
             server_name,
             trust,
             verdicts: Arc::default(),
@@ -514,6 +529,168 @@ impl TlsContext {
             ),
             other => TransportError::Tls(format!("TLS handshake with {host} failed: {other}")),
         }
+    }
+}
+
+/// What a QUIC connect needs from the TLS settings.
+#[cfg(feature = "quic")]
+impl TlsContext {
+    /// The TLS name to verify `host` against: the configured server name, or `host`.
+    pub(crate) fn quic_server_name(&self, host: &str) -> Result<String, TransportError> {
+        match &self.server_name {
+            Some(n) => Ok(name_str(n)),
+            None => ServerName::try_from(host.to_string())
+                .map(|n| name_str(&n))
+                .map_err(|e| {
+                    TransportError::TlsFatal(format!(
+                        "{host:?} cannot be used as a TLS server name: {e}"
+                    ))
+                }),
+        }
+    }
+
+    /// The rustls configuration of one QUIC connect: the same trust, client certificate and
+    /// verification as TLS over TCP, ALPN `mqtt` only, its own session cache. What the
+    /// handshake learns goes to `watch`, for [`quic_handshake_error`](Self::quic_handshake_error).
+    pub(crate) fn quic_config(&self, watch: &QuicHandshakeWatch) -> ClientConfig {
+        let mut config = (*self.config).clone();
+        config
+            .dangerous()
+            .set_certificate_verifier(Arc::new(RecordingVerifier {
+                inner: self.verifier.clone(),
+                refused: watch.refused.clone(),
+            }));
+        config.client_auth_cert_resolver = Arc::new(IdentityResolver {
+            identity: self.identity.clone(),
+            probe: watch.probe.clone(),
+        });
+        config.resumption = Resumption::store(self.quic_sessions.clone());
+        config.alpn_protocols = vec![b"mqtt".to_vec()];
+        config
+    }
+
+    /// A failed QUIC handshake as a TLS error, when TLS was the cause: our verifier refused
+    /// the server's certificate (fatal, named as for TLS over TCP), or the server ended the
+    /// handshake with TLS alert `alert` (fatal when it is about our client certificate).
+    pub(crate) fn quic_handshake_error(
+        &self,
+        watch: &QuicHandshakeWatch,
+        host: &str,
+        alert: Option<u8>,
+    ) -> Option<TransportError> {
+        let refused = watch
+            .refused
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if let Some(e) = refused {
+            return Some(TransportError::TlsFatal(describe_certificate_error(
+                &e,
+                host,
+                &self.trust,
+            )));
+        }
+        alert.map(|a| {
+            classify_alert(
+                AlertDescription::from(a),
+                host,
+                watch.probe.requested.load(Ordering::Relaxed),
+                self.identity.is_some(),
+            )
+        })
+    }
+}
+
+/// What one QUIC handshake learned: why the server's certificate was refused, whether the
+/// server asked for ours.
+#[cfg(feature = "quic")]
+#[derive(Debug, Default)]
+pub(crate) struct QuicHandshakeWatch {
+    refused: Arc<Mutex<Option<CertificateError>>>,
+    probe: Arc<ClientAuthProbe>,
+}
+
+#[cfg(feature = "quic")]
+impl QuicHandshakeWatch {
+    /// The server asked for a client certificate: its verdict comes after our handshake.
+    pub(crate) fn client_cert_requested(&self) -> bool {
+        self.probe.requested.load(Ordering::Relaxed)
+    }
+}
+
+/// How long a QUIC connect waits for the server's verdict on the client certificate after a
+/// handshake of `handshake`: as for TLS 1.3 over TCP, four handshakes, within
+/// [`VERDICT_WAIT_MIN`] and [`CLIENT_AUTH_VERDICT_WAIT`].
+#[cfg(feature = "quic")]
+pub(crate) fn quic_verdict_wait(handshake: Duration) -> Duration {
+    handshake
+        .saturating_mul(VERDICT_WAIT_PER_HANDSHAKE)
+        .clamp(VERDICT_WAIT_MIN, CLIENT_AUTH_VERDICT_WAIT)
+}
+
+/// A verifier that remembers why it refused a certificate (QUIC reports the refusal only as
+/// a TLS alert code).
+#[cfg(feature = "quic")]
+#[derive(Debug)]
+struct RecordingVerifier {
+    inner: Arc<dyn ServerCertVerifier>,
+    refused: Arc<Mutex<Option<CertificateError>>>,
+}
+
+#[cfg(feature = "quic")]
+impl ServerCertVerifier for RecordingVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let r = self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        );
+        if let Err(rustls::Error::InvalidCertificate(e)) = &r {
+            *self
+                .refused
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e.clone());
+        }
+        r
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+
+    fn requires_raw_public_keys(&self) -> bool {
+        self.inner.requires_raw_public_keys()
+    }
+
+    fn root_hint_subjects(&self) -> Option<&[rustls::DistinguishedName]> {
+        self.inner.root_hint_subjects()
     }
 }
 

@@ -559,6 +559,16 @@ impl Log {
         self.payload(topic, marker.as_bytes()).await;
     }
 
+    /// Takes every event until the client's stream ends (after its `disconnect()`), at most
+    /// `limit`.
+    pub async fn drain_until_closed(&mut self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        while let Ok(Some(ev)) = tokio::time::timeout_at(deadline, self.events.recv()).await {
+            self.debug.push(format!("{ev:?}"));
+            self.seen.push(ev);
+        }
+    }
+
     /// How many `Connecting` events were seen.
     pub fn attempts(&self) -> usize {
         self.seen
