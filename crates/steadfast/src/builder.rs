@@ -469,12 +469,6 @@ impl ClientBuilder {
     /// Outside a tokio runtime this is an error, not a panic (for programs without one, the
     /// driver needs a runtime of its own).
     pub fn build(mut self) -> Result<(Client, Events), BuildError> {
-        if tokio::runtime::Handle::try_current().is_err() {
-            return Err(BuildError(
-                "build() must be called inside a tokio runtime (the client's driver is a tokio task)"
-                    .into(),
-            ));
-        }
         if let Some(e) = self.server_error.take() {
             return Err(e);
         }
@@ -564,6 +558,13 @@ impl ClientBuilder {
                         .quic_idle_timeout(quic_idle),
                 );
             }
+        }
+        // Checked last, so a configuration error is reported as such, runtime or not.
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(BuildError(
+                "build() must be called inside a tokio runtime (the client's driver is a tokio task)"
+                    .into(),
+            ));
         }
         Ok(crate::driver::spawn(self))
     }
