@@ -339,6 +339,11 @@ impl Driver {
                 }
                 Wake::Io(IoEvent::Read) => self.conn.process_input(now),
                 Wake::Io(IoEvent::Eof) => {
+                    // What was held for a slow application came before the end: decode it
+                    // first (bounded by HELD_MAX), so a broker's DISCONNECT keeps its reason.
+                    if std::mem::take(&mut held) {
+                        self.conn.process_input(now);
+                    }
                     self.drop_transport(&mut transport, &mut wbuf);
                     self.conn
                         .handle_transport_error(TransportError::Closed, now);
@@ -349,6 +354,9 @@ impl Driver {
                 }
                 Wake::Io(IoEvent::Flushed) => needs_flush = false,
                 Wake::Io(IoEvent::Error(e)) => {
+                    if std::mem::take(&mut held) {
+                        self.conn.process_input(now);
+                    }
                     self.drop_transport(&mut transport, &mut wbuf);
                     self.conn.handle_transport_error(transport_error(&e), now);
                 }

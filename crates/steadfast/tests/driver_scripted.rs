@@ -103,19 +103,34 @@ async fn keep_alive_and_commands_get_their_turn_under_an_inbound_flood() {
     }
 }
 
+/// A connected client whose application channel holds only 8 events (so a test's unread
+/// messages make the client hold input back), with its broker and the peer of the link.
+async fn connected_slow_app(
+    v: ProtocolVersion,
+    keep_alive: Duration,
+) -> (
+    steadfast::Client,
+    steadfast::Events,
+    mock::MockBroker,
+    mock::Peer,
+) {
+    let (connector, mut broker) = MockConnector::new(v);
+    let (client, events) = builder(connector, keep_alive)
+        .event_capacity(8)
+        .build()
+        .unwrap();
+    let mut peer = broker.accept().await;
+    peer.handshake().await;
+    client.wait_for_state(|s| s == State::Connected).await;
+    (client, events, broker, peer)
+}
+
 /// Defect: with the application not reading its events, the driver stopped reading and
 /// suspended the ping timeout, so 600 s of total silence still read `Connected`.
 #[tokio::test(start_paused = true)]
 async fn a_dead_link_is_found_while_the_application_is_not_reading() {
     for v in VERSIONS {
-        let (connector, mut broker) = MockConnector::new(v);
-        let (client, mut events) = builder(connector, secs(10))
-            .event_capacity(8)
-            .build()
-            .unwrap();
-        let mut peer = broker.accept().await;
-        peer.handshake().await;
-        client.wait_for_state(|s| s == State::Connected).await;
+        let (client, mut events, _broker, mut peer) = connected_slow_app(v, secs(10)).await;
         // Far more messages than the application's channel and the driver's backlog hold.
         for i in 0..2_000u32 {
             peer.send(publish("in", QoS::AtMostOnce, 0, &i.to_be_bytes()))
@@ -195,20 +210,12 @@ async fn a_dead_link_is_found_while_the_application_is_not_reading() {
 #[tokio::test(start_paused = true)]
 async fn a_slow_application_on_a_live_link_stays_connected() {
     for v in VERSIONS {
-        let (connector, mut broker) = MockConnector::new(v);
-        let (client, mut events) = builder(connector, secs(10))
-            .event_capacity(8)
-            .build()
-            .unwrap();
-        let mut peer = broker.accept().await;
-        peer.handshake().await;
-        client.wait_for_state(|s| s == State::Connected).await;
+        let (client, mut events, broker, mut peer) = connected_slow_app(v, secs(10)).await;
         // The broker sends a message a second for 100 s; the application reads nothing for
         // the first 100 s.
         for i in 0..100u32 {
             peer.send(publish("in", QoS::AtMostOnce, 0, &[b'y'; 512]))
                 .await;
-            let _ = i;
             tokio::time::sleep(secs(1)).await;
             assert_eq!(client.state(), State::Connected, "{v}: at {i} s");
         }
@@ -649,4 +656,35 @@ async fn reconnect_now_is_not_lost_when_the_command_channel_is_full() {
         "the reconnect_now() was dropped: still backing off"
     );
     drop(pending);
+}
+
+/// A broker's DISCONNECT that arrives while the client holds input back for a slow
+/// application is still read before the end of the stream: the loss carries the broker's
+/// reason (here 0x8E, session taken over, which slows reconnects down), not "closed by peer".
+#[tokio::test(start_paused = true)]
+async fn a_disconnect_behind_held_input_keeps_its_reason() {
+    let v = ProtocolVersion::V5;
+    let (_client, mut events, _broker, mut peer) = connected_slow_app(v, secs(30)).await;
+    for i in 0..400u32 {
+        peer.send(publish("in", QoS::AtMostOnce, 0, &i.to_be_bytes()))
+            .await;
+    }
+    peer.send(Packet::Disconnect(steadfast_proto::Disconnect {
+        reason: steadfast::ReasonCode::SessionTakenOver,
+        properties: steadfast_proto::Props::new(),
+    }))
+    .await;
+    peer.close().await;
+    let seen = lifecycle_until(&mut events, |e| {
+        matches!(e, Lifecycle::ConnectionLost { .. })
+    })
+    .await;
+    match seen.last() {
+        Some(Lifecycle::ConnectionLost { reason, .. }) => assert_eq!(
+            reason.reason_code(),
+            Some(steadfast::ReasonCode::SessionTakenOver),
+            "{reason:?}"
+        ),
+        other => panic!("{other:?}"),
+    }
 }
