@@ -11,16 +11,17 @@
 //!
 //! Applications can supply their own by implementing the trait. Every provided policy returns
 //! delays inside `[min_delay(), max_delay()]`, for every attempt number up to `u32::MAX`; none
-//! of them panics or overflows. Randomness comes only from the [`Rng`] passed in, so a pinned
+//! of them panics or overflows. Randomness comes only from the [`rand_core::Rng`] passed in (any generator; the
+//! core uses [`Xoshiro256`](crate::rng::Xoshiro256)), so a pinned
 //! seed gives a reproducible schedule.
 //!
 //! ```
 //! use steadfast_proto::backoff::{default_policy, BackoffPolicy};
-//! use steadfast_proto::rng::Rng;
+//! use steadfast_proto::rng::{Rng, Xoshiro256};
 //! use std::time::Duration;
 //!
 //! let mut policy = default_policy();
-//! let mut rng = Rng::seed_from_u64(1);
+//! let mut rng = Xoshiro256::seed_from_u64(1);
 //! for attempt in 1..=10 {
 //!     let d = policy.next_delay(attempt, &mut rng);
 //!     assert!(d >= Duration::from_secs(1) && d <= Duration::from_secs(60));
@@ -31,7 +32,7 @@
 use core::fmt;
 use core::time::Duration;
 
-use crate::rng::{duration_from_nanos_u128, Rng};
+use crate::rng::{duration_from_nanos_u128, Draw, Rng};
 
 /// Chooses the delay before each reconnection attempt.
 ///
@@ -48,7 +49,7 @@ use crate::rng::{duration_from_nanos_u128, Rng};
 ///
 /// ```
 /// use steadfast_proto::backoff::BackoffPolicy;
-/// use steadfast_proto::rng::Rng;
+/// use steadfast_proto::rng::{Rng, Xoshiro256};
 /// use std::time::Duration;
 ///
 /// /// 1 s per failed attempt, up to 10 s.
@@ -56,7 +57,7 @@ use crate::rng::{duration_from_nanos_u128, Rng};
 /// struct Linear;
 ///
 /// impl BackoffPolicy for Linear {
-///     fn next_delay(&mut self, attempt: u32, _rng: &mut Rng) -> Duration {
+///     fn next_delay(&mut self, attempt: u32, _rng: &mut dyn Rng) -> Duration {
 ///         Duration::from_secs(u64::from(attempt.clamp(1, 10)))
 ///     }
 ///     fn reset(&mut self) {}
@@ -65,7 +66,7 @@ use crate::rng::{duration_from_nanos_u128, Rng};
 /// }
 ///
 /// let mut p: Box<dyn BackoffPolicy> = Box::new(Linear);
-/// assert_eq!(p.next_delay(3, &mut Rng::seed_from_u64(0)), Duration::from_secs(3));
+/// assert_eq!(p.next_delay(3, &mut Xoshiro256::seed_from_u64(0)), Duration::from_secs(3));
 /// ```
 pub trait BackoffPolicy: Send + fmt::Debug {
     /// The delay to wait before the next attempt.
@@ -74,7 +75,7 @@ pub trait BackoffPolicy: Send + fmt::Debug {
     /// [`reset`](BackoffPolicy::reset): `1` after the first failure (the delay before the
     /// first retry), `2` after the second, and so on. `0` is treated as `1`; the count may
     /// saturate at `u32::MAX`.
-    fn next_delay(&mut self, attempt: u32, rng: &mut Rng) -> Duration;
+    fn next_delay(&mut self, attempt: u32, rng: &mut dyn Rng) -> Duration;
 
     /// Forgets any growth state. Called after a connection has stayed up for `stable_after`,
     /// or on `wake()`.
@@ -89,7 +90,7 @@ pub trait BackoffPolicy: Send + fmt::Debug {
 }
 
 impl<P: BackoffPolicy + ?Sized> BackoffPolicy for Box<P> {
-    fn next_delay(&mut self, attempt: u32, rng: &mut Rng) -> Duration {
+    fn next_delay(&mut self, attempt: u32, rng: &mut dyn Rng) -> Duration {
         (**self).next_delay(attempt, rng)
     }
     fn reset(&mut self) {
@@ -151,11 +152,11 @@ const ZERO_MIN_GROWTH_BASE: Duration = Duration::from_millis(1);
 ///
 /// ```
 /// use steadfast_proto::backoff::{BackoffPolicy, Exponential, Jitter};
-/// use steadfast_proto::rng::Rng;
+/// use steadfast_proto::rng::{Rng, Xoshiro256};
 /// use std::time::Duration;
 ///
 /// let mut p = Exponential::new(Duration::from_secs(1), Duration::from_secs(60)).jitter(Jitter::None);
-/// let mut rng = Rng::seed_from_u64(0);
+/// let mut rng = Xoshiro256::seed_from_u64(0);
 /// let secs: Vec<u64> = (1..=8).map(|a| p.next_delay(a, &mut rng).as_secs()).collect();
 /// assert_eq!(secs, [1, 2, 4, 8, 16, 32, 60, 60]);
 /// ```
@@ -238,7 +239,7 @@ impl Exponential {
 }
 
 impl BackoffPolicy for Exponential {
-    fn next_delay(&mut self, attempt: u32, rng: &mut Rng) -> Duration {
+    fn next_delay(&mut self, attempt: u32, rng: &mut dyn Rng) -> Duration {
         let d = match self.jitter {
             Jitter::None => self.exp_delay(attempt),
             Jitter::Full => {
@@ -278,11 +279,11 @@ impl BackoffPolicy for Exponential {
 ///
 /// ```
 /// use steadfast_proto::backoff::{BackoffPolicy, UniformRandom};
-/// use steadfast_proto::rng::Rng;
+/// use steadfast_proto::rng::{Rng, Xoshiro256};
 /// use std::time::Duration;
 ///
 /// let mut p = UniformRandom::new(Duration::from_secs(1), Duration::from_secs(5));
-/// let d = p.next_delay(1, &mut Rng::seed_from_u64(0));
+/// let d = p.next_delay(1, &mut Xoshiro256::seed_from_u64(0));
 /// assert!(d >= Duration::from_secs(1) && d <= Duration::from_secs(5));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -300,7 +301,7 @@ impl UniformRandom {
 }
 
 impl BackoffPolicy for UniformRandom {
-    fn next_delay(&mut self, _attempt: u32, rng: &mut Rng) -> Duration {
+    fn next_delay(&mut self, _attempt: u32, rng: &mut dyn Rng) -> Duration {
         rng.duration_between(self.min, self.max)
     }
 
@@ -341,12 +342,12 @@ impl std::error::Error for SteppedError {}
 ///
 /// ```
 /// use steadfast_proto::backoff::{BackoffPolicy, Stepped};
-/// use steadfast_proto::rng::Rng;
+/// use steadfast_proto::rng::{Rng, Xoshiro256};
 /// use std::time::Duration;
 ///
 /// let steps = vec![Duration::from_secs(1), Duration::from_secs(5), Duration::from_secs(30)];
 /// let mut p = Stepped::new(steps, 0.2).unwrap(); // +/- 20 %
-/// let mut rng = Rng::seed_from_u64(0);
+/// let mut rng = Xoshiro256::seed_from_u64(0);
 /// let d = p.next_delay(2, &mut rng);
 /// assert!(d >= Duration::from_secs(4) && d <= Duration::from_secs(6));
 /// let d = p.next_delay(100, &mut rng); // past the end: the last step
@@ -403,7 +404,7 @@ impl Stepped {
 }
 
 impl BackoffPolicy for Stepped {
-    fn next_delay(&mut self, attempt: u32, rng: &mut Rng) -> Duration {
+    fn next_delay(&mut self, attempt: u32, rng: &mut dyn Rng) -> Duration {
         let last = self.bounds.len() - 1;
         let index = usize::try_from(attempt.max(1) - 1)
             .unwrap_or(usize::MAX)
@@ -423,15 +424,15 @@ impl BackoffPolicy for Stepped {
     }
 }
 
-/// The same delay before every attempt. Does not draw from the [`Rng`].
+/// The same delay before every attempt. Does not draw from the [`Rng`](crate::rng::Rng).
 ///
 /// ```
 /// use steadfast_proto::backoff::{BackoffPolicy, Constant};
-/// use steadfast_proto::rng::Rng;
+/// use steadfast_proto::rng::{Rng, Xoshiro256};
 /// use std::time::Duration;
 ///
 /// let mut p = Constant::new(Duration::from_secs(5));
-/// assert_eq!(p.next_delay(42, &mut Rng::seed_from_u64(0)), Duration::from_secs(5));
+/// assert_eq!(p.next_delay(42, &mut Xoshiro256::seed_from_u64(0)), Duration::from_secs(5));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Constant {
@@ -446,7 +447,7 @@ impl Constant {
 }
 
 impl BackoffPolicy for Constant {
-    fn next_delay(&mut self, _attempt: u32, _rng: &mut Rng) -> Duration {
+    fn next_delay(&mut self, _attempt: u32, _rng: &mut dyn Rng) -> Duration {
         self.delay
     }
 
@@ -464,6 +465,7 @@ impl BackoffPolicy for Constant {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rng::Xoshiro256;
 
     const ALL_JITTER: [Jitter; 4] = [
         Jitter::None,
@@ -534,7 +536,7 @@ mod tests {
 
     /// Delays for attempts 1..=20, repeated, from one seeded RNG.
     fn draws(p: &mut dyn BackoffPolicy, seed: u64, n: usize) -> Vec<Duration> {
-        let mut rng = Rng::seed_from_u64(seed);
+        let mut rng = Xoshiro256::seed_from_u64(seed);
         (0..n)
             .map(|i| p.next_delay(i as u32 % 20 + 1, &mut rng))
             .collect()
@@ -570,7 +572,7 @@ mod tests {
                     "{d:?} outside [{min:?}, {max:?}] for {p:?}"
                 );
             }
-            let mut rng = Rng::seed_from_u64(99);
+            let mut rng = Xoshiro256::seed_from_u64(99);
             for attempt in [0, 1, 2, 31, 32, 63, 64, 1_000, u32::MAX - 1, u32::MAX] {
                 for _ in 0..100 {
                     let d = p.next_delay(attempt, &mut rng);
@@ -586,7 +588,7 @@ mod tests {
     #[test]
     fn no_jitter_is_the_exact_doubling_sequence() {
         let mut p = exp(Jitter::None);
-        let mut rng = Rng::seed_from_u64(0);
+        let mut rng = Xoshiro256::seed_from_u64(0);
         let got: Vec<Duration> = (1..=10).map(|a| p.next_delay(a, &mut rng)).collect();
         let want: Vec<Duration> = [1, 2, 4, 8, 16, 32, 60, 60, 60, 60].map(secs).to_vec();
         assert_eq!(got, want);
@@ -597,7 +599,7 @@ mod tests {
         );
         assert_eq!(p.next_delay(u32::MAX, &mut rng), secs(60));
         // No randomness consumed.
-        assert_eq!(rng, Rng::seed_from_u64(0));
+        assert_eq!(rng, Xoshiro256::seed_from_u64(0));
 
         let mut p = Exponential::new(Duration::from_millis(100), secs(10))
             .factor(1.5)
@@ -627,7 +629,7 @@ mod tests {
     #[test]
     fn full_jitter_is_uniform_between_min_and_exp() {
         let mut p = exp(Jitter::Full);
-        let mut rng = Rng::seed_from_u64(1);
+        let mut rng = Xoshiro256::seed_from_u64(1);
         // Attempt 3: exp = 4 s.
         for _ in 0..1000 {
             let d = p.next_delay(3, &mut rng);
@@ -643,7 +645,7 @@ mod tests {
     #[test]
     fn equal_jitter_is_never_below_half_of_exp() {
         let mut p = exp(Jitter::Equal);
-        let mut rng = Rng::seed_from_u64(2);
+        let mut rng = Xoshiro256::seed_from_u64(2);
         for attempt in 1..=20u32 {
             let e = secs(1u64 << (attempt - 1).min(6)).min(secs(60));
             let v: Vec<Duration> = (0..500).map(|_| p.next_delay(attempt, &mut rng)).collect();
@@ -665,7 +667,7 @@ mod tests {
     #[test]
     fn decorrelated_spreads_grows_to_max_and_restarts_low_after_reset() {
         let mut p = exp(Jitter::Decorrelated);
-        let mut rng = Rng::seed_from_u64(3);
+        let mut rng = Xoshiro256::seed_from_u64(3);
         let (mut high_within_20, mut max_within_100) = (0, 0);
         let mut all = Vec::new();
         for _run in 0..500 {
@@ -712,7 +714,7 @@ mod tests {
         let mut v = Vec::new();
         for seed in 0..10_000 {
             let mut p = default_policy();
-            v.push(p.next_delay(1, &mut Rng::seed_from_u64(seed)));
+            v.push(p.next_delay(1, &mut Xoshiro256::seed_from_u64(seed)));
         }
         assert_deciles(&v, secs(1), secs(3));
         let mean = mean_secs(&v);
@@ -734,7 +736,7 @@ mod tests {
         let mut p = Stepped::new(steps.clone(), 0.2).unwrap();
         assert_eq!(p.min_delay(), Duration::from_millis(800));
         assert_eq!(p.max_delay(), secs(36));
-        let mut rng = Rng::seed_from_u64(5);
+        let mut rng = Xoshiro256::seed_from_u64(5);
         for attempt in [0, 1, 2, 3, 4, 100, u32::MAX] {
             let step = steps[(attempt.max(1) as usize - 1).min(2)];
             let (lo, hi) = (step.mul_f64(0.8), step.mul_f64(1.2));
@@ -769,12 +771,12 @@ mod tests {
     #[test]
     fn constant_is_constant() {
         let mut p = Constant::new(secs(7));
-        let mut rng = Rng::seed_from_u64(6);
+        let mut rng = Xoshiro256::seed_from_u64(6);
         for attempt in [0, 1, 2, 1000, u32::MAX] {
             assert_eq!(p.next_delay(attempt, &mut rng), secs(7));
         }
         assert_eq!((p.min_delay(), p.max_delay()), (secs(7), secs(7)));
-        assert_eq!(rng, Rng::seed_from_u64(6), "no randomness consumed");
+        assert_eq!(rng, Xoshiro256::seed_from_u64(6), "no randomness consumed");
     }
 
     #[test]
@@ -817,7 +819,7 @@ mod tests {
             (0..1000u64)
                 .map(|client| {
                     p.reset();
-                    p.next_delay(1, &mut Rng::seed_from_u64(client))
+                    p.next_delay(1, &mut Xoshiro256::seed_from_u64(client))
                 })
                 .collect()
         };
@@ -826,7 +828,7 @@ mod tests {
         assert_no_lockstep(&v, secs(0), secs(60), secs(1));
         // Full jitter at a grown attempt spreads over [min, max] too.
         let v: Vec<Duration> = (0..1000u64)
-            .map(|c| exp(Jitter::Full).next_delay(10, &mut Rng::seed_from_u64(c)))
+            .map(|c| exp(Jitter::Full).next_delay(10, &mut Xoshiro256::seed_from_u64(c)))
             .collect();
         assert_no_lockstep(&v, secs(1), secs(60), secs(1));
         // The default policy's first retry lies in [1 s, 3 s]: 1-second buckets, and finer
@@ -836,8 +838,14 @@ mod tests {
         assert_no_lockstep(&v, secs(1), secs(3), Duration::from_millis(100));
         // With the default policy, the instants of the k-th retry (the sum of the first k
         // delays) stay spread out as the delays grow.
-        let mut clients: Vec<(Exponential, Rng, Duration)> = (0..1000u64)
-            .map(|c| (default_policy(), Rng::seed_from_u64(c), Duration::ZERO))
+        let mut clients: Vec<(Exponential, Xoshiro256, Duration)> = (0..1000u64)
+            .map(|c| {
+                (
+                    default_policy(),
+                    Xoshiro256::seed_from_u64(c),
+                    Duration::ZERO,
+                )
+            })
             .collect();
         let mut previous_worst = usize::MAX;
         for attempt in 1..=10 {
@@ -877,7 +885,7 @@ mod tests {
     #[test]
     fn boxed_policies_are_policies() {
         let mut p: Box<dyn BackoffPolicy> = Box::new(exp(Jitter::None));
-        let mut rng = Rng::seed_from_u64(0);
+        let mut rng = Xoshiro256::seed_from_u64(0);
         assert_eq!(p.next_delay(2, &mut rng), secs(2));
         assert_eq!(p.max_delay(), secs(60));
         fn takes_policy<P: BackoffPolicy>(p: &P) -> Duration {

@@ -27,7 +27,7 @@ use crate::config::Config;
 use crate::error::{CommandError, Initiator, PublishError, Reason, TransportError};
 use crate::event::{Event, Granted, Lifecycle, PublishOutcome, State, Token};
 use crate::policy::{classify, ReasonClass};
-use crate::rng::Rng;
+use crate::rng::Xoshiro256;
 use crate::session::inflight::{Inflight, OutState, Outgoing};
 use crate::session::offline::{OfflineQueue, Overflow, Queued};
 use crate::session::persist::{OutgoingState, SessionSnapshot, StoreOp};
@@ -272,7 +272,7 @@ pub struct Connection {
     credentials: Option<CredentialsProvider>,
     credentials_retried: bool,
     authenticator: Option<Box<dyn Authenticator>>,
-    rng: Rng,
+    rng: Xoshiro256,
     state: State,
     timers: TimerTable,
     rx: BytesMut,
@@ -340,7 +340,7 @@ impl Connection {
 
     /// A connection with a chosen backoff policy.
     pub fn with_backoff(config: Config, backoff: Box<dyn BackoffPolicy>) -> Self {
-        let rng = Rng::seed_from_u64(config.rng_seed);
+        let rng = Xoshiro256::seed_from_u64(config.rng_seed);
         let client_id = config.client_id.clone();
         let inflight_window = config.inflight_window();
         Connection {

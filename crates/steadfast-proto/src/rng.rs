@@ -1,11 +1,21 @@
 //! A small, seedable, platform-independent pseudo-random number generator.
 //!
-//! [`Rng`] is xoshiro256** (Blackman and Vigna), seeded through SplitMix64. It uses only 64-bit
-//! integer arithmetic, so a seed gives the same sequence on every platform and every build. It is
-//! used for backoff jitter, where a pinned seed makes tests reproducible and distinct seeds keep
-//! a fleet of clients out of lock-step. It is **not** cryptographically secure.
+//! [`Xoshiro256`] is xoshiro256** (Blackman and Vigna), seeded through SplitMix64. It uses only
+//! 64-bit integer arithmetic, so a seed gives the same sequence on every platform and every
+//! build. It is the project's one generator: backoff jitter (where a pinned seed makes tests
+//! reproducible and distinct seeds keep a fleet of clients out of lock-step), and the seeded
+//! fuzz and property helpers. It is **not** cryptographically secure.
+//!
+//! It implements the standard [`rand_core::Rng`] trait, and [`BackoffPolicy`] takes any
+//! `rand_core::Rng`, so a policy is not tied to this type. [`Draw`] adds the unbiased range
+//! draws the policies need to every `rand_core::Rng`.
+//!
+//! [`BackoffPolicy`]: crate::backoff::BackoffPolicy
 
+use core::convert::Infallible;
 use core::time::Duration;
+
+pub use rand_core::{Rng, SeedableRng, TryRng};
 
 /// Nanoseconds in one second.
 const NANOS_PER_SEC: u128 = 1_000_000_000;
@@ -15,18 +25,18 @@ const NANOS_PER_SEC: u128 = 1_000_000_000;
 /// The same seed always yields the same sequence, on every platform:
 ///
 /// ```
-/// use steadfast_proto::rng::Rng;
+/// use steadfast_proto::rng::{Draw, Rng, Xoshiro256};
 /// use std::time::Duration;
 ///
-/// let mut a = Rng::seed_from_u64(7);
-/// let mut b = Rng::seed_from_u64(7);
+/// let mut a = Xoshiro256::seed_from_u64(7);
+/// let mut b = Xoshiro256::seed_from_u64(7);
 /// assert_eq!(a.next_u64(), b.next_u64());
 ///
 /// let d = a.duration_between(Duration::from_secs(1), Duration::from_secs(3));
 /// assert!(d >= Duration::from_secs(1) && d <= Duration::from_secs(3));
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Rng {
+pub struct Xoshiro256 {
     s: [u64; 4],
 }
 
@@ -49,16 +59,16 @@ pub(crate) fn duration_from_nanos_u128(nanos: u128) -> Duration {
     Duration::new(secs as u64, (nanos % NANOS_PER_SEC) as u32)
 }
 
-impl Rng {
+impl Xoshiro256 {
     /// Creates a generator from a 64-bit seed, expanding it to the 256-bit state with
     /// SplitMix64 (as the xoshiro authors recommend). Every seed, including 0, is valid.
     ///
     /// ```
-    /// use steadfast_proto::rng::Rng;
-    /// let mut rng = Rng::seed_from_u64(0);
+    /// use steadfast_proto::rng::Xoshiro256;
+    /// let mut rng = Xoshiro256::seed_from_u64(0);
     /// assert_eq!(rng.next_u64(), 0x99ec_5f36_cb75_f2b4);
     /// ```
-    pub fn seed_from_u64(seed: u64) -> Rng {
+    pub fn seed_from_u64(seed: u64) -> Xoshiro256 {
         let mut sm = seed;
         let s = [
             splitmix64(&mut sm),
@@ -68,7 +78,7 @@ impl Rng {
         ];
         // SplitMix64 is a bijection on its counter, so four consecutive outputs are never all
         // zero; the all-zero state (the one xoshiro cannot leave) is unreachable.
-        Rng { s }
+        Xoshiro256 { s }
     }
 
     /// Returns the next 64 uniformly distributed bits.
@@ -84,16 +94,66 @@ impl Rng {
         s[3] = s[3].rotate_left(45);
         result
     }
+}
 
+impl TryRng for Xoshiro256 {
+    type Error = Infallible;
+
+    fn try_next_u32(&mut self) -> Result<u32, Infallible> {
+        // The high half: xoshiro256**'s upper bits are its best ones.
+        Ok((Xoshiro256::next_u64(self) >> 32) as u32)
+    }
+
+    fn try_next_u64(&mut self) -> Result<u64, Infallible> {
+        Ok(Xoshiro256::next_u64(self))
+    }
+
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Infallible> {
+        for chunk in dst.chunks_mut(8) {
+            let bytes = Xoshiro256::next_u64(self).to_le_bytes();
+            chunk.copy_from_slice(&bytes[..chunk.len()]);
+        }
+        Ok(())
+    }
+}
+
+impl SeedableRng for Xoshiro256 {
+    type Seed = [u8; 32];
+
+    /// The 256-bit state, little-endian words. The all-zero state (which xoshiro cannot leave)
+    /// is replaced by the expansion of seed 0.
+    fn from_seed(seed: [u8; 32]) -> Self {
+        let mut s = [0u64; 4];
+        for (word, bytes) in s.iter_mut().zip(seed.chunks_exact(8)) {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(bytes);
+            *word = u64::from_le_bytes(b);
+        }
+        if s == [0; 4] {
+            return Xoshiro256::seed_from_u64(0);
+        }
+        Xoshiro256 { s }
+    }
+
+    /// The SplitMix64 expansion of [`Xoshiro256::seed_from_u64`] (not rand_core's PCG one), so
+    /// a seed gives the same sequence through either door.
+    fn seed_from_u64(seed: u64) -> Self {
+        Xoshiro256::seed_from_u64(seed)
+    }
+}
+
+/// Unbiased draws of floats, integers in a range and durations in a range, for every
+/// [`rand_core::Rng`] (including `dyn Rng`), as the backoff policies need them.
+pub trait Draw: Rng {
     /// Returns a uniformly distributed `f64` in `[0, 1)`, with 53 bits of precision.
     ///
     /// ```
-    /// use steadfast_proto::rng::Rng;
-    /// let mut rng = Rng::seed_from_u64(1);
+    /// use steadfast_proto::rng::{Draw, Xoshiro256};
+    /// let mut rng = Xoshiro256::seed_from_u64(1);
     /// let x = rng.next_f64();
     /// assert!((0.0..1.0).contains(&x));
     /// ```
-    pub fn next_f64(&mut self) -> f64 {
+    fn next_f64(&mut self) -> f64 {
         // The top 53 bits, scaled by 2^-53: exactly representable, never 1.0.
         (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
     }
@@ -104,13 +164,13 @@ impl Rng {
     /// still advances the generator by one step, so call sequences stay aligned).
     ///
     /// ```
-    /// use steadfast_proto::rng::Rng;
-    /// let mut rng = Rng::seed_from_u64(3);
+    /// use steadfast_proto::rng::{Draw, Xoshiro256};
+    /// let mut rng = Xoshiro256::seed_from_u64(3);
     /// let die = rng.range_u64(1, 6);
     /// assert!((1..=6).contains(&die));
     /// assert_eq!(rng.range_u64(5, 5), 5);
     /// ```
-    pub fn range_u64(&mut self, lo: u64, hi_inclusive: u64) -> u64 {
+    fn range_u64(&mut self, lo: u64, hi_inclusive: u64) -> u64 {
         let (lo, hi) = if lo <= hi_inclusive {
             (lo, hi_inclusive)
         } else {
@@ -134,7 +194,21 @@ impl Rng {
         lo + (m >> 64) as u64
     }
 
+    /// Returns a uniformly distributed integer in `[0, n)`, without modulo bias; `0` when
+    /// `n == 0`.
+    ///
+    /// ```
+    /// use steadfast_proto::rng::{Draw, Xoshiro256};
+    /// let mut rng = Xoshiro256::seed_from_u64(4);
+    /// assert!(rng.below(10) < 10);
+    /// assert_eq!(rng.below(0), 0);
+    /// ```
+    fn below(&mut self, n: u64) -> u64 {
+        self.range_u64(0, n.saturating_sub(1))
+    }
+
     /// Returns a uniformly distributed integer in `[0, hi_inclusive]` for 128-bit bounds
+    #[doc(hidden)]
     /// (bit-mask rejection; fewer than two draws of 128 bits on average).
     fn below_or_eq_u128(&mut self, hi_inclusive: u128) -> u128 {
         if hi_inclusive == 0 {
@@ -157,10 +231,10 @@ impl Rng {
     /// accepted, up to [`Duration::MAX`]; nothing overflows.
     ///
     /// ```
-    /// use steadfast_proto::rng::Rng;
+    /// use steadfast_proto::rng::{Draw, Xoshiro256};
     /// use std::time::Duration;
     ///
-    /// let mut rng = Rng::seed_from_u64(9);
+    /// let mut rng = Xoshiro256::seed_from_u64(9);
     /// let (lo, hi) = (Duration::from_millis(500), Duration::from_millis(1500));
     /// let d = rng.duration_between(lo, hi);
     /// assert!(lo <= d && d <= hi);
@@ -169,7 +243,7 @@ impl Rng {
     /// let d = rng.duration_between(hi, lo);
     /// assert!(lo <= d && d <= hi);
     /// ```
-    pub fn duration_between(&mut self, lo: Duration, hi: Duration) -> Duration {
+    fn duration_between(&mut self, lo: Duration, hi: Duration) -> Duration {
         let (lo, hi) = if lo <= hi { (lo, hi) } else { (hi, lo) };
         let span = (hi - lo).as_nanos();
         let offset = match u64::try_from(span) {
@@ -181,14 +255,30 @@ impl Rng {
     }
 }
 
+impl<R: Rng + ?Sized> Draw for R {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
+    fn the_standard_traits_give_the_same_sequence() {
+        let mut a = Xoshiro256::seed_from_u64(3);
+        let mut b = <Xoshiro256 as SeedableRng>::seed_from_u64(3);
+        let dynamic: &mut dyn Rng = &mut b;
+        assert_eq!(a.next_u64(), dynamic.next_u64());
+        let mut bytes = [0u8; 12];
+        dynamic.fill_bytes(&mut bytes);
+        assert_eq!(bytes[..8], a.next_u64().to_le_bytes());
+        assert_eq!(Xoshiro256::from_seed([0; 32]), Xoshiro256::seed_from_u64(0));
+        let d = dynamic.duration_between(Duration::from_secs(1), Duration::from_secs(2));
+        assert!(Duration::from_secs(1) <= d && d <= Duration::from_secs(2));
+    }
+
+    #[test]
     fn splitmix_and_xoshiro_match_the_reference_implementation() {
         // State expansion: the published SplitMix64 outputs for seed 0.
-        let r = Rng::seed_from_u64(0);
+        let r = Xoshiro256::seed_from_u64(0);
         assert_eq!(
             r.s,
             [
@@ -199,7 +289,7 @@ mod tests {
             ]
         );
         // Outputs computed with an independent reference implementation of xoshiro256**.
-        let mut r = Rng::seed_from_u64(0);
+        let mut r = Xoshiro256::seed_from_u64(0);
         let got: Vec<u64> = (0..4).map(|_| r.next_u64()).collect();
         assert_eq!(
             got,
@@ -210,7 +300,7 @@ mod tests {
                 0x6aa5_94f1_262d_2d2c
             ]
         );
-        let mut r = Rng::seed_from_u64(42);
+        let mut r = Xoshiro256::seed_from_u64(42);
         let got: Vec<u64> = (0..4).map(|_| r.next_u64()).collect();
         assert_eq!(
             got,
@@ -226,12 +316,12 @@ mod tests {
     #[test]
     fn same_seed_same_sequence_different_seed_different_sequence() {
         let seq = |seed| {
-            let mut r = Rng::seed_from_u64(seed);
+            let mut r = Xoshiro256::seed_from_u64(seed);
             (0..64).map(|_| r.next_u64()).collect::<Vec<_>>()
         };
         assert_eq!(seq(1), seq(1));
         assert_ne!(seq(1), seq(2));
-        let mut a = Rng::seed_from_u64(5);
+        let mut a = Xoshiro256::seed_from_u64(5);
         a.next_u64();
         let mut b = a.clone();
         assert_eq!(a.next_u64(), b.next_u64());
@@ -239,7 +329,7 @@ mod tests {
 
     #[test]
     fn next_f64_is_in_unit_interval_with_mean_one_half() {
-        let mut r = Rng::seed_from_u64(11);
+        let mut r = Xoshiro256::seed_from_u64(11);
         let n = 100_000;
         let mut sum = 0.0;
         for _ in 0..n {
@@ -253,7 +343,7 @@ mod tests {
 
     #[test]
     fn range_u64_covers_small_ranges_evenly_and_handles_edges() {
-        let mut r = Rng::seed_from_u64(12);
+        let mut r = Xoshiro256::seed_from_u64(12);
         let mut counts = [0u32; 6];
         for _ in 0..60_000 {
             let v = r.range_u64(10, 15);
@@ -280,7 +370,7 @@ mod tests {
 
     #[test]
     fn duration_between_is_inclusive_at_nanosecond_resolution() {
-        let mut r = Rng::seed_from_u64(13);
+        let mut r = Xoshiro256::seed_from_u64(13);
         let lo = Duration::new(1, 999_999_999);
         let hi = Duration::new(2, 1);
         let mut seen = [false; 3];
@@ -303,7 +393,7 @@ mod tests {
 
     #[test]
     fn duration_between_handles_spans_beyond_u64_nanoseconds() {
-        let mut r = Rng::seed_from_u64(14);
+        let mut r = Xoshiro256::seed_from_u64(14);
         for _ in 0..1000 {
             let d = r.duration_between(Duration::ZERO, Duration::MAX);
             assert!(d <= Duration::MAX);

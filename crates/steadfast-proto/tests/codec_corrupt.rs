@@ -3,7 +3,8 @@
 //! buffer untouched; anything else is a packet (which must then round trip) or a typed error.
 
 use bytes::BytesMut;
-use steadfast_proto::codec::fuzzing::{check_packet_roundtrip, mutate, sample_encodings, XorShift};
+use steadfast_proto::codec::fuzzing::{check_packet_roundtrip, mutate, sample_encodings};
+use steadfast_proto::rng::{Draw, Rng, Xoshiro256};
 use steadfast_proto::*;
 
 #[derive(Default, Debug)]
@@ -84,7 +85,7 @@ fn every_truncation_is_incomplete() {
 #[test]
 fn seeded_random_corruptions() {
     let samples = sample_encodings();
-    let mut rng = XorShift::new(0x5EED_C0DE);
+    let mut rng = Xoshiro256::seed_from_u64(0x5EED_C0DE);
     let mut tally = Tally::default();
     let mut cases = 0;
     for (v, wire) in &samples {
@@ -132,7 +133,7 @@ fn seeded_byte_flips_at_every_position() {
 #[test]
 fn concatenated_packets_with_garbage_between() {
     let samples = sample_encodings();
-    let mut rng = XorShift::new(42);
+    let mut rng = Xoshiro256::seed_from_u64(42);
     let mut tally = Tally::default();
     for _ in 0..3000 {
         let mut stream = Vec::new();
@@ -149,7 +150,7 @@ fn concatenated_packets_with_garbage_between() {
             stream.extend_from_slice(w);
             if rng.below(3) == 0 {
                 let mut junk = vec![0u8; rng.below(6) as usize];
-                rng.fill(&mut junk);
+                rng.fill_bytes(&mut junk);
                 stream.extend_from_slice(&junk);
             }
         }
@@ -160,11 +161,11 @@ fn concatenated_packets_with_garbage_between() {
 
 #[test]
 fn pure_garbage() {
-    let mut rng = XorShift::new(7);
+    let mut rng = Xoshiro256::seed_from_u64(7);
     let mut tally = Tally::default();
     for _ in 0..20_000 {
         let mut data = vec![0u8; rng.below(48) as usize];
-        rng.fill(&mut data);
+        rng.fill_bytes(&mut data);
         for v in [ProtocolVersion::V311, ProtocolVersion::V5] {
             decode_all(&data, v, 1024, &mut tally);
         }

@@ -47,7 +47,7 @@ struct Linear {
 }
 
 impl BackoffPolicy for Linear {
-    fn next_delay(&mut self, attempt: u32, _rng: &mut Rng) -> Duration {
+    fn next_delay(&mut self, attempt: u32, _rng: &mut dyn Rng) -> Duration {
         Duration::from_secs(u64::from(attempt.clamp(1, 10)))
     }
     fn reset(&mut self) {

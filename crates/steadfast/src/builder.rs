@@ -592,8 +592,14 @@ pub(crate) fn parse_version(v: &str) -> Option<ProtocolVersion> {
     }
 }
 
-/// A random seed from the OS (std's per-process random hash keys) mixed with the time and pid.
+/// A random seed from the operating system's generator (`getrandom`). Should the OS refuse
+/// (no entropy source in a sandbox), the seed falls back to std's per-process random hash keys
+/// mixed with the time and pid: still distinct per client, never a panic.
 pub(crate) fn os_seed() -> u64 {
+    getrandom::u64().unwrap_or_else(|_| fallback_seed())
+}
+
+fn fallback_seed() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(

@@ -8,6 +8,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::{DecodeError, Malformed};
 use crate::packet::*;
+use crate::rng::{Draw, Rng, Xoshiro256};
 
 const VERSIONS: [ProtocolVersion; 2] = [ProtocolVersion::V311, ProtocolVersion::V5];
 
@@ -134,7 +135,7 @@ pub fn check_chunked(data: &[u8]) {
     };
     for version in VERSIONS {
         let whole = decode_stream(core::iter::once(stream.clone()), version, max);
-        let mut rng = XorShift::new(u64::from(seed) + 1);
+        let mut rng = Xoshiro256::seed_from_u64(u64::from(seed) + 1);
         let mut rest = stream.clone();
         let chunks = core::iter::from_fn(|| {
             if rest.is_empty() {
@@ -154,42 +155,9 @@ pub fn check_chunked(data: &[u8]) {
     }
 }
 
-/// A small deterministic generator (xorshift64*), for seeded tests.
-#[derive(Debug, Clone)]
-pub struct XorShift(u64);
-
-impl XorShift {
-    /// A generator; any seed works (0 is replaced).
-    pub fn new(seed: u64) -> Self {
-        XorShift(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// A number in `0..n` (`n` > 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n.max(1)
-    }
-
-    /// Fills `buf` with random bytes.
-    pub fn fill(&mut self, buf: &mut [u8]) {
-        for b in buf {
-            *b = self.next_u64() as u8;
-        }
-    }
-}
-
 /// Applies one to four random edits to `data`: flip bits, overwrite, insert or remove bytes,
 /// set interesting values (0, 0xFF, 0x80, 0x7F).
-pub fn mutate(data: &mut Vec<u8>, rng: &mut XorShift) {
+pub fn mutate(data: &mut Vec<u8>, rng: &mut Xoshiro256) {
     let edits = 1 + rng.below(4);
     for _ in 0..edits {
         let len = data.len() as u64;
@@ -223,7 +191,7 @@ pub fn mutate(data: &mut Vec<u8>, rng: &mut XorShift) {
             _ => {
                 let n = rng.below(8) as usize;
                 let mut extra = vec![0u8; n];
-                rng.fill(&mut extra);
+                rng.fill_bytes(&mut extra);
                 data.extend_from_slice(&extra);
             }
         }
