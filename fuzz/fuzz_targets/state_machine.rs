@@ -5,7 +5,7 @@
 //! random packet ids, PUBLISH, PUBREL, DISCONNECT, raw random bytes), with invariants checked
 //! after every step.
 //!
-//! The interpreter and its invariants live in `steadfast_proto::fuzz_sm` so that a bounded,
+//! The interpreter and its invariants live in `steadfast_proto_testkit::fuzz_sm` so that a bounded,
 //! seeded run of it is part of `cargo test` (`tests/core_fuzz_smoke.rs`).
 //!
 //! Run: `cargo +nightly fuzz run state_machine` (from the repository root).
@@ -14,5 +14,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    steadfast_proto::fuzz_sm::run(data);
+    steadfast_proto_testkit::fuzz_sm::run(data);
 });

@@ -527,7 +527,8 @@ impl Connection {
         self.inflight.sent_count()
     }
 
-    /// Packet ids of the outgoing messages in flight, in original order.
+    /// Packet ids of the outgoing messages in flight, in original order. (feature `testkit`: tests only)
+    #[cfg(feature = "testkit")]
     pub fn inflight_pkids(&self) -> Vec<u16> {
         self.inflight.iter().map(|(_, o)| o.publish.pkid).collect()
     }
@@ -555,12 +556,14 @@ impl Connection {
         self.registry.iter()
     }
 
-    /// Filters registered with the MQTT 5 subscription identifier `id`.
+    /// Filters registered with the MQTT 5 subscription identifier `id`. (feature `testkit`: tests only)
+    #[cfg(feature = "testkit")]
     pub fn filters_for_subscription_id(&self, id: u32) -> Vec<ByteStr> {
         self.registry.by_id(id).map(|s| s.filter.clone()).collect()
     }
 
-    /// Incoming QoS 2 packet ids awaiting PUBREL.
+    /// Incoming QoS 2 packet ids awaiting PUBREL. (feature `testkit`: tests only)
+    #[cfg(feature = "testkit")]
     pub fn incoming_qos2_pending(&self) -> usize {
         self.incoming_qos2.len()
     }

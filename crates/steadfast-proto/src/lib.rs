@@ -27,8 +27,6 @@ pub mod config;
 pub mod connection;
 pub mod error;
 pub mod event;
-#[doc(hidden)]
-pub mod fuzz_sm;
 pub mod packet;
 pub mod policy;
 pub mod rng;

@@ -34,9 +34,10 @@
 
 mod bytestr;
 mod error;
-#[doc(hidden)]
-pub mod fuzzing;
 pub(crate) mod properties;
+#[cfg(any(test, feature = "testkit"))]
+#[doc(hidden)]
+pub mod samples;
 pub(crate) mod strings;
 pub mod varint;
 
@@ -452,7 +453,7 @@ mod tests {
     /// and with `encoded_len`.
     #[test]
     fn fused_publish_path_matches_generic_path() {
-        for (v, p) in fuzzing::sample_packets() {
+        for (v, p) in samples::sample_packets() {
             let mut fast = BytesMut::new();
             p.encode(v, &mut fast).unwrap();
             let mut generic = BytesMut::new();

@@ -1,8 +1,8 @@
-//! A bounded, seeded run of the state-machine fuzz interpreter (`steadfast_proto::fuzz_sm`):
+//! A bounded, seeded run of the state-machine fuzz interpreter (`steadfast_proto_testkit::fuzz_sm`):
 //! the same operations and invariants as `fuzz/fuzz_targets/state_machine.rs`, on ~20,000
 //! pseudo-random operation sequences, in a few seconds.
 
-use steadfast_proto::fuzz_sm::{run, seeded_input};
+use steadfast_proto_testkit::fuzz_sm::{run, seeded_input};
 
 fn smoke(seeds: std::ops::Range<u64>, len: usize) {
     for seed in seeds {

@@ -3,7 +3,7 @@
 //! packets, well-formed or not) and checks invariants after every step.
 //!
 //! Used by the cargo-fuzz target `fuzz/fuzz_targets/state_machine.rs` and by the bounded smoke
-//! run in `tests/core_fuzz_smoke.rs`. Not part of the public API.
+//! run in `tests/core_fuzz_smoke.rs` of this crate.
 //!
 //! The interpreter plays the driver exactly as the [`Connection`] docs ask (drain events,
 //! actions and output after every call; open a transport only after `Action::Connect`; stop
@@ -31,9 +31,11 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
-use crate::backoff::{BackoffPolicy, Constant, Exponential, Jitter, Stepped, UniformRandom};
-use crate::session::offline::{Overflow, QueueLimits};
-use crate::{
+use steadfast_proto::backoff::{
+    BackoffPolicy, Constant, Exponential, Jitter, Stepped, UniformRandom,
+};
+use steadfast_proto::session::offline::{Overflow, QueueLimits};
+use steadfast_proto::{
     Action, Auth, ByteStr, Config, ConnAck, Connection, DecodeError, Disconnect, DisconnectOptions,
     Event, Lifecycle, Packet, Properties, Props, ProtocolVersion, PubAck, PubComp, PubRec, PubRel,
     Publish, QoS, ReasonCode, State, SubAck, SubscribeFilter, SubscriptionOptions, Token,
@@ -164,9 +166,9 @@ struct Sm {
     trace: bool,
 }
 
-fn fuzz_server(host: &str) -> crate::ServerAddr {
-    crate::ServerAddr::parse_url(&format!("mqtt://{host}"))
-        .unwrap_or_else(|_| crate::ServerAddr::local_default())
+fn fuzz_server(host: &str) -> steadfast_proto::ServerAddr {
+    steadfast_proto::ServerAddr::parse_url(&format!("mqtt://{host}"))
+        .unwrap_or_else(|_| steadfast_proto::ServerAddr::local_default())
 }
 
 fn policy(input: &mut Input<'_>) -> Box<dyn BackoffPolicy> {
@@ -175,7 +177,7 @@ fn policy(input: &mut Input<'_>) -> Box<dyn BackoffPolicy> {
         0 => Box::new(Exponential::new(ms(100), ms(5_000)).jitter(Jitter::None)),
         1 => Box::new(Exponential::new(ms(100), ms(5_000)).jitter(Jitter::Full)),
         2 => Box::new(Exponential::new(ms(100), ms(5_000)).jitter(Jitter::Equal)),
-        3 => Box::new(crate::backoff::default_policy()),
+        3 => Box::new(steadfast_proto::backoff::default_policy()),
         4 => Box::new(UniformRandom::new(ms(0), ms(2_000))),
         5 => Box::new(Stepped::new(vec![ms(10), ms(500), ms(3_000)], 0.5).expect("valid")),
         _ => Box::new(Constant::new(ms(u64::from(input.u8() % 3) * 500))),

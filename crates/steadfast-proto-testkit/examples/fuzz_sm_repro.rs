@@ -1,8 +1,8 @@
 //! Replays a state-machine fuzz input with a trace of every call.
 //!
 //! ```sh
-//! cargo run -p steadfast-proto --example fuzz_sm_repro -- path/to/crash-file
-//! cargo run -p steadfast-proto --example fuzz_sm_repro -- --seed 49 --len 96
+//! cargo run -p steadfast-proto-testkit --example fuzz_sm_repro -- path/to/crash-file
+//! cargo run -p steadfast-proto-testkit --example fuzz_sm_repro -- --seed 49 --len 96
 //! ```
 use std::process::ExitCode;
 
@@ -15,7 +15,7 @@ fn main() -> ExitCode {
                 _ => 96,
             };
             match seed.parse() {
-                Ok(seed) => steadfast_proto::fuzz_sm::seeded_input(seed, len),
+                Ok(seed) => steadfast_proto_testkit::fuzz_sm::seeded_input(seed, len),
                 Err(_) => {
                     eprintln!("bad seed {seed:?}");
                     return ExitCode::from(2);
@@ -34,6 +34,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    steadfast_proto::fuzz_sm::run_traced(&data);
+    steadfast_proto_testkit::fuzz_sm::run_traced(&data);
     ExitCode::SUCCESS
 }

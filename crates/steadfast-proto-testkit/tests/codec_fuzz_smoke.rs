@@ -1,13 +1,13 @@
 //! A bounded, seeded, stable-toolchain run of the same properties as the cargo-fuzz targets in
-//! `fuzz/` (see `steadfast_proto::codec::fuzzing`): about 200,000 inputs, half pseudo-random
+//! `fuzz/` (see `steadfast_proto_testkit::codec`): about 200,000 inputs, half pseudo-random
 //! bytes shaped like packets, half mutated valid encodings.
 
 use std::time::Instant;
 
-use steadfast_proto::codec::fuzzing::{
+use steadfast_proto::rng::{Draw, Rng, Xoshiro256};
+use steadfast_proto_testkit::codec::{
     check_chunked, check_decode_roundtrip, mutate, sample_encodings,
 };
-use steadfast_proto::rng::{Draw, Rng, Xoshiro256};
 
 /// Random bytes, with a first byte that is usually a plausible packet type and flags, and a
 /// small plausible remaining length, so that the decoder gets past the fixed header often.

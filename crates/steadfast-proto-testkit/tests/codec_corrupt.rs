@@ -3,9 +3,9 @@
 //! buffer untouched; anything else is a packet (which must then round trip) or a typed error.
 
 use bytes::BytesMut;
-use steadfast_proto::codec::fuzzing::{check_packet_roundtrip, mutate, sample_encodings};
 use steadfast_proto::rng::{Draw, Rng, Xoshiro256};
 use steadfast_proto::*;
+use steadfast_proto_testkit::codec::{check_packet_roundtrip, mutate, sample_encodings};
 
 #[derive(Default, Debug)]
 struct Tally {
