@@ -260,11 +260,10 @@ impl Connection {
         });
         self.timers
             .set(Timer::StableAfter, now + self.config.stable_after);
-        self.redirects = 0;
-        self.redirect_targets.clear();
+        self.reconnect.connected();
         // The count of attempts goes on until the connection proves stable (`stable_after`):
         // a connection lost before then is one more failed attempt.
-        let attempt = self.attempt;
+        let attempt = self.reconnect.attempt();
         self.emit(
             now,
             Lifecycle::Connected {

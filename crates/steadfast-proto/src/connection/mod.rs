@@ -62,6 +62,7 @@ mod reconnect;
 mod requests;
 
 use outgoing::Suspect;
+use reconnect::Reconnect;
 use requests::{Request, Resubscribing, Splits};
 
 /// What the driver must do with transports.
@@ -179,12 +180,11 @@ pub const CLOSED_BEFORE_CONNACK_FATAL: u32 = 3;
 /// ```
 pub struct Connection {
     config: Config,
-    backoff: Box<dyn BackoffPolicy>,
+    reconnect: Reconnect,
     hook: Option<ReasonHook>,
     credentials: Option<CredentialsProvider>,
     credentials_retried: bool,
     authenticator: Option<Box<dyn Authenticator>>,
-    rng: Xoshiro256,
     state: State,
     timers: TimerTable,
     rx: BytesMut,
@@ -192,16 +192,8 @@ pub struct Connection {
     actions: VecDeque<Action>,
     events: VecDeque<Event>,
     link: Option<Link>,
-    // attempts and backoff
-    attempt: u32,
-    backoff_step: u32,
-    slow_floor: Option<Duration>,
-    redirects: u32,
-    /// Servers a temporary redirect named, tried in order before the configured ones.
-    redirect_targets: VecDeque<ServerAddr>,
     /// Connect attempts in a row that ended with the broker closing before CONNACK.
     closed_before_connack: u32,
-    server_idx: usize,
     // session
     client_id: ByteStr,
     connected_once: bool,
@@ -230,7 +222,7 @@ impl core::fmt::Debug for Connection {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Connection")
             .field("state", &self.state)
-            .field("attempt", &self.attempt)
+            .field("attempt", &self.reconnect.attempt())
             .field("inflight", &self.inflight.len())
             .field("queued", &self.queue.len())
             .field("subscriptions", &self.registry.len())
@@ -251,17 +243,16 @@ impl Connection {
 
     /// A connection with a chosen backoff policy.
     pub fn with_backoff(config: Config, backoff: Box<dyn BackoffPolicy>) -> Self {
-        let rng = Xoshiro256::seed_from_u64(config.rng_seed);
+        let reconnect = Reconnect::new(&config, backoff);
         let client_id = config.client_id.clone();
         let inflight_window = config.inflight_window();
         Connection {
             config,
-            backoff,
+            reconnect,
             hook: None,
             credentials: None,
             credentials_retried: false,
             authenticator: None,
-            rng,
             state: State::Idle,
             timers: TimerTable::default(),
             rx: BytesMut::new(),
@@ -269,13 +260,7 @@ impl Connection {
             actions: VecDeque::new(),
             events: VecDeque::new(),
             link: None,
-            attempt: 0,
-            backoff_step: 0,
-            slow_floor: None,
-            redirects: 0,
-            redirect_targets: VecDeque::new(),
             closed_before_connack: 0,
-            server_idx: 0,
             client_id,
             connected_once: false,
             pkids: PkidPool::default(),
@@ -490,7 +475,7 @@ impl Connection {
         if self.state != State::Connecting || self.link.is_some() {
             return;
         }
-        let server = self.current_server();
+        let server = self.reconnect.current_server();
         self.rx.clear();
         self.link = Some(Link {
             server,
@@ -631,9 +616,8 @@ impl Connection {
         }
         if self.timers.is_expired(Timer::StableAfter, now) {
             self.timers.stop(Timer::StableAfter);
-            self.reset_backoff();
             // Stable: the next loss starts a new count of attempts (and of window cuts).
-            self.attempt = 0;
+            self.reconnect.reset();
             self.window_cuts = 0;
         }
         if self.timers.is_expired(Timer::Drain, now) {
