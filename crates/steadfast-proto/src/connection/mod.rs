@@ -61,7 +61,7 @@ mod outgoing;
 mod reconnect;
 mod requests;
 
-use outgoing::Suspect;
+use outgoing::{FinalAck, Suspect};
 use reconnect::Reconnect;
 use requests::{Request, Resubscribing, Splits};
 
@@ -714,10 +714,10 @@ impl Connection {
         }
         match packet {
             Packet::Publish(p) => self.on_publish(p, now),
-            Packet::PubAck(a) => self.on_puback(a, now),
+            Packet::PubAck(a) => self.on_final_ack(FinalAck::PubAck, a.pkid, a.reason, now),
             Packet::PubRec(r) => self.on_pubrec(r, now),
             Packet::PubRel(r) => self.on_pubrel(r, now),
-            Packet::PubComp(c) => self.on_pubcomp(c, now),
+            Packet::PubComp(c) => self.on_final_ack(FinalAck::PubComp, c.pkid, c.reason, now),
             Packet::SubAck(s) => self.on_suback(s, now),
             Packet::UnsubAck(u) => self.on_unsuback(u, now),
             Packet::PingResp => {}

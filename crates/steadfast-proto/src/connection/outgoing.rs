@@ -3,6 +3,15 @@
 
 use super::*;
 
+/// The acknowledgement that completes an outgoing message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum FinalAck {
+    /// PUBACK, for QoS 1.
+    PubAck,
+    /// PUBCOMP, for QoS 2.
+    PubComp,
+}
+
 /// The message blamed for the last closes by the broker (see [`Config::poison_after`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Suspect {
@@ -383,36 +392,55 @@ impl Connection {
         self.pump(now);
     }
 
-    pub(super) fn on_puback(&mut self, a: PubAck, now: Instant) {
-        let Some(seq) = self.owner_seq(a.pkid) else {
+    /// PUBACK (QoS 1) or PUBCOMP (QoS 2): the one path that completes an acknowledged
+    /// message. A success or failure code completes it; an acknowledgement at the wrong stage is
+    /// a protocol error, except a PUBACK for a QoS 2 message (see below).
+    pub(super) fn on_final_ack(
+        &mut self,
+        ack: FinalAck,
+        pkid: u16,
+        code: ReasonCode,
+        now: Instant,
+    ) {
+        let Some(seq) = self.owner_seq(pkid) else {
             return;
         };
-        match self.inflight.get_mut(seq).map(|o| o.state) {
-            Some(OutState::AwaitPubAck) => {
-                let result = if a.reason.is_success() {
-                    Ok(PublishOutcome { reason: a.reason })
+        let Some(state) = self.inflight.get_mut(seq).map(|o| o.state) else {
+            return;
+        };
+        let result = match (ack, state) {
+            (FinalAck::PubAck, OutState::AwaitPubAck)
+            | (FinalAck::PubComp, OutState::AwaitPubComp) => {
+                if code.is_success() {
+                    Ok(PublishOutcome { reason: code })
                 } else {
-                    Err(PublishError::Rejected(a.reason))
-                };
-                self.complete(seq, result, now);
+                    Err(PublishError::Rejected(code))
+                }
             }
             // A broker without QoS 2 that takes the message at QoS 1 (RabbitMQ). Strictly a
             // protocol error, but closing would resend the message on every reconnect and
             // loop for ever: the message is failed back with a reason that says what
             // happened, the packet id is free again, and the connection stays up.
-            Some(OutState::AwaitPubRec) if a.reason.is_success() => {
-                self.complete(seq, Err(PublishError::DowngradedToQoS1), now);
+            (FinalAck::PubAck, OutState::AwaitPubRec) if code.is_success() => {
+                Err(PublishError::DowngradedToQoS1)
             }
-            Some(OutState::AwaitPubRec) => {
-                self.complete(seq, Err(PublishError::Rejected(a.reason)), now);
+            (FinalAck::PubAck, OutState::AwaitPubRec) => Err(PublishError::Rejected(code)),
+            (FinalAck::PubAck, _) => {
+                return self.protocol_violation(
+                    ReasonCode::ProtocolError,
+                    format!("PUBACK after PUBREC for QoS 2 packet id {pkid}"),
+                    now,
+                )
             }
-            Some(_) => self.protocol_violation(
-                ReasonCode::ProtocolError,
-                format!("PUBACK after PUBREC for QoS 2 packet id {}", a.pkid),
-                now,
-            ),
-            None => {}
-        }
+            (FinalAck::PubComp, _) => {
+                return self.protocol_violation(
+                    ReasonCode::ProtocolError,
+                    format!("PUBCOMP before PUBREC for packet id {pkid}"),
+                    now,
+                )
+            }
+        };
+        self.complete(seq, result, now);
     }
 
     pub(super) fn on_pubrec(&mut self, r: PubRec, now: Instant) {
@@ -451,28 +479,6 @@ impl Connection {
             Some(_) => self.protocol_violation(
                 ReasonCode::ProtocolError,
                 format!("PUBREC for QoS 1 packet id {}", r.pkid),
-                now,
-            ),
-            None => {}
-        }
-    }
-
-    pub(super) fn on_pubcomp(&mut self, c: PubComp, now: Instant) {
-        let Some(seq) = self.owner_seq(c.pkid) else {
-            return;
-        };
-        match self.inflight.get_mut(seq).map(|o| o.state) {
-            Some(OutState::AwaitPubComp) => {
-                let result = if c.reason.is_success() {
-                    Ok(PublishOutcome { reason: c.reason })
-                } else {
-                    Err(PublishError::Rejected(c.reason))
-                };
-                self.complete(seq, result, now);
-            }
-            Some(_) => self.protocol_violation(
-                ReasonCode::ProtocolError,
-                format!("PUBCOMP before PUBREC for packet id {}", c.pkid),
                 now,
             ),
             None => {}
