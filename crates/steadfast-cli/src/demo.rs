@@ -263,7 +263,7 @@ fn consume(mut events: Events, role: Role, shared: SharedRef) -> JoinHandle<()> 
             match ev {
                 ClientEvent::Lifecycle { at, event } => lock(&shared).lifecycle(role, at, &event),
                 ClientEvent::Message(m) => {
-                    let seq = std::str::from_utf8(&m.payload)
+                    let seq = std::str::from_utf8(m.payload())
                         .ok()
                         .and_then(|s| s.parse::<u64>().ok());
                     lock(&shared).message(seq);

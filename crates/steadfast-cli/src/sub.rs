@@ -8,7 +8,7 @@ use base64::Engine as _;
 use clap::{ArgAction, Args};
 use steadfast::proto::CommandError;
 use steadfast::{
-    ClientError, ClientEvent, Lifecycle, Message, Properties, QoS, ReasonCode, SubscribeFilter,
+    ClientError, ClientEvent, Lifecycle, Properties, QoS, ReasonCode, Received, SubscribeFilter,
     SubscriptionOptions,
 };
 use tokio::time::Instant;
@@ -131,32 +131,32 @@ fn properties_json(p: &Properties) -> Option<String> {
 }
 
 /// The `--json` line of a message (without the newline).
-pub fn message_json(m: &Message) -> String {
+pub fn message_json(m: &Received) -> String {
     let mut o = Obj::new()
-        .field("topic", m.topic.as_str())
-        .field("qos", qos_u8(m.qos))
-        .field("retain", m.retain)
-        .field("dup", m.dup);
-    o = match std::str::from_utf8(&m.payload) {
+        .field("topic", m.topic())
+        .field("qos", qos_u8(m.qos()))
+        .field("retain", m.retain())
+        .field("dup", m.dup());
+    o = match std::str::from_utf8(m.payload()) {
         Ok(s) => o.field("payload", s),
-        Err(_) => o.field("payload_b64", b64(&m.payload)),
+        Err(_) => o.field("payload_b64", b64(m.payload())),
     };
-    if let Some(p) = properties_json(&m.properties) {
+    if let Some(p) = properties_json(&m.as_publish().properties) {
         o = o.raw("properties", p);
     }
     o.finish()
 }
 
-fn format_message(args: &SubArgs, m: &Message) -> Vec<u8> {
-    let mut out = Vec::with_capacity(m.payload.len() + m.topic.len() + 2);
+fn format_message(args: &SubArgs, m: &Received) -> Vec<u8> {
+    let mut out = Vec::with_capacity(m.payload().len() + m.topic().len() + 2);
     if args.json {
         out.extend_from_slice(message_json(m).as_bytes());
     } else {
         if args.verbose {
-            out.extend_from_slice(m.topic.as_str().as_bytes());
+            out.extend_from_slice(m.topic().as_bytes());
             out.push(b' ');
         }
-        out.extend_from_slice(&m.payload);
+        out.extend_from_slice(m.payload());
     }
     out.push(b'\n');
     out

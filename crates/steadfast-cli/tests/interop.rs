@@ -103,14 +103,14 @@ async fn round_trip(url: &str, v: ProtocolVersion, qos: &[QoS], delivery: Delive
             rp.panic_with_log(&format!("{} publish at {q:?}: {e}", vname(v)));
         }
         let m = rs.message(T).await;
-        assert_eq!(m.topic.as_str(), topic, "{}", vname(v));
-        assert_eq!(&m.payload[..], payload.as_bytes(), "{}", vname(v));
+        assert_eq!(m.topic(), topic, "{}", vname(v));
+        assert_eq!(&m.payload()[..], payload.as_bytes(), "{}", vname(v));
         let expected = match delivery {
             Delivery::Min => qos_num(q).min(qos_num(granted)),
             Delivery::Granted => qos_num(granted),
         };
         assert_eq!(
-            qos_num(m.qos),
+            qos_num(m.qos()),
             expected,
             "{} delivered QoS of a QoS {q:?} message with {granted:?} granted",
             vname(v)
@@ -173,7 +173,11 @@ async fn restart_and_resubscribe(broker: &mut BrokerProcess, v: ProtocolVersion)
             rp.panic_with_log(&format!("publish after the restart: {e}"));
         }
         if let Some(m) = rs.try_message(ms(300)).await {
-            assert!(m.payload.starts_with(b"after-restart-"), "{:?}", m.payload);
+            assert!(
+                m.payload().starts_with(b"after-restart-"),
+                "{:?}",
+                m.payload()
+            );
             break;
         }
         if Instant::now() >= deadline {
@@ -228,7 +232,7 @@ async fn session_resume(url: &str, v: ProtocolVersion, settle: Duration) {
     assert!(session_present, "[{}] the broker kept no session", vname(v));
     let mut got = Vec::new();
     while got.len() < 5 {
-        got.push(parse_num(&rs.message(T).await.payload));
+        got.push(parse_num(rs.message(T).await.payload()));
     }
     got.dedup();
     assert_eq!(got, vec![0, 1, 2, 3, 4], "{}", vname(v));
@@ -348,7 +352,7 @@ fn rabbitmq_round_trip_restart_and_resume() {
             ))
         );
         let m = rs.message(T).await;
-        assert_eq!((&m.payload[..], m.qos), (&b"two"[..], QoS::AtLeastOnce));
+        assert_eq!((&m.payload()[..], m.qos()), (&b"two"[..], QoS::AtLeastOnce));
         assert_eq!(publ.state(), State::Connected);
         assert_eq!(
             rp.count(|e| matches!(e, Lifecycle::ConnectionLost { .. })),
@@ -357,7 +361,7 @@ fn rabbitmq_round_trip_restart_and_resume() {
         publ.publish(topic.as_str(), QoS::AtLeastOnce, false, "one")
             .await
             .unwrap();
-        assert_eq!(&rs.message(T).await.payload[..], b"one");
+        assert_eq!(&rs.message(T).await.payload()[..], b"one");
         let _ = publ.disconnect().await;
         let _ = sub.disconnect().await;
 
@@ -506,7 +510,7 @@ fn rumqttd_v5_keeps_no_session_and_the_client_resubscribes() {
         publ.publish(topic.as_str(), QoS::AtLeastOnce, false, "after")
             .await
             .unwrap();
-        assert_eq!(&rs.message(T).await.payload[..], b"after");
+        assert_eq!(&rs.message(T).await.payload()[..], b"after");
         let _ = publ.disconnect().await;
         let _ = sub.disconnect().await;
     });

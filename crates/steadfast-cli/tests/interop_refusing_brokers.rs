@@ -95,7 +95,7 @@ fn rmqtt_v311_qos2_burst_beyond_the_broker_limit() {
         }
         let mut got = Vec::new();
         while got.len() < N as usize {
-            got.push(parse_num(&rs.message(T).await.payload));
+            got.push(parse_num(rs.message(T).await.payload()));
         }
         check_sequence("rmqtt 3.1.1 QoS 2 burst", &got, N, true);
         assert_eq!(

@@ -129,7 +129,7 @@ async fn pub_lines_at_qos2_over_v311_to_rmqtt_complete_once_each() {
             .unwrap_or_else(|_| panic!("no end marker; {} messages so far", seen.len()))
             .expect("events");
         if let ClientEvent::Message(m) = ev {
-            let p = String::from_utf8_lossy(&m.payload).into_owned();
+            let p = String::from_utf8_lossy(m.payload()).into_owned();
             if p == "end" {
                 break;
             }

@@ -38,7 +38,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     while let Some(ev) = events.recv().await {
         match ev {
             ClientEvent::Message(m) => {
-                println!("{} {}", m.topic, String::from_utf8_lossy(&m.payload))
+                println!("{} {}", m.topic(), String::from_utf8_lossy(m.payload()))
             }
             ClientEvent::Lifecycle { event, .. } => eprintln!("{event:?}"),
             other => eprintln!("{other:?}"),

@@ -33,7 +33,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         tokio::select! {
             event = events.recv() => match event {
                 Some(ClientEvent::Message(m)) => {
-                    println!("{} {}", m.topic, String::from_utf8_lossy(&m.payload));
+                    println!("{} {}", m.topic(), String::from_utf8_lossy(m.payload()));
                 }
                 Some(ClientEvent::Lifecycle { event, .. }) => eprintln!("[{}] {event:?}", event.name()),
                 Some(other) => eprintln!("{other:?}"), // e.g. Lagged: events were not read in time

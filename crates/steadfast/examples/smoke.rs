@@ -29,7 +29,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
     while let Some(ev) = events.recv().await {
         match ev {
-            ClientEvent::Message(m) => println!("message {} {:?} {:?}", m.topic, m.qos, m.payload),
+            ClientEvent::Message(m) => {
+                println!("message {} {:?} {:?}", m.topic(), m.qos(), m.payload())
+            }
             ClientEvent::Lifecycle { event, .. } => println!("event {event:?}"),
             other => println!("{other:?}"),
         }

@@ -11,8 +11,7 @@ use steadfast_proto::{
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
-/// An incoming application message.
-pub type Message = Publish;
+use crate::received::Received;
 
 /// What the application receives on [`Events`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,7 +26,7 @@ pub enum ClientEvent {
         event: Lifecycle,
     },
     /// A message that no [`Subscription`] handle claimed.
-    Message(Message),
+    Message(Received),
     /// The application did not read its events for a while: the `missed` oldest lifecycle
     /// events were dropped to keep memory bounded (the ones after them follow). Messages are
     /// never dropped this way; [`Client::state`] always has the current state.
@@ -104,7 +103,7 @@ pub(crate) struct PublishCommand {
 pub(crate) struct SubscribeCommand {
     pub(crate) filters: Vec<SubscribeFilter>,
     pub(crate) properties: Properties,
-    pub(crate) route: Option<mpsc::Sender<Message>>,
+    pub(crate) route: Option<mpsc::Sender<Received>>,
     pub(crate) reply: Reply<Vec<ReasonCode>>,
 }
 
@@ -484,7 +483,7 @@ impl futures_core::Stream for Events {
 pub struct Subscription {
     filter: String,
     granted: QoS,
-    rx: mpsc::Receiver<Message>,
+    rx: mpsc::Receiver<Received>,
 }
 
 impl Subscription {
@@ -499,14 +498,14 @@ impl Subscription {
     }
 
     /// The next message; `None` once the client has closed.
-    pub async fn recv(&mut self) -> Option<Message> {
+    pub async fn recv(&mut self) -> Option<Received> {
         self.rx.recv().await
     }
 }
 
 impl futures_core::Stream for Subscription {
-    type Item = Message;
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+    type Item = Received;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Received>> {
         self.rx.poll_recv(cx)
     }
 }

@@ -24,9 +24,10 @@ use tokio::time::Instant;
 
 use crate::builder::ClientBuilder;
 use crate::client::{
-    Client, ClientError, ClientEvent, Command, Events, Message, PublishCommand, Reply,
-    SubscribeCommand, UnsubscribeCommand,
+    Client, ClientError, ClientEvent, Command, Events, PublishCommand, Reply, SubscribeCommand,
+    UnsubscribeCommand,
 };
+use crate::received::Received;
 use crate::ring::{Ring, RingWriter};
 use crate::store::{Store, StoreOp};
 use crate::transport::{BoxTransport, ConnectFuture, Connector};
@@ -51,7 +52,7 @@ const READ_MIN: usize = 4 * 1024;
 const TX_HIGH_WATER: usize = 256 * 1024;
 
 /// A subscribe's reply, and the route of its `subscribe_stream` handle if any.
-type SubscribeWaiter = (Reply<Vec<ReasonCode>>, Option<mpsc::Sender<Message>>);
+type SubscribeWaiter = (Reply<Vec<ReasonCode>>, Option<mpsc::Sender<Received>>);
 type Blocked = (
     steadfast_proto::Publish,
     Reply<PublishOutcome>,
@@ -61,12 +62,12 @@ type Blocked = (
 struct Route {
     filter: String,
     id: Option<u32>,
-    tx: mpsc::Sender<Message>,
+    tx: mpsc::Sender<Received>,
 }
 
 enum Target {
     Events,
-    Route(mpsc::Sender<Message>),
+    Route(mpsc::Sender<Received>),
 }
 
 pub(crate) fn spawn(b: ClientBuilder) -> (Client, Events) {
@@ -664,10 +665,10 @@ impl Driver {
         }
     }
 
-    fn route(&mut self, p: Message) {
+    fn route(&mut self, p: steadfast_proto::Publish) {
         if !self.routes.is_empty() {
             let ids = &p.properties.subscription_identifiers;
-            let mut targets: Vec<mpsc::Sender<Message>> = Vec::new();
+            let mut targets: Vec<mpsc::Sender<Received>> = Vec::new();
             for r in &self.routes {
                 let hit = match r.id {
                     Some(id) if !ids.is_empty() => ids.contains(&id),
@@ -679,12 +680,15 @@ impl Driver {
             }
             if !targets.is_empty() {
                 for tx in targets {
-                    self.push(Target::Route(tx), ClientEvent::Message(p.clone()));
+                    self.push(
+                        Target::Route(tx),
+                        ClientEvent::Message(Received::new(p.clone())),
+                    );
                 }
                 return;
             }
         }
-        self.push(Target::Events, ClientEvent::Message(p));
+        self.push(Target::Events, ClientEvent::Message(Received::new(p)));
     }
 
     /// Delivers a message at once when its channel has room; otherwise keeps it in order, and

@@ -12,7 +12,7 @@
 //! client.subscribe("sensors/#", QoS::AtLeastOnce).await?; // restored after every reconnect
 //! while let Some(event) = events.recv().await {
 //!     match event {
-//!         ClientEvent::Message(m) => println!("{}: {:?}", m.topic, m.payload),
+//!         ClientEvent::Message(m) => println!("{}: {:?}", m.topic(), m.payload()),
 //!         ClientEvent::Lifecycle { event, .. } => eprintln!("{event:?}"),
 //!         other => eprintln!("{other:?}"), // e.g. `Lagged`: lifecycle events were not read
 //!     }
@@ -27,13 +27,15 @@
 mod builder;
 mod client;
 mod driver;
+mod received;
 mod ring;
 pub mod store;
 mod tls_options;
 pub mod transport;
 
 pub use builder::{BuildError, ClientBuilder};
-pub use client::{Client, ClientError, ClientEvent, Events, Message, PendingAck, Subscription};
+pub use client::{Client, ClientError, ClientEvent, Events, PendingAck, Subscription};
+pub use received::Received;
 pub use steadfast_proto as proto;
 pub use steadfast_proto::backoff::{
     self, BackoffPolicy, Constant, Exponential, Jitter, Stepped, UniformRandom,

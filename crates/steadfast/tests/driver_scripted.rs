@@ -175,7 +175,7 @@ async fn a_dead_link_is_found_while_the_application_is_not_reading() {
                     ..
                 } => lost = Some(reason),
                 ClientEvent::Message(m) => {
-                    let n = u32::from_be_bytes(m.payload[..4].try_into().unwrap());
+                    let n = u32::from_be_bytes(m.payload()[..4].try_into().unwrap());
                     assert_eq!(n, before, "{v}: in order");
                     before += 1;
                 }
@@ -196,7 +196,7 @@ async fn a_dead_link_is_found_while_the_application_is_not_reading() {
         let mut next = before;
         while let Ok(Some(ev)) = tokio::time::timeout(secs(1), events.recv()).await {
             if let ClientEvent::Message(m) = ev {
-                let n = u32::from_be_bytes(m.payload[..4].try_into().unwrap());
+                let n = u32::from_be_bytes(m.payload()[..4].try_into().unwrap());
                 assert_eq!(n, next, "{v}");
                 next += 1;
             }

@@ -94,8 +94,8 @@ fn broker_kill9_and_restart_restores_subscriptions() {
             loop {
                 mosq_pub(port, *v, topic, "after-restart", 1).await;
                 if let Some(m) = r.try_message(ms(300)).await {
-                    assert_eq!(m.topic.as_str(), topic.as_str());
-                    assert_eq!(&m.payload[..], b"after-restart");
+                    assert_eq!(m.topic(), topic.as_str());
+                    assert_eq!(&m.payload()[..], b"after-restart");
                     break;
                 }
                 assert!(
@@ -110,7 +110,7 @@ fn broker_kill9_and_restart_restores_subscriptions() {
                 .await
                 .expect("stream message")
                 .expect("open");
-            assert_eq!(&m.payload[..], b"to-stream");
+            assert_eq!(&m.payload()[..], b"to-stream");
         }
     });
 }
@@ -181,7 +181,7 @@ fn broker_absent_at_start_first_connect_is_retried() {
             c.publish(topic.as_str(), QoS::AtLeastOnce, false, "hi")
                 .await
                 .expect("publish");
-            assert_eq!(&r.message(T).await.payload[..], b"hi");
+            assert_eq!(&r.message(T).await.payload()[..], b"hi");
         }
     });
 }
@@ -317,7 +317,7 @@ fn offline_queue_delivers_after_reconnect() {
             for i in 0..20u32 {
                 let m = sr.message(T).await;
                 assert_eq!(
-                    parse_num(&m.payload),
+                    parse_num(m.payload()),
                     i,
                     "offline queue drained out of order"
                 );
@@ -421,8 +421,8 @@ fn graceful_disconnect_drains_inflight_and_suppresses_will() {
             let mut got = Vec::new();
             for _ in 0..20 {
                 let m = sr.message(T).await;
-                assert_eq!(m.topic.as_str(), topic.as_str());
-                got.push(parse_num(&m.payload));
+                assert_eq!(m.topic(), topic.as_str());
+                got.push(parse_num(m.payload()));
             }
             check_sequence("drained", &got, 20, false);
             // No will: the first message on the will topic is a sentinel published after the
@@ -430,7 +430,7 @@ fn graceful_disconnect_drains_inflight_and_suppresses_will() {
             mosq_pub(broker.port(), v, &will_topic, "sentinel", 1).await;
             let m = sr.message(T).await;
             assert_eq!(
-                (m.topic.as_str(), &m.payload[..]),
+                (m.topic(), &m.payload()[..]),
                 (will_topic.as_str(), &b"sentinel"[..]),
                 "the will was published on a clean disconnect"
             );
@@ -472,7 +472,7 @@ fn disconnect_with_will_message_publishes_the_will_v5() {
             .await;
         let m = sr.message(T).await;
         assert_eq!(
-            (m.topic.as_str(), &m.payload[..]),
+            (m.topic(), &m.payload()[..]),
             (will_topic.as_str(), &b"gone"[..])
         );
     });
@@ -525,7 +525,7 @@ fn blocked_publish_does_not_hold_up_wake_or_disconnect() {
                 assert!(out.is_ok(), "{out:?}");
             }
             for i in 0..5u32 {
-                assert_eq!(parse_num(&sr.message(T).await.payload), i);
+                assert_eq!(parse_num(sr.message(T).await.payload()), i);
             }
 
             // Unreachable for good: disconnect() still completes.
@@ -639,7 +639,7 @@ fn a_stalled_consumer_loses_nothing_and_gets_nothing_twice() {
         while distinct.len() < n as usize {
             match tokio::time::timeout(T, events.recv()).await {
                 Ok(Some(ClientEvent::Message(m))) => {
-                    let x = parse_num(&m.payload);
+                    let x = parse_num(m.payload());
                     distinct.insert(x);
                     got.push(x);
                 }

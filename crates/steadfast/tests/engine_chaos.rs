@@ -212,8 +212,8 @@ fn resets_while_subscribed(v: ProtocolVersion) {
                 q2.len()
             );
             let m = sr.message(T).await;
-            let n = parse_num(&m.payload);
-            if m.topic.as_str() == t1 {
+            let n = parse_num(m.payload());
+            if m.topic() == t1 {
                 q1.push(n);
             } else {
                 q2.push(n);
@@ -247,11 +247,11 @@ fn resets_while_subscribed(v: ProtocolVersion) {
             .unwrap();
         loop {
             let m = sr.message(T).await;
-            if m.topic.as_str() == t2 && &m.payload[..] == b"end" {
+            if m.topic() == t2 && &m.payload()[..] == b"end" {
                 break;
             }
-            let n = parse_num(&m.payload);
-            if m.topic.as_str() == t1 {
+            let n = parse_num(m.payload());
+            if m.topic() == t1 {
                 q1.push(n)
             } else {
                 q2.push(n)

@@ -45,17 +45,13 @@ fn request_response_round_trip() {
                 .await
                 .expect("request")
                 .expect("open");
-            let to = req
-                .properties
-                .response_topic
-                .clone()
-                .expect("response topic");
+            let to = req.response_topic().expect("response topic").to_string();
             let props = Properties {
-                correlation_data: req.properties.correlation_data.clone(),
+                correlation_data: req.correlation_data().cloned(),
                 ..Default::default()
             };
             let mut reply = message(to.as_str(), QoS::AtLeastOnce, "pong", props);
-            reply.payload = Bytes::from(format!("re:{}", String::from_utf8_lossy(&req.payload)));
+            reply.payload = Bytes::from(format!("re:{}", String::from_utf8_lossy(req.payload())));
             responder.publish_message(reply).await.unwrap();
             req
         });
@@ -88,28 +84,26 @@ fn request_response_round_trip() {
             .await
             .expect("responder")
             .unwrap();
+        assert_eq!(req.response_topic(), Some(resp_topic.as_str()));
         assert_eq!(
-            req.properties.response_topic.as_deref(),
-            Some(resp_topic.as_str())
-        );
-        assert_eq!(
-            req.properties.correlation_data.as_deref(),
+            req.correlation_data().map(|b| &b[..]),
             Some(&b"\x00corr-42\xff"[..])
         );
-        assert_eq!(req.properties.content_type.as_deref(), Some("text/plain"));
-        assert_eq!(req.properties.user_properties.len(), 1);
+        assert_eq!(req.content_type(), Some("text/plain"));
+        assert_eq!(req.user_properties().len(), 1);
+        assert_eq!(req.user_property("k"), Some("v"));
 
         let reply = rq.message(T).await;
-        assert_eq!(reply.topic.as_str(), resp_topic.as_str());
-        assert_eq!(&reply.payload[..], b"re:ping");
+        assert_eq!(reply.topic(), resp_topic.as_str());
+        assert_eq!(&reply.payload()[..], b"re:ping");
         assert_eq!(
-            reply.properties.correlation_data.as_deref(),
+            reply.correlation_data().map(|b| &b[..]),
             Some(&b"\x00corr-42\xff"[..])
         );
     });
 }
 
-async fn next(h: &mut steadfast::Subscription) -> Message {
+async fn next(h: &mut steadfast::Subscription) -> steadfast::Received {
     tokio::time::timeout(T, h.recv())
         .await
         .expect("message on stream")
@@ -155,27 +149,19 @@ fn subscription_identifiers_route_to_the_right_stream() {
         let a2 = next(&mut ha).await;
         let b1 = next(&mut hb).await;
         let b2 = next(&mut hb).await;
-        let bodies =
-            |ms: [&Message; 2]| ms.map(|m| String::from_utf8_lossy(&m.payload).into_owned());
+        let bodies = |ms: [&steadfast::Received; 2]| {
+            ms.map(|m| String::from_utf8_lossy(m.payload()).into_owned())
+        };
         assert_eq!(bodies([&a1, &a2]), ["both", "only-a"]);
         assert_eq!(bodies([&b1, &b2]), ["both", "only-b"]);
         // Each copy carries the identifier of the subscription it was routed by.
-        assert_eq!(a1.properties.subscription_identifiers.len(), 1);
-        assert_eq!(b1.properties.subscription_identifiers.len(), 1);
-        assert_eq!(
-            a1.properties.subscription_identifiers,
-            a2.properties.subscription_identifiers
-        );
-        assert_eq!(
-            b1.properties.subscription_identifiers,
-            b2.properties.subscription_identifiers
-        );
-        assert_ne!(
-            a1.properties.subscription_identifiers,
-            b1.properties.subscription_identifiers
-        );
+        assert_eq!(a1.subscription_identifiers().len(), 1);
+        assert_eq!(b1.subscription_identifiers().len(), 1);
+        assert_eq!(a1.subscription_identifiers(), a2.subscription_identifiers());
+        assert_eq!(b1.subscription_identifiers(), b2.subscription_identifiers());
+        assert_ne!(a1.subscription_identifiers(), b1.subscription_identifiers());
         let ev = r.message(T).await;
-        assert_eq!(&ev.payload[..], b"events");
+        assert_eq!(&ev.payload()[..], b"events");
         // Nothing else came to either stream: a last message for each is next in line.
         p.publish(format!("sid/{id}/c/x"), QoS::AtLeastOnce, false, "end-a")
             .await
@@ -183,8 +169,8 @@ fn subscription_identifiers_route_to_the_right_stream() {
         p.publish(format!("sid/{id}/a/z"), QoS::AtLeastOnce, false, "end-b")
             .await
             .unwrap();
-        assert_eq!(&next(&mut ha).await.payload[..], b"end-a");
-        assert_eq!(&next(&mut hb).await.payload[..], b"end-b");
+        assert_eq!(&next(&mut ha).await.payload()[..], b"end-a");
+        assert_eq!(&next(&mut hb).await.payload()[..], b"end-b");
     });
 }
 
@@ -228,8 +214,8 @@ fn shared_subscription_splits_messages() {
                     got2
                 );
                 tokio::select! {
-                    Some(m) = s1.recv() => got1.push(parse_num(&m.payload)),
-                    Some(m) = r2.try_message(ms(100)) => got2.push(parse_num(&m.payload)),
+                    Some(m) = s1.recv() => got1.push(parse_num(m.payload())),
+                    Some(m) = r2.try_message(ms(100)) => got2.push(parse_num(m.payload())),
                 }
             }
             assert!(
@@ -275,10 +261,10 @@ fn message_expiry_passes_through() {
             .await
             .unwrap();
         let m = sr.message(T).await;
-        assert_eq!(&m.payload[..], b"live");
+        assert_eq!(&m.payload()[..], b"live");
         let left = m
-            .properties
-            .message_expiry_interval
+            .message_expiry()
+            .map(|d| d.as_secs())
             .expect("expiry passed through");
         assert!((58..=60).contains(&left), "expiry {left}");
 
@@ -331,18 +317,21 @@ fn message_expiry_passes_through() {
             .is_ok());
         let m = sr.message(T).await;
         assert_eq!(
-            &m.payload[..],
+            &m.payload()[..],
             b"longer",
             "the expired message must not be delivered"
         );
-        let left = m.properties.message_expiry_interval.expect("expiry");
+        let left = m
+            .message_expiry()
+            .map(|d| d.as_secs() as u32)
+            .expect("expiry");
         assert!(
             (1..=8).contains(&left),
             "expiry {left} not reduced by the time queued"
         );
         let m = sr.message(T).await;
-        assert_eq!(&m.payload[..], b"forever");
-        assert_eq!(m.properties.message_expiry_interval, None);
+        assert_eq!(&m.payload()[..], b"forever");
+        assert_eq!(m.message_expiry().map(|d| d.as_secs() as u32), None);
     });
 }
 
@@ -396,12 +385,12 @@ fn will_delay_holds_the_will_and_a_quick_reconnect_resumes_the_session() {
         mosq_pub(broker.port(), V5, &will_topic, "sentinel-2", 1).await;
         let m = sr.message(T).await;
         assert_eq!(
-            &m.payload[..],
+            &m.payload()[..],
             b"sentinel-2",
             "the will came before its delay"
         );
         let m = sr.message(T).await;
-        assert_eq!(&m.payload[..], b"will");
+        assert_eq!(&m.payload()[..], b"will");
         let after = cut.elapsed();
         assert!(
             after >= ms(900) && after <= ms(3500),
@@ -450,7 +439,7 @@ fn assigned_client_id_is_reused_to_resume_the_session() {
         );
         assert_eq!(r.count(|e| matches!(e, Lifecycle::Resubscribed { .. })), 0);
         mosq_pub(broker.port(), V5, &topic, "still-subscribed", 1).await;
-        assert_eq!(&r.message(T).await.payload[..], b"still-subscribed");
+        assert_eq!(&r.message(T).await.payload()[..], b"still-subscribed");
         assert!(
             broker.log().matches(&format!("as {assigned} ")).count() >= 2,
             "{}",

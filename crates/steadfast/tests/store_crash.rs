@@ -458,8 +458,8 @@ fn subscriber_child() {
         while let Some(ev) = events.recv().await {
             match ev {
                 ClientEvent::Message(m) => {
-                    println!("M {}", String::from_utf8_lossy(&m.payload));
-                    if m.qos == QoS::ExactlyOnce {
+                    println!("M {}", String::from_utf8_lossy(m.payload()));
+                    if m.qos() == QoS::ExactlyOnce {
                         let mut g = gate.in_window.lock().expect("gate");
                         *g -= 1;
                         if *g == 0

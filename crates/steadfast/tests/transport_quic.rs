@@ -70,15 +70,15 @@ async fn round_trip(url: &str, ca: &std::path::Path, v: ProtocolVersion) {
             .wait(
                 &format!("{payload:?}"),
                 T,
-                |e| matches!(e, steadfast::ClientEvent::Message(m) if m.topic.as_str() == topic),
+                |e| matches!(e, steadfast::ClientEvent::Message(m) if m.topic() == topic),
             )
             .await
         {
             steadfast::ClientEvent::Message(m) => m,
             _ => unreachable!(),
         };
-        assert_eq!(m.payload.as_ref(), payload.as_bytes());
-        assert_eq!(m.qos, qos);
+        assert_eq!(m.payload().as_ref(), payload.as_bytes());
+        assert_eq!(m.qos(), qos);
     }
     // A packet much larger than a QUIC datagram, split over many stream frames and reads.
     let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
@@ -94,7 +94,7 @@ async fn round_trip(url: &str, ca: &std::path::Path, v: ProtocolVersion) {
     let extra = sub_log
         .seen
         .iter()
-        .filter(|e| matches!(e, steadfast::ClientEvent::Message(m) if m.topic.as_str() == topic))
+        .filter(|e| matches!(e, steadfast::ClientEvent::Message(m) if m.topic() == topic))
         .count();
     // Three QoS messages and the large one, each once.
     assert_eq!(extra, 4, "messages on {topic}");
@@ -384,9 +384,9 @@ fn quic_connection_migrates_to_a_new_client_socket_without_a_reconnect() {
                 .iter()
                 .filter_map(|e| match e {
                     steadfast::ClientEvent::Message(m)
-                        if m.topic.as_str() == topic && m.payload.as_ref() == p.as_bytes() =>
+                        if m.topic() == topic && m.payload().as_ref() == p.as_bytes() =>
                     {
-                        Some(m.dup)
+                        Some(m.dup())
                     }
                     _ => None,
                 })

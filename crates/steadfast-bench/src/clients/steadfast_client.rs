@@ -48,7 +48,7 @@ pub async fn run(s: &Scenario) -> Result<Measured, String> {
         while !rec.done() {
             match tokio::time::timeout(idle, sub.recv()).await {
                 Ok(Some(m)) => {
-                    rec.record(&m.payload);
+                    rec.record(m.payload());
                 }
                 _ => break,
             }

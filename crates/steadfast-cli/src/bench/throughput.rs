@@ -311,7 +311,7 @@ async fn subscriber(
         received.fetch_add(1, Ordering::Relaxed);
         r.received += 1;
         r.last_ns = now;
-        let Some((p, seq, sent)) = get_header(&msg.payload) else {
+        let Some((p, seq, sent)) = get_header(msg.payload()) else {
             continue;
         };
         let Some(bits) = seen.get_mut(p as usize) else {

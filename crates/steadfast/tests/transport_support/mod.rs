@@ -531,11 +531,11 @@ impl Log {
             .wait(
                 &format!("a message on {topic}"),
                 T,
-                |e| matches!(e, ClientEvent::Message(m) if m.topic.as_str() == topic),
+                |e| matches!(e, ClientEvent::Message(m) if m.topic() == topic),
             )
             .await
         {
-            ClientEvent::Message(m) => m.payload.to_vec(),
+            ClientEvent::Message(m) => m.payload().to_vec(),
             _ => unreachable!(),
         }
     }
@@ -543,7 +543,7 @@ impl Log {
     /// Waits for a message on `topic` with exactly this payload (others are skipped).
     pub async fn payload(&mut self, topic: &str, payload: &[u8]) {
         self.wait(&format!("{:?} on {topic}", String::from_utf8_lossy(payload)), T, |e| {
-            matches!(e, ClientEvent::Message(m) if m.topic.as_str() == topic && m.payload.as_ref() == payload)
+            matches!(e, ClientEvent::Message(m) if m.topic() == topic && m.payload().as_ref() == payload)
         })
         .await;
     }
