@@ -1,11 +1,13 @@
 //! Fault injection and broker test support for steadfast.
 //!
 //! - [`Proxy`]: a TCP proxy between an MQTT client and a broker whose faults
-//!   (reset, blackhole, refuse, delay, throttle, CONNECT rejection, injected
-//!   DISCONNECT) are switched at run time through a [`ProxyHandle`].
+//!   (reset, blackhole, silent cut, refuse, delay, throttle, CONNECT rejection,
+//!   injected DISCONNECT) are switched at run time through a [`ProxyHandle`].
 //! - [`mosquitto`]: starts private Mosquitto brokers on free loopback ports.
 //! - [`brokers`]: private NATS, RabbitMQ, rumqttd or other broker processes, the same way.
 //! - [`fake`]: a scripted fake broker for what a real broker will not do.
+//! - [`udp`]: a UDP relay for QUIC whose faults (loss, blackhole, delay and jitter, NAT
+//!   rebinding) are switched at run time through a [`UdpProxyHandle`].
 //! - `quic` (feature `quic`): a QUIC-to-TCP bridge, MQTT over QUIC in front of a TCP broker.
 //!
 //! ```no_run
@@ -33,9 +35,11 @@ mod proxy;
 #[cfg(feature = "quic")]
 pub mod quic;
 pub mod raw;
+pub mod udp;
 
 pub use frame::{v5_to_v311_connack_code, MAX_REMAINING_LENGTH};
 pub use proxy::{FaultRecord, Proxy, ProxyHandle, ProxyStats};
+pub use udp::{UdpProxy, UdpProxyHandle, UdpStats};
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 

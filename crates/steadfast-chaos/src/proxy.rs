@@ -97,6 +97,7 @@ struct Faults {
 struct Ctl {
     reset: bool,
     close: bool,
+    cut: bool,
     disconnect: Option<u8>,
 }
 
@@ -305,6 +306,17 @@ impl ProxyHandle {
     pub fn reset(&self) -> usize {
         let n = self.inner.signal_all(|c| c.reset = true);
         self.inner.log(format!("reset ({})", conns(n)));
+        n
+    }
+
+    /// Cuts every live connection silently, for good: from now on nothing is forwarded on
+    /// them either way and nothing is closed; whatever either side sends is read and thrown
+    /// away until that side closes. New connections pass. It is what a NAT rebinding (or a
+    /// NAT that forgot its mapping) does to TCP: the old connection is dead but nobody is
+    /// told, so each end finds out through its own keep-alive. Returns how many.
+    pub fn cut(&self) -> usize {
+        let n = self.inner.signal_all(|c| c.cut = true);
+        self.inner.log(format!("cut ({})", conns(n)));
         n
     }
 
@@ -809,6 +821,34 @@ async fn close_gracefully(client: &mut TcpStream) {
     .await;
 }
 
+/// A cut connection: reads and drops whatever either side sends until both have closed (or
+/// the proxy closes or resets the connection).
+async fn discard_until_closed(
+    mut client: TcpStream,
+    mut upstream: TcpStream,
+    mut ctl: watch::Receiver<Ctl>,
+) {
+    async fn drain(s: &mut TcpStream) {
+        let mut sink = vec![0u8; 8192];
+        loop {
+            match s.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    }
+    let both = async {
+        tokio::join!(drain(&mut client), drain(&mut upstream));
+    };
+    let reset = tokio::select! {
+        _ = both => false,
+        c = ctl_signal(&mut ctl, |c| c.reset || c.close) => c.reset,
+    };
+    if reset {
+        reset_now(client);
+    }
+}
+
 fn reset_now(sock: TcpStream) {
     let _ = sock.set_zero_linger();
     drop(sock);
@@ -820,6 +860,7 @@ enum Handshake {
 }
 
 enum End {
+    Cut,
     Normal,
     Reset,
     Close,
@@ -963,7 +1004,7 @@ async fn handle_conn(
         loop {
             let down_gone = down_done;
             let conn_ctl = move |c: &Ctl| {
-                c.reset || c.close || (c.disconnect.is_some() && (!level5 || down_gone))
+                c.reset || c.close || c.cut || (c.disconnect.is_some() && (!level5 || down_gone))
             };
             tokio::select! {
                 r = &mut up, if !up_done => {
@@ -984,7 +1025,13 @@ async fn handle_conn(
                     }
                 }
                 c = ctl_signal(&mut ctl, conn_ctl) => {
-                    break if c.reset { End::Reset } else { End::Close };
+                    break if c.reset {
+                        End::Reset
+                    } else if c.cut && !c.close {
+                        End::Cut
+                    } else {
+                        End::Close
+                    };
                 }
             }
         }
@@ -993,6 +1040,7 @@ async fn handle_conn(
         End::Normal | End::Close => {}
         End::Reset | End::UpstreamFailed => reset_now(client),
         End::ClientFailed => reset_now(upstream),
+        End::Cut => discard_until_closed(client, upstream, ctl).await,
         End::Injected => {
             drop(upstream);
             drop(guard);

@@ -4,8 +4,8 @@
 //! on the first bidirectional stream the client opens. Each QUIC connection gets its own TCP
 //! connection to the broker, and the bytes are piped both ways; when the broker's side ends,
 //! the QUIC connection is closed (application error 0, reason `upstream closed`). It is how
-//! the tests reach a real broker (Mosquitto) over QUIC. [`UdpBlackhole`] puts a link that
-//! can die silently between a client and the bridge.
+//! the tests reach a real broker (Mosquitto) over QUIC. [`crate::udp::UdpProxy`] puts a faulty
+//! link (loss, blackhole, delay, NAT rebinding) between a client and the bridge.
 //!
 //! ```no_run
 //! # async fn demo(cert_pem: &str, key_pem: &str) -> std::io::Result<()> {
@@ -191,66 +191,4 @@ async fn pipe(
         _ = down => {}
     }
     conn.close(0u32.into(), b"upstream closed");
-}
-
-/// A UDP relay between one QUIC client and a server, whose only fault is a blackhole: while
-/// it is on, every datagram is dropped both ways, as on a link that died without a word (no
-/// reset, no ICMP). Datagrams from the server go to the address the client last sent from,
-/// so a client that moves to a new socket is followed. Dropping it stops the relay.
-pub struct UdpBlackhole {
-    addr: SocketAddr,
-    on: Arc<std::sync::atomic::AtomicBool>,
-    task: JoinHandle<()>,
-}
-
-impl UdpBlackhole {
-    /// Listens on UDP 127.0.0.1 (a free port) and relays to `server`.
-    pub async fn start(server: SocketAddr) -> io::Result<UdpBlackhole> {
-        use std::sync::atomic::Ordering;
-        let outside = tokio::net::UdpSocket::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
-        let inside = tokio::net::UdpSocket::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
-        inside.connect(server).await?;
-        let addr = outside.local_addr()?;
-        let on = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let dropping = on.clone();
-        let task = tokio::spawn(async move {
-            let mut client: Option<SocketAddr> = None;
-            let mut from_client = vec![0u8; 65_536];
-            let mut from_server = vec![0u8; 65_536];
-            loop {
-                tokio::select! {
-                    r = outside.recv_from(&mut from_client) => {
-                        let Ok((n, peer)) = r else { continue };
-                        client = Some(peer);
-                        if !dropping.load(Ordering::Relaxed) {
-                            let _ = inside.send(&from_client[..n]).await;
-                        }
-                    }
-                    r = inside.recv(&mut from_server) => {
-                        let Ok(n) = r else { continue };
-                        if let (Some(peer), false) = (client, dropping.load(Ordering::Relaxed)) {
-                            let _ = outside.send_to(&from_server[..n], peer).await;
-                        }
-                    }
-                }
-            }
-        });
-        Ok(UdpBlackhole { addr, on, task })
-    }
-
-    /// Where clients send to.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// Turns the blackhole on (drop everything) or off (relay again).
-    pub fn set(&self, on: bool) {
-        self.on.store(on, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-impl Drop for UdpBlackhole {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }

@@ -186,6 +186,42 @@ async fn blackhole_silences_live_and_new_connections_until_clear() {
 }
 
 #[tokio::test]
+async fn cut_kills_live_connections_silently_and_lets_new_ones_pass() {
+    let broker = FakeBroker::bind().await.unwrap();
+    let proxy = Proxy::start(any(), broker.addr()).await.unwrap();
+    let h = proxy.handle();
+    let (mut client, mut up) = session(&proxy, &broker, 5).await;
+    assert_eq!(h.cut(), 1);
+    let before = h.stats();
+    client.send(&raw::pingreq()).await.unwrap();
+    up.write_all(&fake::pingresp()).await.unwrap();
+    let (a, b) = tokio::join!(
+        up.read_frame_timeout(SILENCE),
+        client.read_frame_timeout(SILENCE)
+    );
+    // Nothing forwarded, nothing closed: both ends just hear nothing.
+    assert_silent(a);
+    assert_silent(b);
+    let after = h.stats();
+    assert_eq!(
+        (after.bytes_up, after.bytes_down),
+        (before.bytes_up, before.bytes_down)
+    );
+    // Unlike a blackhole, a cut is for good and only for the connections it found: a new
+    // connection passes at once.
+    let (mut c2, mut u2) = session(&proxy, &broker, 5).await;
+    c2.send(&raw::pingreq()).await.unwrap();
+    let got = u2.read_frame_timeout(T).await.unwrap().unwrap();
+    assert_eq!(&got[..], &raw::pingreq()[..]);
+    // The cut connection goes once both of its ends have closed.
+    assert_eq!(h.stats().live, 2);
+    drop(client);
+    drop(up);
+    assert!(h.wait_until(T, |s| s.live == 1).await.is_some());
+    assert!(h.events().iter().any(|e| e.fault == "cut (1 connection)"));
+}
+
+#[tokio::test]
 async fn timed_blackhole_ends_by_itself() {
     let broker = FakeBroker::bind().await.unwrap();
     let proxy = Proxy::start(any(), broker.addr()).await.unwrap();
