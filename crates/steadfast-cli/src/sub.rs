@@ -8,7 +8,7 @@ use base64::Engine as _;
 use clap::{ArgAction, Args};
 use steadfast::proto::CommandError;
 use steadfast::{
-    ClientError, ClientEvent, Lifecycle, Message, Properties, QoS, ReasonCode, SubscribeFilter,
+    ClientError, ClientEvent, Lifecycle, Properties, QoS, ReasonCode, Received, SubscribeFilter,
     SubscriptionOptions,
 };
 use tokio::time::Instant;
@@ -131,7 +131,7 @@ fn properties_json(p: &Properties) -> Option<String> {
 }
 
 /// The `--json` line of a message (without the newline).
-pub fn message_json(m: &Message) -> String {
+pub fn message_json(m: &Received) -> String {
     let mut o = Obj::new()
         .field("topic", m.topic.as_str())
         .field("qos", qos_u8(m.qos))
@@ -147,7 +147,7 @@ pub fn message_json(m: &Message) -> String {
     o.finish()
 }
 
-fn format_message(args: &SubArgs, m: &Message) -> Vec<u8> {
+fn format_message(args: &SubArgs, m: &Received) -> Vec<u8> {
     let mut out = Vec::with_capacity(m.payload.len() + m.topic.len() + 2);
     if args.json {
         out.extend_from_slice(message_json(m).as_bytes());
@@ -248,7 +248,7 @@ async fn sub(args: SubArgs) -> ExitCode {
                         }
                     }
                     Ok(Err(ClientError::Command(CommandError::Invalid(e)))) => {
-                        return usage_exit(UsageError(e));
+                        return usage_exit(UsageError(e.to_string()));
                     }
                     Ok(Err(ClientError::Refused(rc))) => {
                         if closing.is_none() {

@@ -24,7 +24,9 @@ use bytes::{Bytes, BytesMut};
 use crate::backoff::BackoffPolicy;
 use crate::codec::DecodeError;
 use crate::config::Config;
-use crate::error::{CommandError, Initiator, PublishError, Reason, TransportError};
+use crate::error::{
+    CommandError, Initiator, InvalidCommand, InvalidMessage, PublishError, Reason, TransportError,
+};
 use crate::event::{Event, Granted, Lifecycle, PublishOutcome, State, Token};
 use crate::policy::{classify, ReasonClass};
 use crate::rng::Rng;
@@ -459,20 +461,20 @@ impl Connection {
     /// Starts an MQTT 5 re-authentication (AUTH 0x19) on the current connection.
     pub fn reauthenticate(&mut self, now: Instant) -> Result<(), CommandError> {
         if self.config.protocol != ProtocolVersion::V5 {
-            return Err(CommandError::Invalid(
-                "re-authentication needs MQTT 5".into(),
-            ));
+            return Err(CommandError::Invalid(InvalidCommand::NeedsV5 {
+                what: "re-authentication",
+            }));
         }
         if !self.is_connected() {
-            return Err(CommandError::Invalid("not connected".into()));
+            return Err(CommandError::Invalid(InvalidCommand::NotConnected));
         }
         if self.link.as_ref().is_some_and(|l| l.reauthenticating) {
             return Err(CommandError::Invalid(
-                "a re-authentication is already under way".into(),
+                InvalidCommand::ReauthenticationInProgress,
             ));
         }
         let Some(auth) = self.authenticator.as_mut() else {
-            return Err(CommandError::Invalid("no authenticator installed".into()));
+            return Err(CommandError::Invalid(InvalidCommand::NoAuthenticator));
         };
         let properties = Properties {
             authentication_method: Some(auth.method()),
@@ -818,27 +820,23 @@ impl Connection {
             return Err((PublishError::Closed, publish));
         }
         if let Err(e) = TopicName::new(publish.topic.clone()) {
-            return Err((PublishError::Invalid(e.to_string()), publish));
+            return Err((PublishError::Invalid(InvalidMessage::Topic(e)), publish));
         }
         if self.config.protocol == ProtocolVersion::V311 && !publish.properties.is_empty() {
             return Err((
-                PublishError::Invalid("MQTT 5 properties cannot be sent with MQTT 3.1.1".into()),
+                PublishError::Invalid(InvalidMessage::PropertiesNeedV5),
                 publish,
             ));
         }
         if publish.properties.topic_alias.is_some() {
             return Err((
-                PublishError::Invalid(
-                    "topic aliases are managed by the client; enable outgoing_topic_aliases".into(),
-                ),
+                PublishError::Invalid(InvalidMessage::TopicAliasSet),
                 publish,
             ));
         }
         if !publish.properties.subscription_identifiers.is_empty() {
             return Err((
-                PublishError::Invalid(
-                    "a client must not send subscription identifiers in PUBLISH".into(),
-                ),
+                PublishError::Invalid(InvalidMessage::SubscriptionIdentifierSet),
                 publish,
             ));
         }
@@ -906,34 +904,36 @@ impl Connection {
             return Err(CommandError::Closed);
         }
         if filters.is_empty() {
-            return Err(CommandError::Invalid(
-                "SUBSCRIBE needs at least one filter".into(),
-            ));
+            return Err(CommandError::Invalid(InvalidCommand::NoFilters));
         }
         for f in &filters {
-            TopicFilter::new(f.filter.clone())
-                .map_err(|e| CommandError::Invalid(format!("{:?}: {e}", f.filter.as_str())))?;
+            TopicFilter::new(f.filter.clone()).map_err(|error| {
+                CommandError::Invalid(InvalidCommand::Filter {
+                    filter: f.filter.clone(),
+                    error,
+                })
+            })?;
         }
         let v5 = self.config.protocol == ProtocolVersion::V5;
         if !v5 {
             if !properties.is_empty() {
-                return Err(CommandError::Invalid(
-                    "MQTT 5 subscribe properties cannot be sent with MQTT 3.1.1".into(),
-                ));
+                return Err(CommandError::Invalid(InvalidCommand::NeedsV5 {
+                    what: "subscribe properties",
+                }));
             }
             if filters.iter().any(|f| {
                 f.options.no_local
                     || f.options.retain_as_published
                     || f.options.retain_handling != crate::RetainHandling::SendAtSubscribe
             }) {
-                return Err(CommandError::Invalid(
-                    "no_local, retain_as_published and retain_handling need MQTT 5".into(),
-                ));
+                return Err(CommandError::Invalid(InvalidCommand::NeedsV5 {
+                    what: "no_local, retain_as_published and retain_handling",
+                }));
             }
         }
         if !properties.subscription_identifiers.is_empty() {
             return Err(CommandError::Invalid(
-                "subscription identifiers are assigned by the client".into(),
+                InvalidCommand::SubscriptionIdentifierSet,
             ));
         }
         let id = if v5 && self.config.subscription_identifiers {
@@ -988,14 +988,12 @@ impl Connection {
             return Err(CommandError::Closed);
         }
         if filters.is_empty() {
-            return Err(CommandError::Invalid(
-                "UNSUBSCRIBE needs at least one filter".into(),
-            ));
+            return Err(CommandError::Invalid(InvalidCommand::NoFilters));
         }
         if self.config.protocol == ProtocolVersion::V311 && !properties.is_empty() {
-            return Err(CommandError::Invalid(
-                "MQTT 5 unsubscribe properties cannot be sent with MQTT 3.1.1".into(),
-            ));
+            return Err(CommandError::Invalid(InvalidCommand::NeedsV5 {
+                what: "unsubscribe properties",
+            }));
         }
         self.check_request_size(&Request::Unsubscribe {
             token: Token(0),
@@ -1006,8 +1004,12 @@ impl Connection {
             },
         })?;
         for f in &filters {
-            TopicFilter::new(f.clone())
-                .map_err(|e| CommandError::Invalid(format!("{:?}: {e}", f.as_str())))?;
+            TopicFilter::new(f.clone()).map_err(|error| {
+                CommandError::Invalid(InvalidCommand::Filter {
+                    filter: f.clone(),
+                    error,
+                })
+            })?;
             if self.registry.remove(f).is_some() {
                 self.store(|| StoreOp::SubscriptionRemove(f.clone()));
             }
@@ -2166,7 +2168,7 @@ impl Connection {
                         reason: ReasonCode::Success,
                     })
                 } else {
-                    Err(PublishError::Invalid("message cannot be encoded".into()))
+                    Err(PublishError::Invalid(InvalidMessage::Unencodable))
                 };
                 self.finish_publish(q.token, result);
                 continue;
@@ -2187,7 +2189,7 @@ impl Connection {
                 self.pkids.release(pkid);
                 self.finish_publish(
                     q.token,
-                    Err(PublishError::Invalid("message cannot be encoded".into())),
+                    Err(PublishError::Invalid(InvalidMessage::Unencodable)),
                 );
                 continue;
             }

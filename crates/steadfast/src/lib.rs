@@ -27,13 +27,15 @@
 mod builder;
 mod client;
 mod driver;
+mod message;
 mod ring;
 pub mod store;
 mod tls_options;
 pub mod transport;
 
 pub use builder::{BuildError, ClientBuilder};
-pub use client::{Client, ClientError, ClientEvent, Events, Message, PendingAck, Subscription};
+pub use client::{Client, ClientError, ClientEvent, Events, PendingAck, Received, Subscription};
+pub use message::{Message, PayloadFormat};
 pub use steadfast_proto as proto;
 pub use steadfast_proto::backoff::{
     self, BackoffPolicy, Constant, Exponential, Jitter, Stepped, UniformRandom,
@@ -44,5 +46,6 @@ pub use steadfast_proto::session::offline::Overflow;
 pub use steadfast_proto::{
     ByteStr, DisconnectOptions, Granted, Initiator, Lifecycle, Properties, Props, ProtocolVersion,
     Publish, PublishError, PublishOutcome, QoS, Reason, ReasonCode, RetainHandling, ServerAddr,
-    ServerAddrError, State, SubscribeFilter, SubscriptionOptions,
+    ServerAddrError, State, SubscribeFilter, SubscriptionOptions, TopicError, TopicFilter,
+    TopicName,
 };

@@ -10,6 +10,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use mock::{builder, builder_with, puback, publish, FloodConnector, MockConnector};
+use steadfast::Message;
 use steadfast::{ClientEvent, ProtocolVersion, QoS, State};
 use steadfast_proto::{Lifecycle, Packet, Reason};
 
@@ -55,10 +56,7 @@ async fn keep_alive_and_commands_get_their_turn_under_an_inbound_flood() {
             tokio::spawn(async move {
                 tokio::time::sleep(secs(2)).await;
                 let asked = tokio::time::Instant::now();
-                client
-                    .publish("out", QoS::AtMostOnce, false, "during the flood")
-                    .await
-                    .unwrap();
+                client.publish("out", "during the flood").await.unwrap();
                 asked.elapsed()
             })
         };
@@ -253,7 +251,7 @@ async fn a_publisher_that_never_reads_events_keeps_working_across_reconnects() {
             let client = client.clone();
             tokio::spawn(async move {
                 client
-                    .publish("out", QoS::AtLeastOnce, false, "still here")
+                    .send(Message::new("out", "still here").qos(QoS::AtLeastOnce))
                     .await
             })
         };
@@ -496,7 +494,7 @@ async fn mqtt_311_keeps_a_bounded_in_flight_window() {
         let client = client.clone();
         done.push(tokio::spawn(async move {
             client
-                .publish("out", QoS::AtLeastOnce, false, i.to_string())
+                .send(Message::new("out", i.to_string()).qos(QoS::AtLeastOnce))
                 .await
         }));
     }
@@ -548,7 +546,7 @@ async fn a_poison_message_is_failed_back_and_the_queue_goes_on() {
             let client = client.clone();
             tokio::spawn(async move {
                 client
-                    .publish("out", QoS::AtLeastOnce, false, payload)
+                    .send(Message::new("out", payload).qos(QoS::AtLeastOnce))
                     .await
             })
         };
@@ -645,7 +643,7 @@ async fn reconnect_now_is_not_lost_when_the_command_channel_is_full() {
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     let mut pending = Vec::new();
     for i in 0..1024u32 {
-        let mut f = Box::pin(client.publish("out", QoS::AtLeastOnce, false, i.to_string()));
+        let mut f = Box::pin(client.send(Message::new("out", i.to_string()).qos(QoS::AtLeastOnce)));
         assert!(f.as_mut().poll(&mut cx).is_pending());
         pending.push(f);
     }

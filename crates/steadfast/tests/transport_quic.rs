@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use steadfast::proto::TransportError;
 use steadfast::transport::{DefaultConnector, TlsOptions};
+use steadfast::Message;
 use steadfast::{ClientBuilder, Constant, Lifecycle, ProtocolVersion, QoS, Reason, State};
 use steadfast_chaos::quic::{QuicBridge, UdpBlackhole};
 use transport_support::*;
@@ -63,7 +64,7 @@ async fn round_trip(url: &str, ca: &std::path::Path, v: ProtocolVersion) {
     for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
         let payload = format!("{qos:?} over QUIC");
         publisher
-            .publish(topic.as_str(), qos, false, payload.clone())
+            .send(Message::new(topic.as_str(), payload.clone()).qos(qos))
             .await
             .unwrap();
         let m = match sub_log
@@ -83,7 +84,7 @@ async fn round_trip(url: &str, ca: &std::path::Path, v: ProtocolVersion) {
     // A packet much larger than a QUIC datagram, split over many stream frames and reads.
     let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     publisher
-        .publish(topic.as_str(), QoS::AtLeastOnce, false, big.clone())
+        .send(Message::new(topic.as_str(), big.clone()).qos(QoS::AtLeastOnce))
         .await
         .unwrap();
     assert_eq!(sub_log.message(&topic).await, big);
@@ -167,7 +168,7 @@ fn quic_reconnects_and_resubscribes_after_broker_and_endpoint_restarts() {
                     .build()
                     .unwrap();
                 Log::new(events).connected().await;
-                p.publish(topic.as_str(), QoS::AtLeastOnce, false, payload)
+                p.send(Message::new(topic.as_str(), payload).qos(QoS::AtLeastOnce))
                     .await
                     .unwrap();
                 p.disconnect().await.unwrap();
@@ -334,7 +335,7 @@ fn quic_connection_migrates_to_a_new_client_socket_without_a_reconnect() {
             if i == 10 {
                 assert_eq!(connector.rebind_quic().expect("rebind"), 1);
             }
-            c.publish(topic.as_str(), QoS::AtLeastOnce, false, p.clone())
+            c.send(Message::new(topic.as_str(), p.clone()).qos(QoS::AtLeastOnce))
                 .await
                 .expect("acknowledged");
             log.payload(&topic, p.as_bytes()).await;

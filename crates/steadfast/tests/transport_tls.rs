@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use steadfast::proto::TransportError;
 use steadfast::transport::TlsOptions;
-use steadfast::{ClientBuilder, Constant, Lifecycle, QoS, Reason, State};
+use steadfast::Message;
+use steadfast::{BuildError, ClientBuilder, Constant, Lifecycle, QoS, Reason, State};
 use transport_support::*;
 
 fn url(broker: &Mosquitto) -> String {
@@ -87,12 +88,7 @@ fn good_certificate_publish_subscribe_round_trip() {
         pub_log.connected().await;
         for i in 0..3 {
             publisher
-                .publish(
-                    topic.as_str(),
-                    QoS::AtLeastOnce,
-                    false,
-                    format!("hello {i}"),
-                )
+                .send(Message::new(topic.as_str(), format!("hello {i}")).qos(QoS::AtLeastOnce))
                 .await
                 .expect("publish");
         }
@@ -203,7 +199,7 @@ fn mutual_tls_with_client_certificate_works() {
             Ok(QoS::AtLeastOnce)
         );
         client
-            .publish(topic.as_str(), QoS::AtLeastOnce, false, "mtls")
+            .send(Message::new(topic.as_str(), "mtls").qos(QoS::AtLeastOnce))
             .await
             .unwrap();
         assert_eq!(log.message(&topic).await, b"mtls");
@@ -311,7 +307,12 @@ fn bad_tls_files_fail_at_build() {
     else {
         panic!("a missing CA file fails the build")
     };
-    assert!(err.0.contains("cannot read CA file"), "{err}");
+    let BuildError::Tls(tls) = &err else {
+        panic!("a TLS settings error: {err:?}")
+    };
+    assert!(tls.0.contains("cannot read CA file"), "{err}");
+    let source = std::error::Error::source(&err).expect("the TLS error is the source");
+    assert!(source.to_string().contains("cannot read CA file"));
     let Err(err) = ClientBuilder::from_url("mqtts://127.0.0.1:1")
         .unwrap()
         .ca_file(&pki.ca)
@@ -320,7 +321,10 @@ fn bad_tls_files_fail_at_build() {
     else {
         panic!("a key of another certificate fails the build")
     };
-    assert!(err.0.contains("does not match"), "{err}");
+    assert!(
+        matches!(&err, BuildError::Tls(e) if e.0.contains("does not match")),
+        "{err}"
+    );
 }
 
 /// The insecure-mode test runs in a child process (this test binary, filtered to
@@ -373,7 +377,7 @@ fn insecure_child() {
                 .await
                 .unwrap();
             client
-                .publish(topic.as_str(), QoS::AtLeastOnce, false, "insecure")
+                .send(Message::new(topic.as_str(), "insecure").qos(QoS::AtLeastOnce))
                 .await
                 .unwrap();
             assert_eq!(log.message(&topic).await, b"insecure");
@@ -422,7 +426,7 @@ fn reconnects_and_resubscribes_after_broker_kill9() {
             .unwrap();
         Log::new(events).connected().await;
         publisher
-            .publish(topic.as_str(), QoS::AtLeastOnce, false, "after restart")
+            .send(Message::new(topic.as_str(), "after restart").qos(QoS::AtLeastOnce))
             .await
             .unwrap();
         log.payload(&topic, b"after restart").await;
@@ -468,7 +472,7 @@ fn password_in_url_never_appears_in_debug_output() {
             .await
             .unwrap();
         client
-            .publish(topic.as_str(), QoS::AtLeastOnce, false, "x")
+            .send(Message::new(topic.as_str(), "x").qos(QoS::AtLeastOnce))
             .await
             .unwrap();
         log.message(&topic).await;

@@ -1,7 +1,7 @@
 //! Plain TCP (`mqtt://`, `tcp://`), and the TCP leg under TLS and WebSocket.
 
 use steadfast_proto::server::Scheme;
-use steadfast_proto::{ServerAddr, TransportError};
+use steadfast_proto::{IoError, ServerAddr, TransportError};
 use tokio::net::TcpStream;
 
 use super::{BoxTransport, ConnectFuture, Connector};
@@ -17,10 +17,13 @@ impl Connector for TcpConnector {
         let url = server.clone();
         Box::pin(async move {
             if url.scheme() != Scheme::Mqtt {
-                return Err(TransportError::Io(format!(
-                    "TcpConnector only speaks mqtt:// and tcp://, not {}:// (use DefaultConnector)",
-                    url.scheme_name()
-                )));
+                return Err(TransportError::io(
+                    std::io::ErrorKind::Unsupported,
+                    format!(
+                        "TcpConnector only speaks mqtt:// and tcp://, not {}:// (use DefaultConnector)",
+                        url.scheme_name()
+                    ),
+                ));
             }
             Ok(Box::new(connect_tcp(url.host(), url.port()).await?) as BoxTransport)
         })
@@ -31,7 +34,7 @@ impl Connector for TcpConnector {
 pub(crate) async fn connect_tcp(host: &str, port: u16) -> Result<TcpStream, TransportError> {
     let addrs = tokio::net::lookup_host((host, port))
         .await
-        .map_err(|e| TransportError::Dns(format!("{host}: {e}")))?;
+        .map_err(|e| TransportError::Dns(IoError::with_source(host, e)))?;
     let mut last = None;
     for addr in addrs {
         match TcpStream::connect(addr).await {
@@ -39,10 +42,10 @@ pub(crate) async fn connect_tcp(host: &str, port: u16) -> Result<TcpStream, Tran
                 let _ = s.set_nodelay(true);
                 return Ok(s);
             }
-            Err(e) => last = Some(format!("{addr}: {e}")),
+            Err(e) => last = Some(IoError::with_source(format!("TCP connect to {addr}"), e)),
         }
     }
-    Err(TransportError::Io(
-        last.unwrap_or_else(|| format!("{host}: no address")),
-    ))
+    Err(TransportError::Io(last.unwrap_or_else(|| {
+        IoError::new(std::io::ErrorKind::NotFound, format!("{host}: no address"))
+    })))
 }

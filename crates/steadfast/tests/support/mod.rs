@@ -15,8 +15,8 @@ pub use std::time::{Duration, Instant};
 
 use steadfast::Client;
 pub use steadfast::{
-    ClientBuilder, ClientEvent, Events, Exponential, Lifecycle, Message, ProtocolVersion, QoS,
-    Reason, ReasonCode, State,
+    ClientBuilder, ClientEvent, Events, Exponential, Lifecycle, ProtocolVersion, QoS, Reason,
+    ReasonCode, Received, State,
 };
 pub use steadfast_chaos::fake::{self, FakeBroker, FakeConn};
 pub use steadfast_chaos::mosquitto::Mosquitto;
@@ -144,7 +144,7 @@ pub struct Recorder {
     shared: Arc<Shared>,
     count: watch::Receiver<usize>,
     cursor: usize,
-    msgs: mpsc::UnboundedReceiver<Message>,
+    msgs: mpsc::UnboundedReceiver<Received>,
     started: Instant,
 }
 
@@ -284,7 +284,7 @@ impl Recorder {
     }
 
     /// The next message, or a panic after `timeout`.
-    pub async fn message(&mut self, timeout: Duration) -> Message {
+    pub async fn message(&mut self, timeout: Duration) -> Received {
         match tokio::time::timeout(timeout, self.msgs.recv()).await {
             Ok(Some(m)) => m,
             Ok(None) => panic!(
@@ -301,7 +301,7 @@ impl Recorder {
     }
 
     /// The next message if one arrives within `timeout`.
-    pub async fn try_message(&mut self, timeout: Duration) -> Option<Message> {
+    pub async fn try_message(&mut self, timeout: Duration) -> Option<Received> {
         tokio::time::timeout(timeout, self.msgs.recv())
             .await
             .ok()
