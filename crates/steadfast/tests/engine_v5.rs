@@ -171,6 +171,62 @@ fn subscription_identifiers_route_to_the_right_stream() {
     });
 }
 
+/// Two `subscribe_stream` handles for the same filter both receive every message of it, with
+/// a real broker: MQTT 5 (subscription identifiers: the second SUBSCRIBE replaces the first
+/// and its identifier) and MQTT 3.1.1 (routed by filter). Neither message reaches `Events`,
+/// and once one handle is dropped the other still gets everything.
+#[test]
+fn two_streams_for_one_filter_both_receive() {
+    run(Duration::from_secs(30), async {
+        let broker = mosquitto();
+        for v in [ProtocolVersion::V311, V5] {
+            let id = uid("dupstream");
+            let filter = format!("dup/{id}/+");
+            let (c, mut r) = start_connected(fast(&broker.url(), v, &id), &id).await;
+            let mut first = c
+                .subscribe_stream(filter.as_str(), QoS::AtLeastOnce)
+                .await
+                .unwrap();
+            let mut second = c
+                .subscribe_stream(filter.as_str(), QoS::AtLeastOnce)
+                .await
+                .unwrap();
+            let (p, _pr) =
+                start_connected(fast(&broker.url(), v, &format!("{id}-pub")), "pub").await;
+            for n in 0..3 {
+                p.send(Message::new(format!("dup/{id}/{n}"), n.to_string()).qos(QoS::AtLeastOnce))
+                    .await
+                    .unwrap();
+            }
+            for h in [&mut first, &mut second] {
+                for n in 0..3 {
+                    let m = next(h).await;
+                    assert_eq!(m.payload, n.to_string(), "{v}");
+                }
+            }
+            drop(first);
+            p.send(Message::new(format!("dup/{id}/last"), "last").qos(QoS::AtLeastOnce))
+                .await
+                .unwrap();
+            assert_eq!(&next(&mut second).await.payload[..], b"last", "{v}");
+            // Events saw none of them: a message of another subscription is the first there.
+            c.subscribe(format!("other/{id}"), QoS::AtLeastOnce)
+                .await
+                .unwrap();
+            p.send(Message::new(format!("other/{id}"), "other").qos(QoS::AtLeastOnce))
+                .await
+                .unwrap();
+            assert_eq!(
+                r.message(T).await.topic.as_str(),
+                format!("other/{id}"),
+                "{v}"
+            );
+            c.disconnect().await.unwrap();
+            p.disconnect().await.unwrap();
+        }
+    });
+}
+
 /// A shared subscription `$share/g/topic` held by two clients splits the messages between
 /// them: together they get every message once, and both get some. One member uses
 /// `subscribe_stream` (routing of a `$share` filter), the other `subscribe`.
