@@ -556,3 +556,104 @@ fn client_cert_connect_to_a_server_without_session_tickets_does_not_stall() {
         assert_eq!(waits[1..], [Duration::ZERO, Duration::ZERO], "{waits:?}");
     });
 }
+
+/// A rustls `ClientConfig` of the application's own (built with the re-exported `rustls`),
+/// with the test CA as its only root and the client certificate in it.
+fn own_client_config(
+    pki: &Pki,
+    roots_pem: &str,
+    with_cert: bool,
+) -> std::sync::Arc<steadfast::transport::rustls::ClientConfig> {
+    use steadfast::transport::rustls;
+    use steadfast::transport::rustls::pki_types::pem::PemObject;
+    use steadfast::transport::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(roots_pem.as_bytes()) {
+        roots.add(cert.expect("CA PEM")).expect("CA certificate");
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocol versions")
+    .with_root_certificates(roots);
+    let config = if with_cert {
+        let chain = CertificateDer::pem_slice_iter(pki.client.cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .expect("client chain");
+        let key = PrivateKeyDer::from_pem_slice(pki.client.key_pem.as_bytes()).expect("key");
+        builder
+            .with_client_auth_cert(chain, key)
+            .expect("client certificate")
+    } else {
+        builder.with_no_client_auth()
+    };
+    std::sync::Arc::new(config)
+}
+
+/// Bring your own TLS config: a rustls `ClientConfig` given to the builder is used for
+/// `mqtts://` as it is: its roots verify the broker and its client certificate passes the
+/// broker's mutual-TLS check; the same config without the certificate is refused fatally
+/// (one attempt, named), and one whose roots lack the CA is fatal as an unknown issuer.
+#[test]
+fn own_rustls_client_config_is_used() {
+    run(Duration::from_secs(30), async {
+        let pki = Pki::generate();
+        let broker = tls_broker(&pki, &pki.server, true);
+        let topic = uid("tls/own");
+        let (client, events) = quick(ClientBuilder::from_url(&url(&broker)).unwrap())
+            .tls_client_config(own_client_config(&pki, &pki.ca_pem, true))
+            .build()
+            .unwrap();
+        let mut log = Log::new(events);
+        log.connected().await;
+        assert_eq!(
+            client.subscribe(topic.as_str(), QoS::AtLeastOnce).await,
+            Ok(QoS::AtLeastOnce)
+        );
+        client
+            .send(Message::new(topic.as_str(), "own config").qos(QoS::AtLeastOnce))
+            .await
+            .unwrap();
+        assert_eq!(log.message(&topic).await, b"own config");
+        client.disconnect().await.unwrap();
+
+        // Without the client certificate: the broker refuses, and that is fatal at once.
+        let b = ClientBuilder::from_url(&url(&broker))
+            .unwrap()
+            .tls(TlsOptions::new().client_config(own_client_config(&pki, &pki.ca_pem, false)));
+        let message = fatal_tls_message(b, &broker).await;
+        assert!(message.contains("client certificate"), "{message}");
+
+        // Roots without our CA: an unknown issuer, fatal.
+        let other = tls_broker(&pki, &pki.unknown_ca, false);
+        let b = ClientBuilder::from_url(&url(&other))
+            .unwrap()
+            .tls_client_config(own_client_config(&pki, &pki.ca_pem, false));
+        let message = fatal_tls_message(b, &other).await;
+        assert!(message.contains("unknown issuer"), "{message}");
+    });
+}
+
+/// The file options cannot be mixed with a config of one's own: `build` says so, typed.
+#[test]
+fn own_rustls_config_mixed_with_file_options_fails_at_build() {
+    let pki = Pki::generate();
+    for mixed in [
+        TlsOptions::new().ca_file(&pki.ca),
+        TlsOptions::new().client_cert_files(&pki.client.cert, &pki.client.key),
+        TlsOptions::new().danger_accept_invalid_certs(true),
+    ] {
+        let Err(err) = ClientBuilder::from_url("mqtts://127.0.0.1:1")
+            .unwrap()
+            .tls(mixed.client_config(own_client_config(&pki, &pki.ca_pem, false)))
+            .build()
+        else {
+            panic!("a mix of options fails the build")
+        };
+        assert!(
+            matches!(&err, BuildError::Tls(e) if e.0.contains("cannot be combined")),
+            "{err}"
+        );
+    }
+}
