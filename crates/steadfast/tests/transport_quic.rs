@@ -604,3 +604,56 @@ fn quic_client_certificates_with_the_mqtt5_broker() {
         broker.stop().await;
     });
 }
+
+/// A rustls `ClientConfig` trusting `roots_pem` only (built with the re-exported `rustls`).
+fn own_config(roots_pem: &str) -> std::sync::Arc<steadfast::transport::rustls::ClientConfig> {
+    use steadfast::transport::rustls;
+    use steadfast::transport::rustls::pki_types::pem::PemObject;
+    use steadfast::transport::rustls::pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(roots_pem.as_bytes()) {
+        roots.add(cert.expect("CA PEM")).expect("CA certificate");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocol versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    std::sync::Arc::new(config)
+}
+
+/// A rustls `ClientConfig` of the application's own works over QUIC too (ALPN `mqtt` is set
+/// on the connector's copy), and a certificate its roots do not trust is still fatal at the
+/// first attempt.
+#[test]
+fn quic_with_an_own_rustls_config() {
+    run(Duration::from_secs(60), async {
+        let pki = Pki::generate();
+        let broker = tcp_broker();
+        let bridge = start_bridge(broker.addr(), &pki.server).await;
+        let topic = uid("quic/own");
+        let (c, events) = quick(ClientBuilder::from_url(&bridge.url()).unwrap())
+            .tls_client_config(own_config(&pki.ca_pem))
+            .build()
+            .unwrap();
+        let mut log = Log::new(events);
+        log.connected().await;
+        c.subscribe(topic.as_str(), QoS::AtLeastOnce).await.unwrap();
+        c.send(Message::new(topic.as_str(), "own").qos(QoS::AtLeastOnce))
+            .await
+            .unwrap();
+        assert_eq!(log.message(&topic).await, b"own");
+        c.disconnect().await.unwrap();
+
+        let untrusted = start_bridge(broker.addr(), &pki.unknown_ca).await;
+        let m = fatal_message(&untrusted.url(), |b| {
+            b.tls_client_config(own_config(&pki.ca_pem))
+        })
+        .await;
+        assert!(m.starts_with("certificate refused"), "{m}");
+        assert!(m.contains("UnknownCA"), "{m}");
+        eprintln!("TlsFatal with an own config: {m}");
+    });
+}

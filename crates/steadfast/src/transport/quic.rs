@@ -178,6 +178,26 @@ fn handshake_error(
         ConnectionError::TransportError(te) => crypto_alert(te.code),
         _ => None,
     };
+    // With a rustls config of the application's own, its verifier cannot be watched: a
+    // certificate alert raised by our side of the handshake is that verifier's refusal.
+    if let (ConnectionError::TransportError(te), Some(a)) = (&e, alert) {
+        use rustls::AlertDescription as A;
+        let alert = A::from(a);
+        let certificate = matches!(
+            alert,
+            A::BadCertificate
+                | A::UnsupportedCertificate
+                | A::CertificateRevoked
+                | A::CertificateExpired
+                | A::CertificateUnknown
+                | A::UnknownCA
+        );
+        if certificate && !tls.watches_verifier() {
+            return TransportError::TlsFatal(format!(
+                "certificate refused: the verifier of the rustls ClientConfig refused the certificate of {host} ({alert:?}): {te}"
+            ));
+        }
+    }
     if let Some(tls_error) = tls.quic_handshake_error(watch, host, alert) {
         return tls_error;
     }

@@ -173,8 +173,9 @@ impl TlsOptions {
     /// resumption store (the connector's own cache, so that it can see whether the server
     /// accepted a client certificate), and the client certificate resolver is wrapped (same
     /// certificates) to note when the server asks for one. Over QUIC the ALPN is `mqtt`, and
-    /// certificate refusals are reported less precisely than with the file options (the
-    /// config's verifier cannot be watched).
+    /// a certificate the config's verifier refuses is fatal like any other refusal, but named
+    /// by its TLS alert rather than in the words of the file options (that verifier cannot be
+    /// watched).
     ///
     /// ```
     /// use std::sync::Arc;
@@ -464,6 +465,13 @@ impl TlsContext {
             trust: "the application's rustls ClientConfig".to_string(),
             verdicts: Arc::default(),
         })
+    }
+
+    /// Whether certificate refusals are recorded by our own verifier (not with a config of
+    /// the application's own, whose verifier cannot be wrapped).
+    #[cfg(feature = "quic")]
+    pub(crate) fn watches_verifier(&self) -> bool {
+        self.verifier.is_some()
     }
 
     /// Whether a client certificate is configured (by file, PEM or the application's config).
