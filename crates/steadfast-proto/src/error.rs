@@ -578,3 +578,61 @@ impl std::error::Error for CommandError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error;
+    use std::io::ErrorKind;
+
+    use super::*;
+
+    #[test]
+    fn io_errors_keep_kind_and_source_and_compare_by_kind_and_message() {
+        let e = TransportError::io_with("read", std::io::Error::from(ErrorKind::ConnectionReset));
+        assert_eq!(e.io_kind(), Some(ErrorKind::ConnectionReset));
+        let source = e.source().and_then(|s| s.downcast_ref::<std::io::Error>());
+        assert_eq!(
+            source.map(std::io::Error::kind),
+            Some(ErrorKind::ConnectionReset)
+        );
+        assert_eq!(
+            e,
+            TransportError::io_with("read", std::io::Error::from(ErrorKind::ConnectionReset))
+        );
+        assert_ne!(e, TransportError::io(ErrorKind::ConnectionReset, "read"));
+        let plain = TransportError::io(ErrorKind::TimedOut, "no answer");
+        assert_eq!(plain.io_kind(), Some(ErrorKind::TimedOut));
+        assert!(plain.source().is_none());
+        assert_eq!(plain.to_string(), "I/O error: no answer");
+        assert_eq!(TransportError::Closed.io_kind(), None);
+        let reason = Reason::Transport(e.clone());
+        assert!(reason
+            .source()
+            .and_then(|s| s.downcast_ref::<TransportError>())
+            .is_some_and(|t| *t == e));
+    }
+
+    #[test]
+    fn invalid_requests_are_typed_with_their_topic_error_as_source() {
+        let e = PublishError::Invalid(InvalidMessage::Topic(TopicError::WildcardInName));
+        let inner = e.source().expect("the invalid message");
+        assert_eq!(
+            inner.source().and_then(|s| s.downcast_ref::<TopicError>()),
+            Some(&TopicError::WildcardInName)
+        );
+        assert_eq!(e.to_string(), "invalid message: topic contains a wildcard");
+        let c = CommandError::Invalid(InvalidCommand::Filter {
+            filter: ByteStr::from("a/#/b"),
+            error: TopicError::MisplacedMultiLevelWildcard,
+        });
+        assert!(c.to_string().contains("\"a/#/b\""), "{c}");
+        let topic = c.source().and_then(Error::source);
+        assert_eq!(
+            topic.and_then(|s| s.downcast_ref::<TopicError>()),
+            Some(&TopicError::MisplacedMultiLevelWildcard)
+        );
+        assert!(CommandError::Invalid(InvalidCommand::NoFilters)
+            .source()
+            .is_some_and(|s| s.source().is_none()));
+    }
+}

@@ -691,6 +691,62 @@ mod tests {
         }
     }
 
+    /// Each refusal is its own variant, and a refusal with a cause keeps it as its source.
+    #[test]
+    fn build_errors_are_typed_and_keep_their_cause() {
+        use std::error::Error;
+        let bad = |url: &str| ClientBuilder::from_url(url).unwrap_err();
+        assert_eq!(
+            bad("mqtt://h?keep_alive=soon"),
+            BuildError::BadUrlOption {
+                option: "keep_alive".into(),
+                value: "soon".into()
+            }
+        );
+        assert!(matches!(
+            bad("mqtt://h?version=9"),
+            BuildError::BadUrlOption { ref option, .. } if option == "version"
+        ));
+        assert_eq!(
+            bad("mqtt://h?colour=blue"),
+            BuildError::UnknownUrlOption("colour".into())
+        );
+        let url = bad("gopher://user:secret@h");
+        assert!(matches!(url, BuildError::Url(_)), "{url:?}");
+        let source = url.source().expect("the URL error is the source");
+        assert!(source.is::<ServerAddrError>());
+        assert!(!url.to_string().contains("secret"), "{url}");
+        assert!(!format!("{url:?}").contains("secret"), "{url:?}");
+
+        // A bad `server()` is reported by build, as the same variant.
+        let late = ClientBuilder::new().server("nope://x").build().unwrap_err();
+        assert!(matches!(late, BuildError::Url(_)), "{late:?}");
+        assert_eq!(
+            ClientBuilder::new().servers([]).build().unwrap_err(),
+            BuildError::NoServer
+        );
+        let v311 = || ClientBuilder::new().protocol(ProtocolVersion::V311);
+        assert_eq!(
+            v311()
+                .session_expiry(Duration::from_secs(60))
+                .build()
+                .unwrap_err(),
+            BuildError::NeedsV5 {
+                option: "session expiry"
+            }
+        );
+        assert_eq!(
+            v311().clean_start(false).build().unwrap_err(),
+            BuildError::SessionNeedsClientId
+        );
+        let tls = ClientBuilder::new()
+            .ca_file("/nonexistent/steadfast-ca.pem")
+            .build()
+            .unwrap_err();
+        assert!(matches!(tls, BuildError::Tls(_)), "{tls:?}");
+        assert!(tls.source().is_some_and(|s| s.is::<TlsConfigError>()));
+    }
+
     #[test]
     fn build_outside_a_runtime_is_an_error_not_a_panic() {
         let e = ClientBuilder::new()

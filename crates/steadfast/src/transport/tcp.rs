@@ -49,3 +49,37 @@ pub(crate) async fn connect_tcp(host: &str, port: u16) -> Result<TcpStream, Tran
         IoError::new(std::io::ErrorKind::NotFound, format!("{host}: no address"))
     })))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A refused TCP connect keeps its `io::ErrorKind` and the `io::Error` as its source.
+    #[tokio::test]
+    async fn a_refused_connect_keeps_its_kind_and_source() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr").port()
+        };
+        let Err(e) = connect_tcp("127.0.0.1", port).await else {
+            panic!("nothing listens on {port}")
+        };
+        assert!(matches!(e, TransportError::Io(_)), "{e:?}");
+        assert_eq!(e.io_kind(), Some(std::io::ErrorKind::ConnectionRefused));
+        let source = std::error::Error::source(&e).expect("a source");
+        let io = source
+            .downcast_ref::<std::io::Error>()
+            .expect("an io::Error");
+        assert_eq!(io.kind(), std::io::ErrorKind::ConnectionRefused);
+        assert!(e.to_string().contains(&format!("127.0.0.1:{port}")), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_failed_lookup_is_dns_with_its_source() {
+        let Err(e) = connect_tcp("no-such-host.invalid", 1883).await else {
+            panic!("the .invalid domain never resolves")
+        };
+        assert!(matches!(e, TransportError::Dns(_)), "{e:?}");
+        assert!(std::error::Error::source(&e).is_some());
+    }
+}
