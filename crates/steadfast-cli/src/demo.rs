@@ -20,9 +20,7 @@ use std::time::{Duration, SystemTime};
 
 use clap::Args;
 use steadfast::store::MemoryStore;
-use steadfast::{
-    ByteStr, Client, ClientBuilder, ClientEvent, Events, Exponential, Jitter, Props, Publish, QoS,
-};
+use steadfast::{Client, ClientBuilder, ClientEvent, Events, Exponential, Jitter, Message, QoS};
 use steadfast_chaos::Proxy;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -295,17 +293,9 @@ fn publisher(
                 break;
             }
             seq += 1;
-            let publish = Publish {
-                dup: false,
-                qos: QoS::AtLeastOnce,
-                retain: false,
-                topic: ByteStr::from(topic.as_str()),
-                pkid: 0,
-                properties: Props::new(),
-                payload: seq.to_string().into(),
-            };
+            let message = Message::new(topic.as_str(), seq.to_string()).qos(QoS::AtLeastOnce);
             // Accepted = in the client's session (queued while offline); the PUBACK comes later.
-            match client.publish_accepted(publish).await {
+            match client.publish_accepted(message).await {
                 Ok(pending) => {
                     {
                         let mut s = lock(&shared);

@@ -12,8 +12,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::{ArgAction, ArgGroup, Args};
 use steadfast::{
-    ByteStr, Client, ClientError, ClientEvent, PendingAck, Properties, ProtocolVersion, Publish,
-    PublishError, QoS, State,
+    ByteStr, Client, ClientError, ClientEvent, Message, PayloadFormat, PendingAck, Properties,
+    ProtocolVersion, PublishError, QoS, State,
 };
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::sync::mpsc;
@@ -146,6 +146,34 @@ pub fn run(args: PubArgs) -> ExitCode {
     }
 }
 
+/// The message sent with each payload: the topic, QoS, retain flag and `-D` properties.
+fn message_template(topic: String, qos: QoS, retain: bool, p: Properties) -> Message {
+    let mut m = Message::new(topic, Bytes::new()).qos(qos).retain(retain);
+    if let Some(v) = p.content_type {
+        m = m.content_type(v.to_string());
+    }
+    if let Some(v) = p.response_topic {
+        m = m.response_topic(v.to_string());
+    }
+    if let Some(v) = p.correlation_data {
+        m = m.correlation_data(v);
+    }
+    if let Some(v) = p.message_expiry_interval {
+        m = m.message_expiry(Duration::from_secs(v.into()));
+    }
+    if let Some(v) = p.payload_format_indicator {
+        m = m.payload_format(if v == 1 {
+            PayloadFormat::Utf8
+        } else {
+            PayloadFormat::Bytes
+        });
+    }
+    for (k, v) in p.user_properties {
+        m = m.user_property(k.to_string(), v.to_string());
+    }
+    m
+}
+
 /// The PUBLISH properties of `-D publish NAME VALUE`.
 fn properties(tokens: &[String], protocol: ProtocolVersion) -> Result<Properties, UsageError> {
     let mut p = Properties::default();
@@ -256,13 +284,12 @@ fn describe(e: &ClientError) -> String {
 /// client is closed.
 async fn send(
     client: &Client,
-    template: &Publish,
+    template: &Message,
     payload: Bytes,
     acks: &mpsc::Sender<PendingAck>,
     stats: &mut Stats,
 ) -> Result<(), ()> {
-    let mut p = template.clone();
-    p.payload = payload;
+    let p = template.clone().with_payload(payload);
     stats.sent += 1;
     match client.publish_accepted(p).await {
         Ok(ack) => acks.send(ack).await.map_err(|_| ()),
@@ -278,7 +305,7 @@ async fn send(
 /// durable store (`durable`), it then also waits for a connection, so that the graceful
 /// disconnect that follows drains the messages restored from the store of a previous run (for
 /// example one killed mid-stream), even when this run published nothing.
-async fn produce(client: Client, source: Source, template: Publish, durable: bool) -> Stats {
+async fn produce(client: Client, source: Source, template: Message, durable: bool) -> Stats {
     let (acks, mut rx) = mpsc::channel::<PendingAck>(WINDOW);
     let collector = tokio::spawn(async move {
         let mut s = Stats::default();
@@ -440,15 +467,7 @@ async fn publish(args: PubArgs) -> ExitCode {
         Err(e) => return usage_exit(UsageError(e.to_string())),
     };
     let mut tracker = Tracker::new(args.conn.events, conn.protocol, args.conn.no_reconnect);
-    let template = Publish {
-        dup: false,
-        qos: args.qos,
-        retain: args.retain,
-        topic: ByteStr::from(topic),
-        pkid: 0,
-        properties: properties.into(),
-        payload: Bytes::new(),
-    };
+    let template = message_template(topic, args.qos, args.retain, properties);
     let durable = args.conn.store.is_some();
     let mut work = Some(tokio::spawn(produce(
         client.clone(),

@@ -248,7 +248,7 @@ async fn sub(args: SubArgs) -> ExitCode {
                         }
                     }
                     Ok(Err(ClientError::Command(CommandError::Invalid(e)))) => {
-                        return usage_exit(UsageError(e));
+                        return usage_exit(UsageError(e.to_string()));
                     }
                     Ok(Err(ClientError::Refused(rc))) => {
                         if closing.is_none() {

@@ -11,6 +11,7 @@
 #[path = "../../steadfast/tests/support/mod.rs"]
 mod support;
 
+use steadfast::Message;
 use steadfast::ReasonCode;
 use steadfast_chaos::brokers::BrokerProcess;
 use support::*;
@@ -97,7 +98,7 @@ async fn round_trip(url: &str, v: ProtocolVersion, qos: &[QoS], delivery: Delive
     for &q in qos {
         let payload = format!("qos{}", qos_num(q));
         if let Err(e) = publ
-            .publish(topic.as_str(), q, false, payload.clone())
+            .send(Message::new(topic.as_str(), payload.clone()).qos(q))
             .await
         {
             rp.panic_with_log(&format!("{} publish at {q:?}: {e}", vname(v)));
@@ -167,7 +168,7 @@ async fn restart_and_resubscribe(broker: &mut BrokerProcess, v: ProtocolVersion)
         n += 1;
         let payload = format!("after-restart-{n}");
         if let Err(e) = publ
-            .publish(topic.as_str(), QoS::AtLeastOnce, false, payload.clone())
+            .send(Message::new(topic.as_str(), payload.clone()).qos(QoS::AtLeastOnce))
             .await
         {
             rp.panic_with_log(&format!("publish after the restart: {e}"));
@@ -213,7 +214,7 @@ async fn session_resume(url: &str, v: ProtocolVersion, settle: Duration) {
     let (publ, rp) = start_connected(fast(url, v, &uid(&format!("{tag}-pub"))), "pub").await;
     for i in 0..5u32 {
         if let Err(e) = publ
-            .publish(topic.as_str(), QoS::AtLeastOnce, false, num_payload(i))
+            .send(Message::new(topic.as_str(), num_payload(i)).qos(QoS::AtLeastOnce))
             .await
         {
             rp.panic_with_log(&format!("publish {i}: {e}"));
@@ -343,7 +344,7 @@ fn rabbitmq_round_trip_restart_and_resume() {
             .unwrap();
         let (publ, rp) = start_connected(fast(&url, v, &uid("rabbit-q2-pub")), "pub").await;
         let res = publ
-            .publish(topic.as_str(), QoS::ExactlyOnce, false, "two")
+            .send(Message::new(topic.as_str(), "two").qos(QoS::ExactlyOnce))
             .await;
         assert_eq!(
             res,
@@ -358,7 +359,7 @@ fn rabbitmq_round_trip_restart_and_resume() {
             rp.count(|e| matches!(e, Lifecycle::ConnectionLost { .. })),
             0
         );
-        publ.publish(topic.as_str(), QoS::AtLeastOnce, false, "one")
+        publ.send(Message::new(topic.as_str(), "one").qos(QoS::AtLeastOnce))
             .await
             .unwrap();
         assert_eq!(&rs.message(T).await.payload()[..], b"one");
@@ -507,7 +508,7 @@ fn rumqttd_v5_keeps_no_session_and_the_client_resubscribes() {
         .await;
         let (publ, _rp) =
             start_connected(fast(&broker.url(), v, &uid("rumqttd-v5-pub")), "pub").await;
-        publ.publish(topic.as_str(), QoS::AtLeastOnce, false, "after")
+        publ.send(Message::new(topic.as_str(), "after").qos(QoS::AtLeastOnce))
             .await
             .unwrap();
         assert_eq!(&rs.message(T).await.payload()[..], b"after");

@@ -13,6 +13,7 @@
 #[path = "../../steadfast/tests/support/mod.rs"]
 mod support;
 
+use steadfast::Message;
 use steadfast_chaos::brokers::BrokerProcess;
 use support::*;
 
@@ -33,7 +34,7 @@ fn nats_qos2_publish_is_failed_back() {
         let (c, r) = start_connected(fast(&broker.url(), v, &uid("nats-q2")), "pub").await;
         let res = tokio::time::timeout(
             Duration::from_secs(30),
-            c.publish(topic.as_str(), QoS::ExactlyOnce, false, "two"),
+            c.send(Message::new(topic.as_str(), "two").qos(QoS::ExactlyOnce)),
         )
         .await;
         let Ok(res) = res else {
@@ -50,7 +51,7 @@ fn nats_qos2_publish_is_failed_back() {
         );
         wait_state(&c, "Connected", T, |s| s == State::Connected).await;
         if let Err(e) = c
-            .publish(topic.as_str(), QoS::AtLeastOnce, false, "one")
+            .send(Message::new(topic.as_str(), "one").qos(QoS::AtLeastOnce))
             .await
         {
             r.panic_with_log(&format!("QoS 1 after the failed QoS 2: {e}"));
@@ -82,9 +83,10 @@ fn rmqtt_v311_qos2_burst_beyond_the_broker_limit() {
         let sends: Vec<_> = (0..N)
             .map(|i| {
                 let (c, t) = (publ.clone(), topic.clone());
-                tokio::spawn(
-                    async move { c.publish(t, QoS::ExactlyOnce, false, num_payload(i)).await },
-                )
+                tokio::spawn(async move {
+                    c.send(Message::new(t, num_payload(i)).qos(QoS::ExactlyOnce))
+                        .await
+                })
             })
             .collect();
         for (i, s) in sends.into_iter().enumerate() {

@@ -15,6 +15,7 @@ use std::time::Duration;
 use rmqtt::context::ServerContext;
 use rmqtt::net::Builder;
 use rmqtt::server::MqttServer;
+use steadfast::Message;
 use steadfast::{ClientBuilder, ClientEvent, ProtocolVersion, QoS};
 use steadfast_chaos::Proxy;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -119,7 +120,7 @@ async fn pub_lines_at_qos2_over_v311_to_rmqtt_complete_once_each() {
     );
 
     // An end marker behind the 200 (one publisher, one topic: delivered in order).
-    sub.publish(topic.as_str(), QoS::ExactlyOnce, false, "end")
+    sub.send(Message::new(topic.as_str(), "end").qos(QoS::ExactlyOnce))
         .await
         .unwrap();
     let mut seen = Vec::new();

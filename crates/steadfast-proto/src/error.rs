@@ -7,6 +7,7 @@
 use core::fmt;
 use std::time::Duration;
 
+use crate::topic::TopicError;
 use crate::{ByteStr, PacketType, ProtocolVersion, ReasonCode};
 
 /// Who ended a connection.
@@ -30,19 +31,147 @@ impl fmt::Display for Initiator {
     }
 }
 
+/// An I/O error with what was being done when it happened: its [`std::io::ErrorKind`] is kept,
+/// and so is the [`std::io::Error`] itself when there was one (as
+/// [`std::error::Error::source`]).
+///
+/// ```
+/// use std::error::Error;
+/// use std::io::ErrorKind;
+/// use steadfast_proto::error::IoError;
+///
+/// let refused = std::io::Error::from(ErrorKind::ConnectionRefused);
+/// let e = IoError::with_source("TCP connect to 127.0.0.1:1", refused);
+/// assert_eq!(e.kind(), ErrorKind::ConnectionRefused);
+/// assert!(e.source().is_some());
+/// assert!(e.to_string().starts_with("TCP connect to 127.0.0.1:1: "));
+/// ```
+#[derive(Debug, Clone)]
+pub struct IoError {
+    kind: std::io::ErrorKind,
+    context: String,
+    source: Option<std::sync::Arc<std::io::Error>>,
+}
+
+impl IoError {
+    /// An error of this kind, with no underlying `io::Error` (`context` says what failed).
+    pub fn new(kind: std::io::ErrorKind, context: impl Into<String>) -> Self {
+        IoError {
+            kind,
+            context: context.into(),
+            source: None,
+        }
+    }
+
+    /// `error`, which happened while doing `context` (for example `"TCP connect to
+    /// host:1883"`); its kind is kept.
+    pub fn with_source(context: impl Into<String>, error: std::io::Error) -> Self {
+        IoError {
+            kind: error.kind(),
+            context: context.into(),
+            source: Some(std::sync::Arc::new(error)),
+        }
+    }
+
+    /// The kind of the error (connection refused, timed out, ...).
+    pub fn kind(&self) -> std::io::ErrorKind {
+        self.kind
+    }
+
+    /// What was being done.
+    pub fn context(&self) -> &str {
+        &self.context
+    }
+
+    /// The underlying `io::Error`, when there was one.
+    pub fn io_error(&self) -> Option<&std::io::Error> {
+        self.source.as_deref()
+    }
+}
+
+impl From<std::io::Error> for IoError {
+    fn from(error: std::io::Error) -> Self {
+        IoError::with_source(String::new(), error)
+    }
+}
+
+/// A message alone, of kind [`std::io::ErrorKind::Other`] (for tests and fakes; a transport
+/// keeps the real error with [`IoError::with_source`]).
+impl From<&str> for IoError {
+    fn from(context: &str) -> Self {
+        IoError::new(std::io::ErrorKind::Other, context)
+    }
+}
+
+/// As `From<&str>`.
+impl From<String> for IoError {
+    fn from(context: String) -> Self {
+        IoError::new(std::io::ErrorKind::Other, context)
+    }
+}
+
+/// Equal when the kind and the message are (an `io::Error` is not comparable itself).
+impl PartialEq for IoError {
+    fn eq(&self, other: &IoError) -> bool {
+        self.kind == other.kind && self.to_string() == other.to_string()
+    }
+}
+
+impl Eq for IoError {}
+
+impl fmt::Display for IoError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.source, self.context.is_empty()) {
+            (Some(e), true) => fmt::Display::fmt(e, f),
+            (Some(e), false) => write!(f, "{}: {e}", self.context),
+            (None, false) => f.write_str(&self.context),
+            (None, true) => fmt::Display::fmt(&std::io::Error::from(self.kind), f),
+        }
+    }
+}
+
+impl std::error::Error for IoError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
 /// What went wrong with the transport, as the driver reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TransportError {
     /// Name resolution failed.
-    Dns(String),
-    /// Any other I/O error (refused, reset, unreachable, ...).
-    Io(String),
+    Dns(IoError),
+    /// Any other I/O error (refused, reset, unreachable, ...); see [`IoError::kind`].
+    Io(IoError),
     /// The peer closed the stream (EOF).
     Closed,
     /// The TLS handshake failed for a reason a retry cannot fix (certificate rejected).
     TlsFatal(String),
     /// The TLS handshake failed for another reason.
     Tls(String),
+}
+
+impl TransportError {
+    /// An I/O error of this kind, with `context` as its message.
+    pub fn io(kind: std::io::ErrorKind, context: impl Into<String>) -> Self {
+        TransportError::Io(IoError::new(kind, context))
+    }
+
+    /// `error`, which happened while doing `context`.
+    pub fn io_with(context: impl Into<String>, error: std::io::Error) -> Self {
+        TransportError::Io(IoError::with_source(context, error))
+    }
+
+    /// The I/O error kind, for [`TransportError::Io`] and [`TransportError::Dns`].
+    pub fn io_kind(&self) -> Option<std::io::ErrorKind> {
+        match self {
+            TransportError::Io(e) | TransportError::Dns(e) => Some(e.kind()),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for TransportError {
@@ -60,7 +189,17 @@ impl fmt::Display for TransportError {
 /// A transport can carry one inside an `io::Error` (`io::Error::new(kind, transport_error)`)
 /// when a read or write learns something the driver must not flatten into
 /// [`TransportError::Io`], such as a certificate refusal that arrives after the handshake.
-impl std::error::Error for TransportError {}
+///
+/// The source of [`TransportError::Io`] and [`TransportError::Dns`] is the underlying
+/// `io::Error`, when there was one.
+impl std::error::Error for TransportError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            TransportError::Io(e) | TransportError::Dns(e) => std::error::Error::source(e),
+            _ => None,
+        }
+    }
+}
 
 /// Why a connect attempt failed or a connection ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,8 +332,19 @@ impl fmt::Display for Reason {
     }
 }
 
+/// The source of [`Reason::Transport`] is its [`TransportError`].
+impl std::error::Error for Reason {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Reason::Transport(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
 /// Why a publish did not complete.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PublishError {
     /// The offline queue is full and its policy is `Reject` (or `Backpressure`: try again later).
     QueueFull,
@@ -229,7 +379,7 @@ pub enum PublishError {
     /// The broker lost the session and republishing is turned off.
     SessionLost,
     /// The message is invalid (for example, an MQTT 5 property with MQTT 3.1.1).
-    Invalid(String),
+    Invalid(InvalidMessage),
     /// A poison message: it was the oldest unacknowledged message each of the last `closes`
     /// times the broker closed the connection ([`crate::Config::poison_after`] in a row, with
     /// no acknowledgement of it in between). It is given up so the rest of the queue goes on.
@@ -273,15 +423,125 @@ impl fmt::Display for PublishError {
     }
 }
 
-impl std::error::Error for PublishError {}
+impl std::error::Error for PublishError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            PublishError::Invalid(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Why a message cannot be published at all ([`PublishError::Invalid`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InvalidMessage {
+    /// The topic name is not valid (the source is the [`TopicError`]).
+    Topic(TopicError),
+    /// MQTT 5 properties with MQTT 3.1.1, which has none.
+    PropertiesNeedV5,
+    /// A topic alias was set: the client manages aliases itself (see
+    /// [`Config::outgoing_topic_aliases`](crate::Config::outgoing_topic_aliases)).
+    TopicAliasSet,
+    /// A subscription identifier was set: only a server sends them in PUBLISH.
+    SubscriptionIdentifierSet,
+    /// The packet could not be encoded (a property out of its range, say).
+    Unencodable,
+}
+
+impl fmt::Display for InvalidMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InvalidMessage::Topic(e) => fmt::Display::fmt(e, f),
+            InvalidMessage::PropertiesNeedV5 => {
+                f.write_str("MQTT 5 properties cannot be sent with MQTT 3.1.1")
+            }
+            InvalidMessage::TopicAliasSet => f.write_str(
+                "topic aliases are managed by the client; enable outgoing_topic_aliases",
+            ),
+            InvalidMessage::SubscriptionIdentifierSet => {
+                f.write_str("a client must not send subscription identifiers in PUBLISH")
+            }
+            InvalidMessage::Unencodable => f.write_str("message cannot be encoded"),
+        }
+    }
+}
+
+impl std::error::Error for InvalidMessage {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            InvalidMessage::Topic(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Why a subscribe, unsubscribe or re-authentication cannot be made
+/// ([`CommandError::Invalid`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InvalidCommand {
+    /// A topic filter is not valid (the source is the [`TopicError`]).
+    Filter {
+        /// The filter as given.
+        filter: ByteStr,
+        /// What is wrong with it.
+        error: TopicError,
+    },
+    /// A SUBSCRIBE or UNSUBSCRIBE without any filter.
+    NoFilters,
+    /// An option that only MQTT 5 has, with MQTT 3.1.1.
+    NeedsV5 {
+        /// The option (`"subscribe properties"`, `"no_local"`, `"re-authentication"`, ...).
+        what: &'static str,
+    },
+    /// A subscription identifier was set: the client assigns them.
+    SubscriptionIdentifierSet,
+    /// Re-authentication needs a connection.
+    NotConnected,
+    /// A re-authentication is already under way.
+    ReauthenticationInProgress,
+    /// Re-authentication needs an authenticator.
+    NoAuthenticator,
+}
+
+impl fmt::Display for InvalidCommand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InvalidCommand::Filter { filter, error } => write!(f, "{:?}: {error}", filter.as_str()),
+            InvalidCommand::NoFilters => f.write_str("at least one topic filter is needed"),
+            InvalidCommand::NeedsV5 { what } => {
+                write!(f, "{what} needs MQTT 5, but the protocol is MQTT 3.1.1")
+            }
+            InvalidCommand::SubscriptionIdentifierSet => {
+                f.write_str("subscription identifiers are assigned by the client")
+            }
+            InvalidCommand::NotConnected => f.write_str("not connected"),
+            InvalidCommand::ReauthenticationInProgress => {
+                f.write_str("a re-authentication is already under way")
+            }
+            InvalidCommand::NoAuthenticator => f.write_str("no authenticator installed"),
+        }
+    }
+}
+
+impl std::error::Error for InvalidCommand {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            InvalidCommand::Filter { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
 
 /// Why a subscribe, unsubscribe or other command was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CommandError {
     /// The client is closed.
     Closed,
     /// An invalid argument (bad filter, empty list, an MQTT 5 option with MQTT 3.1.1, ...).
-    Invalid(String),
+    Invalid(InvalidCommand),
     /// The packet would exceed the broker's Maximum Packet Size, so it is not sent.
     PacketTooLarge {
         /// The packet that does not fit (SUBSCRIBE, UNSUBSCRIBE, AUTH).
@@ -310,4 +570,69 @@ impl fmt::Display for CommandError {
     }
 }
 
-impl std::error::Error for CommandError {}
+impl std::error::Error for CommandError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CommandError::Invalid(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error;
+    use std::io::ErrorKind;
+
+    use super::*;
+
+    #[test]
+    fn io_errors_keep_kind_and_source_and_compare_by_kind_and_message() {
+        let e = TransportError::io_with("read", std::io::Error::from(ErrorKind::ConnectionReset));
+        assert_eq!(e.io_kind(), Some(ErrorKind::ConnectionReset));
+        let source = e.source().and_then(|s| s.downcast_ref::<std::io::Error>());
+        assert_eq!(
+            source.map(std::io::Error::kind),
+            Some(ErrorKind::ConnectionReset)
+        );
+        assert_eq!(
+            e,
+            TransportError::io_with("read", std::io::Error::from(ErrorKind::ConnectionReset))
+        );
+        assert_ne!(e, TransportError::io(ErrorKind::ConnectionReset, "read"));
+        let plain = TransportError::io(ErrorKind::TimedOut, "no answer");
+        assert_eq!(plain.io_kind(), Some(ErrorKind::TimedOut));
+        assert!(plain.source().is_none());
+        assert_eq!(plain.to_string(), "I/O error: no answer");
+        assert_eq!(TransportError::Closed.io_kind(), None);
+        let reason = Reason::Transport(e.clone());
+        assert!(reason
+            .source()
+            .and_then(|s| s.downcast_ref::<TransportError>())
+            .is_some_and(|t| *t == e));
+    }
+
+    #[test]
+    fn invalid_requests_are_typed_with_their_topic_error_as_source() {
+        let e = PublishError::Invalid(InvalidMessage::Topic(TopicError::WildcardInName));
+        let inner = e.source().expect("the invalid message");
+        assert_eq!(
+            inner.source().and_then(|s| s.downcast_ref::<TopicError>()),
+            Some(&TopicError::WildcardInName)
+        );
+        assert_eq!(e.to_string(), "invalid message: topic contains a wildcard");
+        let c = CommandError::Invalid(InvalidCommand::Filter {
+            filter: ByteStr::from("a/#/b"),
+            error: TopicError::MisplacedMultiLevelWildcard,
+        });
+        assert!(c.to_string().contains("\"a/#/b\""), "{c}");
+        let topic = c.source().and_then(Error::source);
+        assert_eq!(
+            topic.and_then(|s| s.downcast_ref::<TopicError>()),
+            Some(&TopicError::MisplacedMultiLevelWildcard)
+        );
+        assert!(CommandError::Invalid(InvalidCommand::NoFilters)
+            .source()
+            .is_some_and(|s| s.source().is_none()));
+    }
+}

@@ -83,6 +83,15 @@ impl fmt::Display for TopicError {
 
 impl std::error::Error for TopicError {}
 
+/// Lets an API bound its topic arguments by `T: TryInto<TopicName>, T::Error: Into<TopicError>`
+/// and still take an already validated [`TopicName`] or [`TopicFilter`] (whose conversion into
+/// itself cannot fail).
+impl From<core::convert::Infallible> for TopicError {
+    fn from(never: core::convert::Infallible) -> Self {
+        match never {}
+    }
+}
+
 /// Exact: is there a `+` or `#` (first), a NUL (second)? Only runs when [`maybe_special`]
 /// says there might be.
 fn scan(b: &[u8]) -> (bool, bool) {
@@ -406,6 +415,20 @@ macro_rules! topic_newtype_impls {
             type Error = TopicError;
             fn try_from(s: String) -> Result<Self, TopicError> {
                 $ty::new(s)
+            }
+        }
+
+        impl TryFrom<&String> for $ty {
+            type Error = TopicError;
+            fn try_from(s: &String) -> Result<Self, TopicError> {
+                s.as_str().parse()
+            }
+        }
+
+        impl TryFrom<&$ty> for $ty {
+            type Error = TopicError;
+            fn try_from(t: &$ty) -> Result<Self, TopicError> {
+                Ok(t.clone())
             }
         }
 

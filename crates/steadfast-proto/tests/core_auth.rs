@@ -368,7 +368,9 @@ fn one_reauthentication_at_a_time_and_no_failure_without_one() {
     assert!(
         matches!(
             h.conn.reauthenticate(h.now),
-            Err(steadfast_proto::CommandError::Invalid(e)) if e.contains("already")
+            Err(steadfast_proto::CommandError::Invalid(
+                steadfast_proto::InvalidCommand::ReauthenticationInProgress
+            ))
         ),
         "a second one waits for the first"
     );

@@ -361,7 +361,10 @@ fn v311_refuses_mqtt5_features_clearly() {
     let mut p = message("t", QoS::AtLeastOnce, "x");
     p.properties.message_expiry_interval = Some(10);
     match publish_err(&mut h, p) {
-        PublishError::Invalid(msg) => assert!(msg.contains("3.1.1"), "{msg}"),
+        PublishError::Invalid(e) => {
+            assert_eq!(e, steadfast_proto::InvalidMessage::PropertiesNeedV5);
+            assert!(e.to_string().contains("3.1.1"), "{e}");
+        }
         other => panic!("{other:?}"),
     }
     let mut p = message("t", QoS::AtMostOnce, "x");

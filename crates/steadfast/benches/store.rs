@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use steadfast::store::{DurableStore, MemoryStore};
+use steadfast::Message;
 use steadfast::{ClientBuilder, ClientError, PublishOutcome, QoS, State};
 use steadfast_chaos::mosquitto::Mosquitto;
 
@@ -109,7 +110,7 @@ async fn run(url: &str, mode: Mode, round: usize, o: &Opts, dir: &std::path::Pat
         let c = client.clone();
         let p = payload.clone();
         let qos = o.qos;
-        inflight.push(async move { c.publish("bench/store", qos, false, p).await });
+        inflight.push(async move { c.send(Message::new("bench/store", p).qos(qos)).await });
     }
     while let Some(r) = inflight.next().await {
         r.expect("published");

@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use steadfast::store::DurableStore;
-use steadfast::{ClientBuilder, Publish, QoS};
+use steadfast::{ClientBuilder, Message, QoS};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -38,15 +38,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
     let mut acks = Vec::new();
     for n in 0..count {
-        let msg = Publish {
-            dup: false,
-            qos: QoS::AtLeastOnce,
-            retain: false,
-            topic: "steadfast/durable".into(),
-            pkid: 0,
-            properties: Default::default(),
-            payload: n.to_string().into(),
-        };
+        let msg = Message::new("steadfast/durable", n.to_string()).qos(QoS::AtLeastOnce);
         acks.push(client.publish_accepted(msg).await?);
         println!("accepted {n}");
     }

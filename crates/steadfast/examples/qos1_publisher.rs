@@ -11,6 +11,7 @@
 
 use std::time::{Duration, Instant};
 
+use steadfast::Message;
 use steadfast::{ClientBuilder, ClientEvent, QoS};
 
 #[tokio::main]
@@ -41,7 +42,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         // holds up to 10,000 messages by default, then publishing waits for room).
         acks.push(tokio::spawn(async move {
             match c
-                .publish(topic, QoS::AtLeastOnce, false, n.to_string())
+                .send(Message::new(topic, n.to_string()).qos(QoS::AtLeastOnce))
                 .await
             {
                 Ok(outcome) => println!("#{n} acknowledged ({})", outcome.reason),

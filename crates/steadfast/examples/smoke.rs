@@ -1,5 +1,6 @@
 //! Quick manual check: subscribe, publish at QoS 0/1/2, print events.
 use std::time::Duration;
+use steadfast::Message;
 use steadfast::{ClientBuilder, ClientEvent, QoS};
 
 #[tokio::main]
@@ -20,7 +21,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             println!(
                 "publish {:?} -> {:?}",
                 q,
-                c.publish("steadfast/smoke/a", q, false, format!("hello {q:?}"))
+                c.send(Message::new("steadfast/smoke/a", format!("hello {q:?}")).qos(q))
                     .await
             );
         }

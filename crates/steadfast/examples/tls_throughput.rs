@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use steadfast::Message;
 use steadfast::{ClientBuilder, ClientEvent, Lifecycle, QoS};
 use steadfast_chaos::mosquitto::Mosquitto;
 
@@ -75,7 +76,7 @@ async fn measure(
             let permit = permits.clone().acquire_owned().await.expect("semaphore");
             let (p, t, payload) = (p.clone(), t.clone(), payload.clone());
             tokio::spawn(async move {
-                p.publish(t.as_str(), QoS::AtLeastOnce, false, payload)
+                p.send(Message::new(t.as_str(), payload).qos(QoS::AtLeastOnce))
                     .await
                     .expect("publish");
                 drop(permit);

@@ -10,23 +10,88 @@ use steadfast_proto::policy::ReasonClass;
 use steadfast_proto::session::offline::Overflow;
 use steadfast_proto::{
     ByteStr, Config, LastWill, Properties, ProtocolVersion, QoS, Reason, ServerAddr,
+    ServerAddrError,
 };
 
 use crate::client::{Client, Events};
-use crate::store::{SessionSnapshot, Store};
-use crate::transport::{Connector, DefaultConnector};
+use crate::store::{SessionSnapshot, Store, StoreError};
+use crate::transport::{Connector, DefaultConnector, TlsConfigError};
 
-/// A URL or option that cannot be used.
+/// Why [`ClientBuilder::from_url`] or [`ClientBuilder::build`] failed: a URL or an option that
+/// cannot be used. The cause is kept ([`std::error::Error::source`]) where there is one.
+///
+/// ```
+/// use steadfast::{BuildError, ClientBuilder};
+///
+/// let e = ClientBuilder::from_url("mqtt://127.0.0.1?keep_alive=soon").unwrap_err();
+/// assert!(matches!(e, BuildError::BadUrlOption { ref option, .. } if option == "keep_alive"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BuildError(pub String);
+#[non_exhaustive]
+pub enum BuildError {
+    /// A server URL does not parse (the source says why; it never shows the password).
+    Url(ServerAddrError),
+    /// A query option of the URL has a value that cannot be used.
+    BadUrlOption {
+        /// The option (`keep_alive`, `version`, ...).
+        option: String,
+        /// Its value.
+        value: String,
+    },
+    /// The URL has a query option this builder does not know.
+    UnknownUrlOption(String),
+    /// No server is configured.
+    NoServer,
+    /// A `quic://` server, with a build made without the `quic` feature.
+    QuicFeatureMissing,
+    /// An option that needs MQTT 5, with the protocol set to MQTT 3.1.1.
+    NeedsV5 {
+        /// The option (`"session expiry"`, `"user properties"`, ...).
+        option: &'static str,
+    },
+    /// MQTT 3.1.1 with Clean Start off and no client id: the session cannot be resumed.
+    SessionNeedsClientId,
+    /// The session store could not be loaded (the source is the [`StoreError`]).
+    Store(StoreError),
+    /// The TLS settings cannot be used (the source is the [`TlsConfigError`]).
+    Tls(TlsConfigError),
+    /// [`ClientBuilder::build`] was called outside a tokio runtime.
+    NoRuntime,
+}
 
 impl core::fmt::Display for BuildError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            BuildError::Url(e) => core::fmt::Display::fmt(e, f),
+            BuildError::BadUrlOption { option, value } => write!(f, "bad {option} {value:?}"),
+            BuildError::UnknownUrlOption(o) => write!(f, "unknown URL option {o:?}"),
+            BuildError::NoServer => f.write_str("no server configured"),
+            BuildError::QuicFeatureMissing => f.write_str(crate::transport::NO_QUIC),
+            BuildError::NeedsV5 { option } => {
+                write!(f, "{option} needs MQTT 5, but the protocol is MQTT 3.1.1")
+            }
+            BuildError::SessionNeedsClientId => f.write_str(
+                "MQTT 3.1.1 needs a client id to resume a session (clean_start false)",
+            ),
+            BuildError::Store(e) => write!(f, "session store: {e}"),
+            BuildError::Tls(e) => write!(f, "TLS settings: {e}"),
+            BuildError::NoRuntime => f.write_str(
+                "build() must be called inside a tokio runtime (the client's driver is a tokio task)",
+            ),
+        }
     }
 }
 
-impl std::error::Error for BuildError {}
+impl std::error::Error for BuildError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            BuildError::Url(e) => Some(e),
+            BuildError::Store(e) => Some(e),
+            BuildError::Tls(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 /// Builds a [`Client`] and its [`Events`] stream.
 ///
@@ -124,26 +189,27 @@ impl ClientBuilder {
             Some((base, query)) => (base, Some(query)),
             None => (url, None),
         };
-        let server = ServerAddr::parse_url(base).map_err(|e| BuildError(e.to_string()))?;
+        let server = ServerAddr::parse_url(base).map_err(BuildError::Url)?;
         b.config.servers = vec![server];
         let query = query.unwrap_or_default().as_bytes();
         for (k, v) in url::form_urlencoded::parse(query) {
             match &*k {
                 "client_id" | "clientId" => b = b.client_id(v.to_string()),
                 "keep_alive" => {
-                    let s: u64 = v
-                        .parse()
-                        .map_err(|_| BuildError(format!("bad keep_alive {v:?}")))?;
+                    let s: u64 = v.parse().map_err(|_| BuildError::BadUrlOption {
+                        option: k.to_string(),
+                        value: v.to_string(),
+                    })?;
                     b = b.keep_alive(Duration::from_secs(s));
                 }
                 "clean_start" | "clean" => b = b.clean_start(matches!(&*v, "true" | "1")),
                 "version" | "protocol" => {
-                    b = b.protocol(
-                        parse_version(&v)
-                            .ok_or_else(|| BuildError(format!("bad version {v:?}")))?,
-                    )
+                    b = b.protocol(parse_version(&v).ok_or_else(|| BuildError::BadUrlOption {
+                        option: k.to_string(),
+                        value: v.to_string(),
+                    })?)
                 }
-                other => return Err(BuildError(format!("unknown URL option {other:?}"))),
+                other => return Err(BuildError::UnknownUrlOption(other.to_string())),
             }
         }
         Ok(b)
@@ -167,7 +233,7 @@ impl ClientBuilder {
         match ServerAddr::parse_url(url.as_ref()) {
             Ok(addr) => self.config.servers.push(addr),
             Err(e) => {
-                self.server_error.get_or_insert(BuildError(e.to_string()));
+                self.server_error.get_or_insert(BuildError::Url(e));
             }
         }
         self
@@ -474,14 +540,14 @@ impl ClientBuilder {
         }
         let c = &self.config;
         if c.servers.is_empty() {
-            return Err(BuildError("no server configured".into()));
+            return Err(BuildError::NoServer);
         }
         if !cfg!(feature = "quic")
             && c.servers
                 .iter()
                 .any(|s| s.scheme() == steadfast_proto::server::Scheme::Quic)
         {
-            return Err(BuildError(crate::transport::NO_QUIC.into()));
+            return Err(BuildError::QuicFeatureMissing);
         }
         if c.protocol == ProtocolVersion::V311 {
             let v5_only = [
@@ -497,25 +563,23 @@ impl ClientBuilder {
                     "will properties (will delay)",
                 ),
             ];
-            if let Some((_, name)) = v5_only.iter().find(|(used, _)| *used) {
-                return Err(BuildError(format!(
-                    "{name} needs MQTT 5, but the protocol is MQTT 3.1.1"
-                )));
+            if let Some((_, option)) = v5_only.iter().find(|(used, _)| *used) {
+                return Err(BuildError::NeedsV5 { option });
             }
             if c.client_id.is_empty() && !c.clean_start {
-                return Err(BuildError(
-                    "MQTT 3.1.1 needs a client id to resume a session (clean_start false)".into(),
-                ));
+                return Err(BuildError::SessionNeedsClientId);
             }
             self.config.topic_alias_maximum = 0;
         }
         if self.config.protocol == ProtocolVersion::V311 && self.authenticator.is_some() {
-            return Err(BuildError("enhanced authentication needs MQTT 5".into()));
+            return Err(BuildError::NeedsV5 {
+                option: "enhanced authentication",
+            });
         }
         if let Some(store) = self.store.as_mut() {
             let snapshot = store
                 .load(self.config.client_id.as_str())
-                .map_err(|e| BuildError(e.to_string()))?;
+                .map_err(BuildError::Store)?;
             let resumes = snapshot.client_id.is_some()
                 && (!snapshot.outgoing.is_empty()
                     || !snapshot.subscriptions.is_empty()
@@ -543,7 +607,7 @@ impl ClientBuilder {
         let quic_idle = quic_idle_for(self.config.keep_alive);
         if let Some(tls) = self.tls.take() {
             let connector = DefaultConnector::with_tls(tls)
-                .map_err(|e| BuildError(e.to_string()))?
+                .map_err(BuildError::Tls)?
                 .websocket_max_message_size(ws_max)
                 .quic_idle_timeout(quic_idle);
             self.connector = Arc::new(connector);
@@ -561,10 +625,7 @@ impl ClientBuilder {
         }
         // Checked last, so a configuration error is reported as such, runtime or not.
         if tokio::runtime::Handle::try_current().is_err() {
-            return Err(BuildError(
-                "build() must be called inside a tokio runtime (the client's driver is a tokio task)"
-                    .into(),
-            ));
+            return Err(BuildError::NoRuntime);
         }
         Ok(crate::driver::spawn(self))
     }
@@ -636,12 +697,69 @@ mod tests {
         }
     }
 
+    /// Each refusal is its own variant, and a refusal with a cause keeps it as its source.
+    #[test]
+    fn build_errors_are_typed_and_keep_their_cause() {
+        use std::error::Error;
+        let bad = |url: &str| ClientBuilder::from_url(url).unwrap_err();
+        assert_eq!(
+            bad("mqtt://h?keep_alive=soon"),
+            BuildError::BadUrlOption {
+                option: "keep_alive".into(),
+                value: "soon".into()
+            }
+        );
+        assert!(matches!(
+            bad("mqtt://h?version=9"),
+            BuildError::BadUrlOption { ref option, .. } if option == "version"
+        ));
+        assert_eq!(
+            bad("mqtt://h?colour=blue"),
+            BuildError::UnknownUrlOption("colour".into())
+        );
+        let url = bad("gopher://user:secret@h");
+        assert!(matches!(url, BuildError::Url(_)), "{url:?}");
+        let source = url.source().expect("the URL error is the source");
+        assert!(source.is::<ServerAddrError>());
+        assert!(!url.to_string().contains("secret"), "{url}");
+        assert!(!format!("{url:?}").contains("secret"), "{url:?}");
+
+        // A bad `server()` is reported by build, as the same variant.
+        let late = ClientBuilder::new().server("nope://x").build().unwrap_err();
+        assert!(matches!(late, BuildError::Url(_)), "{late:?}");
+        assert_eq!(
+            ClientBuilder::new().servers([]).build().unwrap_err(),
+            BuildError::NoServer
+        );
+        let v311 = || ClientBuilder::new().protocol(ProtocolVersion::V311);
+        assert_eq!(
+            v311()
+                .session_expiry(Duration::from_secs(60))
+                .build()
+                .unwrap_err(),
+            BuildError::NeedsV5 {
+                option: "session expiry"
+            }
+        );
+        assert_eq!(
+            v311().clean_start(false).build().unwrap_err(),
+            BuildError::SessionNeedsClientId
+        );
+        let tls = ClientBuilder::new()
+            .ca_file("/nonexistent/steadfast-ca.pem")
+            .build()
+            .unwrap_err();
+        assert!(matches!(tls, BuildError::Tls(_)), "{tls:?}");
+        assert!(tls.source().is_some_and(|s| s.is::<TlsConfigError>()));
+    }
+
     #[test]
     fn build_outside_a_runtime_is_an_error_not_a_panic() {
         let e = ClientBuilder::new()
             .server("mqtt://127.0.0.1:1883")
             .build()
             .unwrap_err();
+        assert_eq!(e, BuildError::NoRuntime);
         assert!(e.to_string().contains("tokio runtime"), "{e}");
     }
 }

@@ -5,10 +5,13 @@ use std::task::{Context, Poll};
 use std::time::SystemTime;
 
 use bytes::Bytes;
+use steadfast_proto::topic::{TopicError, TopicFilter, TopicName};
 use steadfast_proto::{
     ByteStr, CommandError, DisconnectOptions, Lifecycle, Properties, Props, Publish, PublishError,
     PublishOutcome, QoS, Reason, ReasonCode, State, SubscribeFilter, SubscriptionOptions,
 };
+
+use crate::message::Message;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::received::Received;
@@ -36,9 +39,22 @@ pub enum ClientEvent {
     },
 }
 
-/// Why a client call failed.
+/// Why a client call failed. The cause is kept: [`std::error::Error::source`] is the
+/// [`PublishError`], [`CommandError`], [`TopicError`] or [`Reason`] inside.
+///
+/// ```
+/// use std::error::Error;
+/// use steadfast::{proto::topic::TopicError, ClientError};
+///
+/// let e = ClientError::InvalidTopic(TopicError::WildcardInName);
+/// assert!(matches!(e, ClientError::InvalidTopic(TopicError::WildcardInName)));
+/// assert!(e.source().is_some());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ClientError {
+    /// A topic name or topic filter given to the call is not valid; nothing was sent.
+    InvalidTopic(TopicError),
     /// The publish did not complete.
     Publish(PublishError),
     /// The command was refused.
@@ -55,6 +71,7 @@ pub enum ClientError {
 impl core::fmt::Display for ClientError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
+            ClientError::InvalidTopic(e) => write!(f, "invalid topic: {e}"),
             ClientError::Publish(e) => write!(f, "publish failed: {e}"),
             ClientError::Command(e) => write!(f, "{e}"),
             ClientError::Refused(rc) => write!(f, "refused by the broker: {rc}"),
@@ -64,7 +81,23 @@ impl core::fmt::Display for ClientError {
     }
 }
 
-impl std::error::Error for ClientError {}
+impl std::error::Error for ClientError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ClientError::InvalidTopic(e) => Some(e),
+            ClientError::Publish(e) => Some(e),
+            ClientError::Command(e) => Some(e),
+            ClientError::Reauthentication(r) => Some(r),
+            ClientError::Refused(_) | ClientError::Closed => None,
+        }
+    }
+}
+
+impl From<TopicError> for ClientError {
+    fn from(e: TopicError) -> Self {
+        ClientError::InvalidTopic(e)
+    }
+}
 
 impl From<PublishError> for ClientError {
     fn from(e: PublishError) -> Self {
@@ -126,33 +159,42 @@ pub struct Client {
 }
 
 impl Client {
-    /// Publishes and waits until the message is acknowledged: PUBACK for QoS 1, PUBCOMP for
-    /// QoS 2. A QoS 0 message has no acknowledgement: it resolves once it is encoded into the
-    /// connection's transmit buffer, which is before the bytes reach the socket, so a QoS 0
-    /// message that resolved can still be lost if the connection breaks right then. While
-    /// disconnected, the message waits in the offline queue and goes out after the reconnect.
+    /// Publishes `payload` to `topic` at QoS 0, not retained, without properties; for a QoS,
+    /// the retain flag or MQTT 5 properties, build a [`Message`] and [`send`](Self::send) it.
+    ///
+    /// `topic` is a `&str`, a `String` or a [`TopicName`]: an invalid one (a wildcard,
+    /// U+0000, empty) fails at once with [`ClientError::InvalidTopic`]. A QoS 0 message has no
+    /// acknowledgement: this resolves once it is encoded into the connection's transmit buffer,
+    /// which is before the bytes reach the socket, so a message that resolved can still be
+    /// lost if the connection breaks right then. While disconnected, it waits in the offline
+    /// queue (unless [`queue_qos0`](crate::ClientBuilder::queue_qos0) is off).
     ///
     /// ```no_run
     /// # async fn f(client: steadfast::Client) -> Result<(), steadfast::ClientError> {
-    /// client.publish("sensors/1/temp", steadfast::QoS::AtLeastOnce, false, "21.5").await?;
+    /// client.publish("sensors/1/temp", "21.5").await?;
     /// # Ok(()) }
     /// ```
-    pub async fn publish(
+    pub async fn publish<T>(
         &self,
-        topic: impl Into<String>,
-        qos: QoS,
-        retain: bool,
+        topic: T,
         payload: impl Into<Bytes>,
-    ) -> Result<PublishOutcome, ClientError> {
-        // The command is built here, not by `publish_message`: an async fn keeps its
-        // arguments in its future.
+    ) -> Result<PublishOutcome, ClientError>
+    where
+        T: TryInto<TopicName>,
+        T::Error: Into<TopicError>,
+    {
+        // The command is built before the first await: an async fn keeps its arguments in its
+        // future, and the boxed command is smaller than they are.
+        let topic = topic
+            .try_into()
+            .map_err(|e| ClientError::InvalidTopic(e.into()))?;
         let (reply, rx) = oneshot::channel();
         let cmd = Command::Publish(Box::new(PublishCommand {
             publish: Publish {
                 dup: false,
-                qos,
-                retain,
-                topic: ByteStr::from(topic.into()),
+                qos: QoS::AtMostOnce,
+                retain: false,
+                topic: topic.into_inner(),
                 pkid: 0,
                 properties: Props::new(),
                 payload: payload.into(),
@@ -163,16 +205,41 @@ impl Client {
         self.request(cmd, rx).await
     }
 
-    /// Publishes a message with MQTT 5 properties (response topic, correlation data, message
-    /// expiry, content type, user properties, ...). `pkid` and `dup` are ignored.
-    pub async fn publish_message(&self, publish: Publish) -> Result<PublishOutcome, ClientError> {
-        let (reply, rx) = oneshot::channel();
-        let cmd = Command::Publish(Box::new(PublishCommand {
-            publish,
-            reply,
-            accepted: None,
-        }));
-        self.request(cmd, rx).await
+    /// Sends a [`Message`] and waits until it is acknowledged: PUBACK for QoS 1, PUBCOMP for
+    /// QoS 2; a QoS 0 message resolves once encoded (see [`publish`](Self::publish)). While
+    /// disconnected, the message waits in the offline queue and goes out after the reconnect.
+    /// A message with an invalid topic or response topic fails at once with
+    /// [`ClientError::InvalidTopic`].
+    ///
+    /// ```no_run
+    /// # async fn f(client: steadfast::Client) -> Result<(), steadfast::ClientError> {
+    /// use steadfast::{Message, QoS};
+    /// let message = Message::new("sensors/1/temp", "21.5")
+    ///     .qos(QoS::AtLeastOnce)
+    ///     .retain(true)
+    ///     .content_type("text/plain");
+    /// client.send(message).await?; // acknowledged by the broker (PUBACK)
+    /// # Ok(()) }
+    /// ```
+    pub fn send(
+        &self,
+        message: Message,
+    ) -> impl std::future::Future<Output = Result<PublishOutcome, ClientError>> + Send + '_ {
+        // Not an async fn: its future would hold the message as well as the boxed command
+        // made of it (see `request`).
+        let prepared = message.into_publish().map(|publish| {
+            let (reply, rx) = oneshot::channel();
+            let cmd = Command::Publish(Box::new(PublishCommand {
+                publish,
+                reply,
+                accepted: None,
+            }));
+            (cmd, rx)
+        });
+        async move {
+            let (cmd, rx) = prepared.map_err(ClientError::InvalidTopic)?;
+            self.request(cmd, rx).await
+        }
     }
 
     /// Sends a command and waits for the driver's reply. The callers build the boxed command
@@ -198,13 +265,19 @@ impl Client {
     /// task writes whole batches; a publish the client then refuses (an invalid topic, a full
     /// queue under [`crate::Overflow::Reject`]) fails through the [`PendingAck`].
     ///
+    /// A message with an invalid topic or response topic fails at once with
+    /// [`ClientError::InvalidTopic`].
+    ///
     /// ```no_run
-    /// # async fn f(client: steadfast::Client, msg: steadfast::Publish) -> Result<(), steadfast::ClientError> {
+    /// # async fn f(client: steadfast::Client) -> Result<(), steadfast::ClientError> {
+    /// use steadfast::{Message, QoS};
+    /// let msg = Message::new("orders/created", r#"{"id":7}"#).qos(QoS::ExactlyOnce);
     /// let pending = client.publish_accepted(msg).await?; // durable from here on
     /// let outcome = pending.await?;                       // acknowledged by the broker
     /// # Ok(()) }
     /// ```
-    pub async fn publish_accepted(&self, publish: Publish) -> Result<PendingAck, ClientError> {
+    pub async fn publish_accepted(&self, message: Message) -> Result<PendingAck, ClientError> {
+        let publish = message.into_publish().map_err(ClientError::InvalidTopic)?;
         let (reply, rx) = oneshot::channel();
         if !self.durable {
             self.tx
@@ -247,9 +320,25 @@ impl Client {
         self.request(Command::Reauthenticate(reply), rx).await
     }
 
-    /// Subscribes to one filter; its messages arrive on [`Events`]. The subscription is restored
-    /// after any reconnect where the broker lost the session. Fails if the broker refuses it.
-    pub async fn subscribe(&self, filter: impl Into<String>, qos: QoS) -> Result<QoS, ClientError> {
+    /// Subscribes to one filter at `qos`, and resolves with the QoS the broker granted; its
+    /// messages arrive on [`Events`] (or on the [`Subscription`] of a
+    /// [`subscribe_stream`](Self::subscribe_stream) for the same filter). The subscription is
+    /// restored after any reconnect where the broker lost the session.
+    ///
+    /// `filter` is a `&str`, a `String` or a [`TopicFilter`]: an invalid one fails at once with
+    /// [`ClientError::InvalidTopic`]; a refusal by the broker is [`ClientError::Refused`].
+    ///
+    /// ```no_run
+    /// # async fn f(client: steadfast::Client) -> Result<(), steadfast::ClientError> {
+    /// let granted = client.subscribe("sensors/+/temp", steadfast::QoS::AtLeastOnce).await?;
+    /// # let _ = granted; Ok(()) }
+    /// ```
+    pub async fn subscribe<T>(&self, filter: T, qos: QoS) -> Result<QoS, ClientError>
+    where
+        T: TryInto<TopicFilter>,
+        T::Error: Into<TopicError>,
+    {
+        let filter = topic_filter(filter)?;
         // Not through `subscribe_with`: its future would hold the (large) `Properties`.
         let (reply, rx) = oneshot::channel();
         let cmd = Command::Subscribe(Box::new(SubscribeCommand {
@@ -261,14 +350,61 @@ impl Client {
         granted(&self.request(cmd, rx).await?)
     }
 
+    /// Subscribes to several filters at `qos` in one SUBSCRIBE, and resolves with the broker's
+    /// code per filter, in order (granted QoS or failure). Every filter is checked first: one
+    /// invalid filter fails the call with [`ClientError::InvalidTopic`] and nothing is sent.
+    ///
+    /// ```no_run
+    /// # async fn f(client: steadfast::Client) -> Result<(), steadfast::ClientError> {
+    /// use steadfast::QoS;
+    /// let codes = client.subscribe_many(["sensors/#", "alerts/+"], QoS::AtLeastOnce).await?;
+    /// assert_eq!(codes.len(), 2);
+    /// # Ok(()) }
+    /// ```
+    pub async fn subscribe_many<I, T>(
+        &self,
+        filters: I,
+        qos: QoS,
+    ) -> Result<Vec<ReasonCode>, ClientError>
+    where
+        I: IntoIterator<Item = T>,
+        T: TryInto<TopicFilter>,
+        T::Error: Into<TopicError>,
+    {
+        let filters = filters
+            .into_iter()
+            .map(|f| topic_filter(f).map(|f| filter_with(f, qos)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (reply, rx) = oneshot::channel();
+        let cmd = Command::Subscribe(Box::new(SubscribeCommand {
+            filters,
+            properties: Properties::default(),
+            route: None,
+            reply,
+        }));
+        self.request(cmd, rx).await
+    }
+
     /// Subscribes to one filter and returns a handle that receives its messages (instead of
     /// [`Events`]). Messages are matched by subscription identifier (MQTT 5) or by filter.
-    pub async fn subscribe_stream(
+    ///
+    /// Several handles for the same filter each receive every message of it: a second
+    /// `subscribe_stream` (or `subscribe`) for a filter sends the SUBSCRIBE again, with its QoS,
+    /// which replaces the broker's subscription and the QoS the first handle was granted
+    /// (MQTT allows one subscription per filter and client), and the first handle keeps its
+    /// messages. [`unsubscribe`](Self::unsubscribe) ends every handle of the filter. A handle
+    /// that is dropped stops receiving; the subscription stays until it is unsubscribed, and
+    /// its messages then go to [`Events`].
+    pub async fn subscribe_stream<T>(
         &self,
-        filter: impl Into<String>,
+        filter: T,
         qos: QoS,
-    ) -> Result<Subscription, ClientError> {
-        let filter = filter.into();
+    ) -> Result<Subscription, ClientError>
+    where
+        T: TryInto<TopicFilter>,
+        T::Error: Into<TopicError>,
+    {
+        let filter = topic_filter(filter)?;
         let (route, rx) = mpsc::channel(1024);
         let (reply, done) = oneshot::channel();
         let filters = vec![filter_with(filter.clone(), qos)];
@@ -291,7 +427,8 @@ impl Client {
     }
 
     /// Subscribes to several filters with full MQTT 5 options in one SUBSCRIBE. Returns the
-    /// broker's code per filter (granted QoS or failure).
+    /// broker's code per filter (granted QoS or failure). An invalid filter fails with
+    /// [`ClientError::Command`] ([`CommandError::Invalid`]) and nothing is sent.
     pub async fn subscribe_with(
         &self,
         filters: Vec<SubscribeFilter>,
@@ -307,11 +444,52 @@ impl Client {
         self.request(cmd, rx).await
     }
 
-    /// Unsubscribes; the filters are no longer restored after a reconnect.
-    pub async fn unsubscribe(&self, filters: Vec<String>) -> Result<Vec<ReasonCode>, ClientError> {
+    /// Unsubscribes from one filter (the same kinds of argument as
+    /// [`subscribe`](Self::subscribe)); it is no longer restored after a reconnect, and its
+    /// [`Subscription`] handles end. Resolves once the broker answered: a failure code
+    /// (MQTT 5) is [`ClientError::Refused`], and "no subscription existed" (0x11) is not a
+    /// failure.
+    ///
+    /// ```no_run
+    /// # async fn f(client: steadfast::Client) -> Result<(), steadfast::ClientError> {
+    /// client.unsubscribe("sensors/+/temp").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn unsubscribe<T>(&self, filter: T) -> Result<(), ClientError>
+    where
+        T: TryInto<TopicFilter>,
+        T::Error: Into<TopicError>,
+    {
+        let filter = topic_filter(filter)?;
         let (reply, rx) = oneshot::channel();
         let cmd = Command::Unsubscribe(Box::new(UnsubscribeCommand {
-            filters: filters.into_iter().map(ByteStr::from).collect(),
+            filters: vec![filter.into_inner()],
+            properties: Properties::default(),
+            reply,
+        }));
+        match self.request(cmd, rx).await?.first() {
+            Some(rc) if !rc.is_success() => Err(ClientError::Refused(*rc)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Unsubscribes from several filters in one UNSUBSCRIBE (the same kinds of argument as
+    /// [`subscribe_many`](Self::subscribe_many)), and resolves with the broker's code per
+    /// filter. One invalid filter fails the call with [`ClientError::InvalidTopic`] and nothing
+    /// is sent.
+    pub async fn unsubscribe_many<I, T>(&self, filters: I) -> Result<Vec<ReasonCode>, ClientError>
+    where
+        I: IntoIterator<Item = T>,
+        T: TryInto<TopicFilter>,
+        T::Error: Into<TopicError>,
+    {
+        let filters = filters
+            .into_iter()
+            .map(|f| topic_filter(f).map(TopicFilter::into_inner))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (reply, rx) = oneshot::channel();
+        let cmd = Command::Unsubscribe(Box::new(UnsubscribeCommand {
+            filters,
             properties: Properties::default(),
             reply,
         }));
@@ -376,9 +554,19 @@ impl Client {
     }
 }
 
-fn filter_with(filter: impl Into<String>, qos: QoS) -> SubscribeFilter {
+fn topic_filter<T>(filter: T) -> Result<TopicFilter, ClientError>
+where
+    T: TryInto<TopicFilter>,
+    T::Error: Into<TopicError>,
+{
+    filter
+        .try_into()
+        .map_err(|e| ClientError::InvalidTopic(e.into()))
+}
+
+fn filter_with(filter: TopicFilter, qos: QoS) -> SubscribeFilter {
     SubscribeFilter {
-        filter: ByteStr::from(filter.into()),
+        filter: filter.into_inner(),
         options: SubscriptionOptions {
             qos,
             ..Default::default()
@@ -481,18 +669,19 @@ impl futures_core::Stream for Events {
 /// Messages of one subscription (see [`Client::subscribe_stream`]).
 #[derive(Debug)]
 pub struct Subscription {
-    filter: String,
+    filter: TopicFilter,
     granted: QoS,
     rx: mpsc::Receiver<Received>,
 }
 
 impl Subscription {
     /// The filter.
-    pub fn filter(&self) -> &str {
+    pub fn filter(&self) -> &TopicFilter {
         &self.filter
     }
 
-    /// The QoS the broker granted.
+    /// The QoS the broker granted when this handle subscribed (a later subscribe to the same
+    /// filter replaces it at the broker).
     pub fn granted_qos(&self) -> QoS {
         self.granted
     }

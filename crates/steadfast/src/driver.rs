@@ -61,7 +61,11 @@ type Blocked = (
 
 struct Route {
     filter: String,
+    /// The subscription identifier of the filter's latest SUBSCRIBE.
     id: Option<u32>,
+    /// The one before: messages the broker sent before it took a later SUBSCRIBE of the
+    /// filter carry it, and so does every message when that SUBSCRIBE was refused.
+    previous: Option<u32>,
     tx: mpsc::Sender<Received>,
 }
 
@@ -359,7 +363,7 @@ impl Driver {
                         self.conn.process_input(now);
                     }
                     self.drop_transport(&mut transport, &mut wbuf);
-                    self.conn.handle_transport_error(transport_error(&e), now);
+                    self.conn.handle_transport_error(transport_error(e), now);
                 }
                 Wake::Timer => self.conn.handle_timeout(now),
                 Wake::Delivered => self.deliver_pending(),
@@ -446,17 +450,29 @@ impl Driver {
                 let names: Vec<String> = filters.iter().map(|f| f.filter.to_string()).collect();
                 match self.conn.subscribe(filters, properties, now) {
                     Ok(token) => {
-                        if let Some(tx) = &route {
-                            for name in names {
-                                let id = self
-                                    .conn
-                                    .subscriptions()
-                                    .find(|s| s.filter.as_str() == name)
-                                    .and_then(|s| s.id);
-                                self.routes.retain(|r| r.filter != name);
+                        // Handles of a filter share it: every one of them keeps receiving
+                        // (a SUBSCRIBE again replaces the broker's subscription, and with it
+                        // the subscription identifier its messages carry).
+                        self.routes.retain(|r| !r.tx.is_closed());
+                        for name in names {
+                            let id = self
+                                .conn
+                                .subscriptions()
+                                .find(|s| s.filter.as_str() == name)
+                                .and_then(|s| s.id);
+                            let mut previous = None;
+                            for r in self.routes.iter_mut().filter(|r| r.filter == name) {
+                                if r.id != id {
+                                    r.previous = r.id;
+                                }
+                                r.id = id;
+                                previous = r.previous;
+                            }
+                            if let Some(tx) = &route {
                                 self.routes.push(Route {
                                     filter: name,
                                     id,
+                                    previous,
                                     tx: tx.clone(),
                                 });
                             }
@@ -671,7 +687,9 @@ impl Driver {
             let mut targets: Vec<mpsc::Sender<Received>> = Vec::new();
             for r in &self.routes {
                 let hit = match r.id {
-                    Some(id) if !ids.is_empty() => ids.contains(&id),
+                    Some(id) if !ids.is_empty() => {
+                        ids.contains(&id) || r.previous.is_some_and(|p| ids.contains(&p))
+                    }
                     _ => matches(&r.filter, &p.topic),
                 };
                 if hit && !targets.iter().any(|t| t.same_channel(&r.tx)) {
@@ -776,14 +794,15 @@ impl Driver {
 }
 
 /// The core's view of an I/O error: a [`TransportError`] the transport carried inside it (a
-/// late certificate refusal, say) as itself, anything else as [`TransportError::Io`].
-fn transport_error(e: &std::io::Error) -> TransportError {
+/// late certificate refusal, say) as itself, anything else as [`TransportError::Io`], which
+/// keeps the `io::Error` (its kind, and as its source).
+fn transport_error(e: std::io::Error) -> TransportError {
     match e
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<TransportError>())
     {
         Some(t) => t.clone(),
-        None => TransportError::Io(e.to_string()),
+        None => TransportError::Io(e.into()),
     }
 }
 
@@ -942,9 +961,13 @@ mod tests {
         let sub = client.subscribe("a/b", steadfast_proto::QoS::AtLeastOnce);
         let size = std::mem::size_of_val(&sub);
         assert!(size <= 320, "subscribe's future is {size} bytes");
-        let publish = client.publish("a/b", steadfast_proto::QoS::AtLeastOnce, false, "x");
+        let publish = client.publish("a/b", "x");
         let size = std::mem::size_of_val(&publish);
         assert!(size <= 320, "publish's future is {size} bytes");
+        let send =
+            client.send(crate::Message::new("a/b", "x").qos(steadfast_proto::QoS::AtLeastOnce));
+        let size = std::mem::size_of_val(&send);
+        assert!(size <= 320, "send's future is {size} bytes");
     }
 
     /// Each client's command channel allocates 32 slots of `Command` up front, its event
@@ -959,9 +982,16 @@ mod tests {
     fn a_transport_error_carried_in_an_io_error_is_kept() {
         let fatal = TransportError::TlsFatal("certificate revoked".into());
         let e = std::io::Error::new(std::io::ErrorKind::PermissionDenied, fatal.clone());
-        assert_eq!(transport_error(&e), fatal);
+        assert_eq!(transport_error(e), fatal);
         let plain = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
-        assert!(matches!(transport_error(&plain), TransportError::Io(_)));
+        let kept = transport_error(plain);
+        assert!(matches!(kept, TransportError::Io(_)));
+        assert_eq!(kept.io_kind(), Some(std::io::ErrorKind::ConnectionReset));
+        let source = std::error::Error::source(&kept).expect("the io::Error is the source");
+        let io = source
+            .downcast_ref::<std::io::Error>()
+            .expect("an io::Error");
+        assert_eq!(io.kind(), std::io::ErrorKind::ConnectionReset);
     }
 
     fn read_once(

@@ -28,6 +28,35 @@ impl ClientBuilder {
         self.tls_with(|_| options)
     }
 
+    /// Uses a rustls [`ClientConfig`](rustls::ClientConfig) of your own for `mqtts://`,
+    /// `ssl://` and `wss://` (and `quic://`) servers instead of the file options; see
+    /// [`TlsOptions::client_config`] for what is used as it is and what cannot be combined
+    /// with it. The `rustls` crate is re-exported as [`steadfast::transport::rustls`], so the
+    /// versions match.
+    ///
+    /// ```no_run
+    /// # fn f(roots: steadfast::transport::rustls::RootCertStore) -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::sync::Arc;
+    /// use steadfast::transport::rustls;
+    /// use steadfast::ClientBuilder;
+    ///
+    /// let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+    ///     rustls::crypto::ring::default_provider(),
+    /// ))
+    /// .with_safe_default_protocol_versions()?
+    /// .with_root_certificates(roots)
+    /// .with_no_client_auth();
+    /// let (client, events) = ClientBuilder::from_url("mqtts://broker.example:8883")?
+    ///     .tls_client_config(Arc::new(config))
+    ///     .build()?;
+    /// # let _ = (client, events); Ok(()) }
+    /// ```
+    ///
+    /// [`steadfast::transport::rustls`]: crate::transport::rustls
+    pub fn tls_client_config(self, config: std::sync::Arc<rustls::ClientConfig>) -> Self {
+        self.tls_with(|o| o.client_config(config))
+    }
+
     /// Trusts the CA certificates in this PEM file instead of the system roots (repeatable);
     /// see [`TlsOptions::ca_file`].
     pub fn ca_file(self, path: impl Into<PathBuf>) -> Self {

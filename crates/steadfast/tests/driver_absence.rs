@@ -13,11 +13,10 @@ use std::time::Duration;
 
 use mock::{builder, connack, puback, MockConnector, Peer, Plan};
 use steadfast::{
-    ClientBuilder, ClientEvent, Events, Exponential, ProtocolVersion, QoS, ReasonClass, State,
+    ClientBuilder, ClientEvent, Events, Exponential, Message, ProtocolVersion, QoS, ReasonClass,
+    State,
 };
-use steadfast_proto::{
-    Disconnect, Lifecycle, Packet, Properties, Props, Publish, Reason, ReasonCode, TransportError,
-};
+use steadfast_proto::{Disconnect, Lifecycle, Packet, Props, Reason, ReasonCode, TransportError};
 
 const VERSIONS: [ProtocolVersion; 2] = [ProtocolVersion::V311, ProtocolVersion::V5];
 
@@ -410,19 +409,11 @@ async fn a_reconnect_after_a_loss_comes_within_the_will_delay_and_resumes_the_se
     peer.send(connack(true, ReasonCode::Success)).await;
 }
 
-fn expiring(topic: &str, payload: &'static str, expiry: Option<u32>) -> Publish {
-    Publish {
-        dup: false,
-        qos: QoS::AtLeastOnce,
-        retain: false,
-        topic: topic.to_string().into(),
-        pkid: 0,
-        properties: Properties {
-            message_expiry_interval: expiry,
-            ..Default::default()
-        }
-        .into(),
-        payload: bytes::Bytes::from_static(payload.as_bytes()),
+fn expiring(topic: &str, payload: &'static str, expiry: Option<u32>) -> Message {
+    let m = Message::new(topic, payload).qos(QoS::AtLeastOnce);
+    match expiry {
+        Some(secs) => m.message_expiry(Duration::from_secs(secs.into())),
+        None => m,
     }
 }
 
@@ -448,7 +439,7 @@ async fn an_offline_message_that_expires_is_never_sent_and_the_rest_wait() {
     .await;
     let publish = |body: &'static str, expiry: Option<u32>| {
         let c = client.clone();
-        tokio::spawn(async move { c.publish_message(expiring("exp", body, expiry)).await })
+        tokio::spawn(async move { c.send(expiring("exp", body, expiry)).await })
     };
     let short = publish("short", Some(1));
     tokio::time::sleep(ms(20)).await;

@@ -10,8 +10,9 @@ use std::future::Future;
 use std::time::Duration;
 
 use mock::{builder, builder_with, puback, publish, FloodConnector, MockConnector};
+use steadfast::Message;
 use steadfast::{ClientEvent, ProtocolVersion, QoS, State};
-use steadfast_proto::{Lifecycle, Packet, Reason};
+use steadfast_proto::{Lifecycle, Packet, Props, Reason, ReasonCode, SubAck, UnsubAck};
 
 const VERSIONS: [ProtocolVersion; 2] = [ProtocolVersion::V311, ProtocolVersion::V5];
 
@@ -55,10 +56,7 @@ async fn keep_alive_and_commands_get_their_turn_under_an_inbound_flood() {
             tokio::spawn(async move {
                 tokio::time::sleep(secs(2)).await;
                 let asked = tokio::time::Instant::now();
-                client
-                    .publish("out", QoS::AtMostOnce, false, "during the flood")
-                    .await
-                    .unwrap();
+                client.publish("out", "during the flood").await.unwrap();
                 asked.elapsed()
             })
         };
@@ -253,7 +251,7 @@ async fn a_publisher_that_never_reads_events_keeps_working_across_reconnects() {
             let client = client.clone();
             tokio::spawn(async move {
                 client
-                    .publish("out", QoS::AtLeastOnce, false, "still here")
+                    .send(Message::new("out", "still here").qos(QoS::AtLeastOnce))
                     .await
             })
         };
@@ -496,7 +494,7 @@ async fn mqtt_311_keeps_a_bounded_in_flight_window() {
         let client = client.clone();
         done.push(tokio::spawn(async move {
             client
-                .publish("out", QoS::AtLeastOnce, false, i.to_string())
+                .send(Message::new("out", i.to_string()).qos(QoS::AtLeastOnce))
                 .await
         }));
     }
@@ -548,7 +546,7 @@ async fn a_poison_message_is_failed_back_and_the_queue_goes_on() {
             let client = client.clone();
             tokio::spawn(async move {
                 client
-                    .publish("out", QoS::AtLeastOnce, false, payload)
+                    .send(Message::new("out", payload).qos(QoS::AtLeastOnce))
                     .await
             })
         };
@@ -645,7 +643,7 @@ async fn reconnect_now_is_not_lost_when_the_command_channel_is_full() {
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     let mut pending = Vec::new();
     for i in 0..1024u32 {
-        let mut f = Box::pin(client.publish("out", QoS::AtLeastOnce, false, i.to_string()));
+        let mut f = Box::pin(client.send(Message::new("out", i.to_string()).qos(QoS::AtLeastOnce)));
         assert!(f.as_mut().poll(&mut cx).is_pending());
         pending.push(f);
     }
@@ -687,4 +685,239 @@ async fn a_disconnect_behind_held_input_keeps_its_reason() {
         ),
         other => panic!("{other:?}"),
     }
+}
+
+/// Answers the next SUBSCRIBE (granting its QoS) and returns its subscription identifier.
+async fn grant_subscribe_id(peer: &mut mock::Peer) -> Option<u32> {
+    match peer.recv_answering_pings().await {
+        Some(Packet::Subscribe(s)) => {
+            let reasons = s
+                .filters
+                .iter()
+                .map(|f| match f.options.qos {
+                    QoS::AtMostOnce => ReasonCode::Success,
+                    QoS::AtLeastOnce => ReasonCode::GrantedQoS1,
+                    QoS::ExactlyOnce => ReasonCode::GrantedQoS2,
+                })
+                .collect();
+            let id = s.properties.subscription_identifiers.first().copied();
+            peer.send(Packet::SubAck(SubAck {
+                pkid: s.pkid,
+                reasons,
+                properties: Props::new(),
+            }))
+            .await;
+            id
+        }
+        other => panic!("expected SUBSCRIBE, got {other:?}"),
+    }
+}
+
+/// A QoS 0 PUBLISH from the broker carrying subscription identifier `id` (MQTT 5).
+fn publish_for(topic: &str, payload: &[u8], id: Option<u32>) -> Packet {
+    let mut p = publish(topic, QoS::AtMostOnce, 0, payload);
+    if let (Packet::Publish(p), Some(id)) = (&mut p, id) {
+        p.properties.subscription_identifiers.push(id);
+    }
+    p
+}
+
+/// The messages that reach `events` within `within` of virtual time (lifecycle events are
+/// skipped). Under the paused clock the wait costs no wall time.
+async fn messages_on_events(events: &mut steadfast::Events, within: Duration) -> Vec<String> {
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(within, async {
+        while let Some(ev) = events.recv().await {
+            if let ClientEvent::Message(m) = ev {
+                got.push(m.topic().to_string());
+            }
+        }
+    })
+    .await;
+    got
+}
+
+async fn next_payload(s: &mut steadfast::Subscription) -> Option<Vec<u8>> {
+    tokio::time::timeout(secs(5), s.recv())
+        .await
+        .expect("a message or the end within 5 s")
+        .map(|m| m.payload().to_vec())
+}
+
+/// Defect: a second `subscribe_stream` for a filter replaced the first handle's route, so the
+/// first handle silently stopped receiving. Now every handle of a filter receives every
+/// message of it: with MQTT 5 whether the broker tags it with the latest SUBSCRIBE's
+/// identifier or (sent before it took that SUBSCRIBE) the one before; a plain `subscribe` of
+/// the same filter keeps the handles fed; a dropped handle leaves the others alone;
+/// `unsubscribe` ends them all. Nothing of the filter leaks to `Events` meanwhile.
+#[tokio::test(start_paused = true)]
+async fn a_second_stream_for_a_filter_shares_its_messages() {
+    for v in VERSIONS {
+        let (connector, mut broker) = MockConnector::new(v);
+        let (client, mut events) = builder(connector, secs(30)).build().unwrap();
+        let mut peer = broker.accept().await;
+        peer.handshake().await;
+        client.wait_for_state(|s| s == State::Connected).await;
+
+        let c = client.clone();
+        let first =
+            tokio::spawn(async move { c.subscribe_stream("dup/+", QoS::AtLeastOnce).await });
+        let id1 = grant_subscribe_id(&mut peer).await;
+        let mut a = first.await.unwrap().unwrap();
+        let c = client.clone();
+        let second =
+            tokio::spawn(async move { c.subscribe_stream("dup/+", QoS::AtLeastOnce).await });
+        let id2 = grant_subscribe_id(&mut peer).await;
+        let mut b = second.await.unwrap().unwrap();
+        assert_eq!(a.filter().as_str(), "dup/+");
+        assert_eq!(b.granted_qos(), QoS::AtLeastOnce);
+        if v == ProtocolVersion::V5 {
+            assert!(
+                id1.is_some() && id2.is_some() && id1 != id2,
+                "{id1:?} {id2:?}"
+            );
+        }
+
+        // Tagged with the latest identifier, and with the one before.
+        peer.send(publish_for("dup/1", b"new", id2)).await;
+        peer.send(publish_for("dup/2", b"old", id1)).await;
+        for h in [&mut a, &mut b] {
+            assert_eq!(next_payload(h).await.as_deref(), Some(&b"new"[..]), "{v}");
+            assert_eq!(next_payload(h).await.as_deref(), Some(&b"old"[..]), "{v}");
+        }
+
+        // A plain subscribe of the filter: the handles keep its messages.
+        let c = client.clone();
+        let plain = tokio::spawn(async move { c.subscribe("dup/+", QoS::AtMostOnce).await });
+        let id3 = grant_subscribe_id(&mut peer).await;
+        assert_eq!(plain.await.unwrap(), Ok(QoS::AtMostOnce));
+        peer.send(publish_for("dup/3", b"plain", id3)).await;
+        for h in [&mut a, &mut b] {
+            assert_eq!(next_payload(h).await.as_deref(), Some(&b"plain"[..]), "{v}");
+        }
+
+        // The first handle goes away: the second one still gets everything.
+        drop(a);
+        peer.send(publish_for("dup/4", b"after drop", id3)).await;
+        assert_eq!(
+            next_payload(&mut b).await.as_deref(),
+            Some(&b"after drop"[..])
+        );
+        assert_eq!(
+            messages_on_events(&mut events, secs(5)).await,
+            Vec::<String>::new(),
+            "{v}: nothing of the filter reaches Events while a handle is open"
+        );
+
+        // Unsubscribe ends the handle; the filter's messages then go to Events.
+        let c = client.clone();
+        let unsub = tokio::spawn(async move { c.unsubscribe("dup/+").await });
+        match peer.recv_answering_pings().await {
+            Some(Packet::Unsubscribe(u)) => {
+                assert_eq!(u.filters.len(), 1);
+                peer.send(Packet::UnsubAck(UnsubAck {
+                    pkid: u.pkid,
+                    reasons: if v == ProtocolVersion::V5 {
+                        vec![ReasonCode::Success]
+                    } else {
+                        Vec::new()
+                    },
+                    properties: Props::new(),
+                }))
+                .await;
+            }
+            other => panic!("expected UNSUBSCRIBE, got {other:?}"),
+        }
+        assert_eq!(unsub.await.unwrap(), Ok(()));
+        assert_eq!(next_payload(&mut b).await, None, "{v}: the handle ended");
+        peer.send(publish_for("dup/5", b"late", id3)).await;
+        assert_eq!(
+            messages_on_events(&mut events, secs(5)).await,
+            vec!["dup/5".to_string()]
+        );
+        client.disconnect().await.unwrap();
+    }
+}
+
+/// An invalid topic or filter is an error at the call, typed, and nothing reaches the broker:
+/// the next packet the broker sees is the valid publish that follows.
+#[tokio::test(start_paused = true)]
+async fn invalid_topics_fail_at_the_call_and_send_nothing() {
+    use steadfast::proto::topic::TopicError;
+    use steadfast::ClientError;
+    let (connector, mut broker) = MockConnector::new(ProtocolVersion::V5);
+    let (client, _events) = builder(connector, secs(30)).build().unwrap();
+    let mut peer = broker.accept().await;
+    peer.handshake().await;
+    client.wait_for_state(|s| s == State::Connected).await;
+
+    let invalid = Err(ClientError::InvalidTopic(TopicError::WildcardInName));
+    assert_eq!(client.publish("a/+", "x").await.map(|_| ()), invalid);
+    assert_eq!(
+        client
+            .send(Message::new("a/#", "x").qos(QoS::AtLeastOnce))
+            .await
+            .map(|_| ()),
+        invalid
+    );
+    assert_eq!(
+        client
+            .send(Message::new("a", "x").response_topic("r/+"))
+            .await
+            .map(|_| ()),
+        invalid
+    );
+    assert!(matches!(
+        client
+            .publish_accepted(Message::new(String::new(), "x"))
+            .await,
+        Err(ClientError::InvalidTopic(TopicError::Empty))
+    ));
+    let misplaced = Err(ClientError::InvalidTopic(
+        TopicError::MisplacedMultiLevelWildcard,
+    ));
+    assert_eq!(
+        client
+            .subscribe("a/#/b", QoS::AtLeastOnce)
+            .await
+            .map(|_| ()),
+        misplaced
+    );
+    assert_eq!(
+        client
+            .subscribe_many(["ok/+", "a/#/b"], QoS::AtLeastOnce)
+            .await
+            .map(|_| ()),
+        misplaced
+    );
+    assert_eq!(
+        client
+            .subscribe_stream("x+", QoS::AtMostOnce)
+            .await
+            .map(|_| ()),
+        Err(ClientError::InvalidTopic(
+            TopicError::MisplacedSingleLevelWildcard
+        ))
+    );
+    assert_eq!(client.unsubscribe("a/#/b").await, misplaced);
+    assert_eq!(
+        client.unsubscribe_many(vec!["ok", "a\0"]).await.map(|_| ()),
+        Err(ClientError::InvalidTopic(TopicError::NullCharacter))
+    );
+    let e = client.publish("a/+", "x").await.unwrap_err();
+    let source = std::error::Error::source(&e).expect("the topic error is the source");
+    assert_eq!(
+        source.downcast_ref::<TopicError>(),
+        Some(&TopicError::WildcardInName)
+    );
+
+    // None of those reached the broker: the next packet is this valid publish.
+    let c = client.clone();
+    let valid = tokio::spawn(async move { c.publish(String::from("a/b"), "ok").await });
+    match peer.recv_answering_pings().await {
+        Some(Packet::Publish(p)) => assert_eq!(p.topic.as_str(), "a/b"),
+        other => panic!("expected the valid PUBLISH, got {other:?}"),
+    }
+    assert!(valid.await.unwrap().is_ok());
+    client.disconnect().await.unwrap();
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use steadfast::proto::{Auth, ConnAck, Disconnect, Packet};
+use steadfast::Message;
 use steadfast::{
     Authenticator, ByteStr, ClientError, Lifecycle, Properties, ProtocolVersion, QoS, State,
 };
@@ -49,7 +50,7 @@ fn expired_credentials_are_replaced_by_the_provider() {
             assert_eq!(r.count(|e| matches!(e, Lifecycle::Fatal { .. })), 0);
             // The connection is usable.
             client
-                .publish(format!("creds/{id}"), QoS::AtLeastOnce, false, "ok")
+                .send(Message::new(format!("creds/{id}"), "ok").qos(QoS::AtLeastOnce))
                 .await
                 .expect("publish with the refreshed credentials");
             client.disconnect().await.expect("disconnect");

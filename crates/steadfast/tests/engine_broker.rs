@@ -4,6 +4,7 @@
 mod support;
 
 use steadfast::DisconnectOptions;
+use steadfast::Message;
 use support::*;
 
 /// kill -9 and restart of the broker: the client reconnects by itself, resubscribes (the
@@ -38,7 +39,7 @@ fn broker_kill9_and_restart_restores_subscriptions() {
                 c.subscribe(format!("{topic}/gone"), QoS::AtLeastOnce)
                     .await
                     .unwrap();
-                c.unsubscribe(vec![format!("{topic}/gone")]).await.unwrap();
+                c.unsubscribe(format!("{topic}/gone")).await.unwrap();
                 r.skip_all();
                 clients.push((v, c, r, topic, stream));
             }
@@ -178,7 +179,7 @@ fn broker_absent_at_start_first_connect_is_retried() {
                 .expect("SUBACK")
                 .unwrap();
             assert_eq!(granted, Ok(QoS::AtLeastOnce));
-            c.publish(topic.as_str(), QoS::AtLeastOnce, false, "hi")
+            c.send(Message::new(topic.as_str(), "hi").qos(QoS::AtLeastOnce))
                 .await
                 .expect("publish");
             assert_eq!(&r.message(T).await.payload()[..], b"hi");
@@ -286,7 +287,8 @@ fn offline_queue_delivers_after_reconnect() {
                 let c = c.clone();
                 let t = topic.clone();
                 pending.push(tokio::spawn(async move {
-                    c.publish(t, QoS::AtLeastOnce, false, num_payload(i)).await
+                    c.send(Message::new(t, num_payload(i)).qos(QoS::AtLeastOnce))
+                        .await
                 }));
                 // Spawned in order; give each a moment to reach the driver in order.
                 tokio::task::yield_now().await;
@@ -394,7 +396,8 @@ fn graceful_disconnect_drains_inflight_and_suppresses_will() {
                 let c = c.clone();
                 let t = topic.clone();
                 pending.push(tokio::spawn(async move {
-                    c.publish(t, QoS::AtLeastOnce, false, num_payload(i)).await
+                    c.send(Message::new(t, num_payload(i)).qos(QoS::AtLeastOnce))
+                        .await
                 }));
             }
             eventually("20 publishes sent upstream", T, || h.stats().bytes_up > 100).await;
@@ -510,7 +513,8 @@ fn blocked_publish_does_not_hold_up_wake_or_disconnect() {
                 let c = c.clone();
                 let t = topic.clone();
                 pubs.push(tokio::spawn(async move {
-                    c.publish(t, QoS::AtLeastOnce, false, num_payload(i)).await
+                    c.send(Message::new(t, num_payload(i)).qos(QoS::AtLeastOnce))
+                        .await
                 }));
                 tokio::time::sleep(ms(10)).await;
             }
@@ -543,7 +547,8 @@ fn blocked_publish_does_not_hold_up_wake_or_disconnect() {
                 let c = c2.clone();
                 let t = topic.clone();
                 pubs.push(tokio::spawn(async move {
-                    c.publish(t, QoS::AtLeastOnce, false, num_payload(i)).await
+                    c.send(Message::new(t, num_payload(i)).qos(QoS::AtLeastOnce))
+                        .await
                 }));
                 tokio::time::sleep(ms(10)).await;
             }
@@ -580,7 +585,9 @@ fn disconnect_drain_is_bounded_by_the_drain_timeout() {
             let p = {
                 let c = c.clone();
                 let t = format!("draint/{id}");
-                tokio::spawn(async move { c.publish(t, QoS::AtLeastOnce, false, "x").await })
+                tokio::spawn(
+                    async move { c.send(Message::new(t, "x").qos(QoS::AtLeastOnce)).await },
+                )
             };
             tokio::time::sleep(ms(50)).await;
             let t0 = Instant::now();
@@ -629,7 +636,7 @@ fn a_stalled_consumer_loses_nothing_and_gets_nothing_twice() {
             tokio::spawn(async move {
                 let mut payload = num_payload(i).into_bytes();
                 payload.resize(1000, b' ');
-                p.publish(t, QoS::ExactlyOnce, false, payload).await
+                p.send(Message::new(t, payload).qos(QoS::ExactlyOnce)).await
             });
         }
         // The application is busy elsewhere for a while.

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use steadfast::Client;
+use steadfast::Message;
 use support::*;
 
 const N: u32 = 2000;
@@ -39,7 +40,7 @@ async fn publish_sequence(c: Client, topic: String, qos: QoS) {
         let c = c.clone();
         let t = topic.clone();
         tasks.push(tokio::spawn(async move {
-            let r = c.publish(t, qos, false, num_payload(i)).await;
+            let r = c.send(Message::new(t, num_payload(i)).qos(qos)).await;
             drop(permit);
             r
         }));
@@ -242,7 +243,7 @@ fn resets_while_subscribed(v: ProtocolVersion) {
         assert_eq!(sr.count(|e| matches!(e, Lifecycle::Resubscribed { .. })), 0);
         // Then an end marker on the QoS 2 topic: any duplicate would have come before it.
         publisher
-            .publish(t2.as_str(), QoS::ExactlyOnce, false, "end")
+            .send(Message::new(t2.as_str(), "end").qos(QoS::ExactlyOnce))
             .await
             .unwrap();
         loop {
@@ -314,7 +315,7 @@ async fn blackhole_case(broker: &Mosquitto, v: ProtocolVersion, traffic: Traffic
                 // Not awaited: after the loss these wait in the offline queue.
                 let c = c.clone();
                 let t = topic.clone();
-                tokio::spawn(async move { c.publish(t, QoS::AtMostOnce, false, "x").await });
+                tokio::spawn(async move { c.publish(t, "x").await });
             }
         })
     });

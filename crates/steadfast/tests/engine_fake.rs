@@ -5,6 +5,7 @@ mod support;
 
 use std::sync::{Arc, Mutex};
 
+use steadfast::Message;
 use support::*;
 use tokio::io::AsyncWriteExt;
 
@@ -501,7 +502,7 @@ fn qos2_after_pubrec_is_not_lost_when_the_session_is() {
             r.connected(T).await;
             let outcome = tokio::time::timeout(
                 T,
-                c.publish(format!("q2/{id}"), QoS::ExactlyOnce, false, "precious"),
+                c.send(Message::new(format!("q2/{id}"), "precious").qos(QoS::ExactlyOnce)),
             )
             .await
             .expect("publish completes");
@@ -516,7 +517,7 @@ fn qos2_after_pubrec_is_not_lost_when_the_session_is() {
             })
             .await;
             // Positive end marker: a second message through the new connection.
-            c.publish(format!("q2/{id}"), QoS::ExactlyOnce, false, "marker")
+            c.send(Message::new(format!("q2/{id}"), "marker").qos(QoS::ExactlyOnce))
                 .await
                 .unwrap();
             let seen = seen.lock().unwrap().clone();

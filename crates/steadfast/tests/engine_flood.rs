@@ -63,7 +63,7 @@ fn a_subscriber_under_a_flood_keeps_its_connection() {
             tokio::time::sleep(Duration::from_secs(2)).await;
             tokio::time::timeout(
                 Duration::from_secs(2),
-                sub.publish("flood/other", QoS::AtMostOnce, false, "mid-flood"),
+                sub.publish("flood/other", "mid-flood"),
             )
             .await
             .expect("a QoS 0 publish during the flood completes")

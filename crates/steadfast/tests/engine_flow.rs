@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use bytes::BytesMut;
 use steadfast::proto::{CommandError, Packet, Props, PubAck, PublishError, SubAck};
 use steadfast::ClientError;
+use steadfast::Message;
 use support::*;
 
 /// A raw frame from the client, decoded with the project's codec.
@@ -165,14 +166,17 @@ fn a_poison_message_is_given_up_and_the_rest_goes_on() {
         r.connected(T).await;
         let poison = {
             let c = c.clone();
-            tokio::spawn(async move { c.publish("poison/1", QoS::AtLeastOnce, false, "x").await })
+            tokio::spawn(async move {
+                c.send(Message::new("poison/1", "x").qos(QoS::AtLeastOnce))
+                    .await
+            })
         };
         // Behind it in the queue (published once the first is on its way).
         eventually("the poison message sent", T, || {
             !seen.lock().unwrap().is_empty()
         })
         .await;
-        let good = c.publish("good/1", QoS::AtLeastOnce, false, "y");
+        let good = c.send(Message::new("good/1", "y").qos(QoS::AtLeastOnce));
         let good = tokio::time::timeout(T, good)
             .await
             .expect("the rest goes on");

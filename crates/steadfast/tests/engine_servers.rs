@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use steadfast::proto::{ConnAck, Packet};
+use steadfast::Message;
 use steadfast::{ClientBuilder, Lifecycle, Properties, ProtocolVersion, QoS, ReasonCode, State};
 use steadfast_chaos::fake::FakeBroker;
 use steadfast_chaos::mosquitto::Mosquitto;
@@ -69,7 +70,7 @@ fn a_host_port_reference_leads_to_the_broker_with_the_redirecting_servers_creden
             assert_eq!(r.count(|e| matches!(e, Lifecycle::Fatal { .. })), 0);
             // The connection to the real broker is usable.
             client
-                .publish(format!("redirect/{id}"), QoS::AtLeastOnce, false, "ok")
+                .send(Message::new(format!("redirect/{id}"), "ok").qos(QoS::AtLeastOnce))
                 .await
                 .expect("publish at the redirect target");
             client.disconnect().await.expect("disconnect");
@@ -134,7 +135,7 @@ fn a_server_url_with_credentials_logs_in_and_never_shows_the_password() {
         r.connected(T).await;
         assert_eq!(client.state(), State::Connected);
         client
-            .publish(format!("creds/{id}"), QoS::AtLeastOnce, false, "ok")
+            .send(Message::new(format!("creds/{id}"), "ok").qos(QoS::AtLeastOnce))
             .await
             .expect("publish");
         printed.push(format!("{client:?}"));

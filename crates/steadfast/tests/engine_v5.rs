@@ -5,22 +5,10 @@
 mod support;
 
 use bytes::Bytes;
-use steadfast::{ByteStr, Properties, Publish};
+use steadfast::{Message, PayloadFormat};
 use support::*;
 
 const V5: ProtocolVersion = ProtocolVersion::V5;
-
-fn message(topic: &str, qos: QoS, payload: &'static str, properties: Properties) -> Publish {
-    Publish {
-        dup: false,
-        qos,
-        retain: false,
-        topic: ByteStr::from(topic.to_string()),
-        pkid: 0,
-        properties: properties.into(),
-        payload: Bytes::from_static(payload.as_bytes()),
-    }
-}
 
 /// Request/response: the response topic and correlation data reach the responder intact,
 /// and its reply (correlation data echoed) reaches the requester.
@@ -46,13 +34,12 @@ fn request_response_round_trip() {
                 .expect("request")
                 .expect("open");
             let to = req.response_topic().expect("response topic").to_string();
-            let props = Properties {
-                correlation_data: req.correlation_data().cloned(),
-                ..Default::default()
-            };
-            let mut reply = message(to.as_str(), QoS::AtLeastOnce, "pong", props);
-            reply.payload = Bytes::from(format!("re:{}", String::from_utf8_lossy(req.payload())));
-            responder.publish_message(reply).await.unwrap();
+            let body = format!("re:{}", String::from_utf8_lossy(req.payload()));
+            let mut reply = Message::new(to.as_str(), body).qos(QoS::AtLeastOnce);
+            if let Some(data) = req.correlation_data().cloned() {
+                reply = reply.correlation_data(data);
+            }
+            responder.send(reply).await.unwrap();
             req
         });
 
@@ -65,20 +52,14 @@ fn request_response_round_trip() {
             .subscribe(resp_topic.as_str(), QoS::AtLeastOnce)
             .await
             .unwrap();
-        let props = Properties {
-            response_topic: Some(ByteStr::from(resp_topic.clone())),
-            correlation_data: Some(Bytes::from_static(b"\x00corr-42\xff")),
-            content_type: Some(ByteStr::from("text/plain".to_string())),
-            user_properties: vec![(
-                ByteStr::from("k".to_string()),
-                ByteStr::from("v".to_string()),
-            )],
-            ..Default::default()
-        };
-        requester
-            .publish_message(message(&req_topic, QoS::AtLeastOnce, "ping", props))
-            .await
-            .unwrap();
+        let request = Message::new(req_topic.as_str(), "ping")
+            .qos(QoS::AtLeastOnce)
+            .response_topic(resp_topic.as_str())
+            .correlation_data(Bytes::from_static(b"\x00corr-42\xff"))
+            .content_type("text/plain")
+            .payload_format(PayloadFormat::Utf8)
+            .user_property("k", "v");
+        requester.send(request).await.unwrap();
 
         let req = tokio::time::timeout(T, serve)
             .await
@@ -90,6 +71,7 @@ fn request_response_round_trip() {
             Some(&b"\x00corr-42\xff"[..])
         );
         assert_eq!(req.content_type(), Some("text/plain"));
+        assert_eq!(req.payload_format_indicator(), Some(1));
         assert_eq!(req.user_properties().len(), 1);
         assert_eq!(req.user_property("k"), Some("v"));
 
@@ -141,7 +123,7 @@ fn subscription_identifiers_route_to_the_right_stream() {
             ("a/y", "only-b"),
             ("events", "events"),
         ] {
-            p.publish(format!("sid/{id}/{t}"), QoS::AtLeastOnce, false, body)
+            p.send(Message::new(format!("sid/{id}/{t}"), body).qos(QoS::AtLeastOnce))
                 .await
                 .unwrap();
         }
@@ -163,14 +145,66 @@ fn subscription_identifiers_route_to_the_right_stream() {
         let ev = r.message(T).await;
         assert_eq!(&ev.payload()[..], b"events");
         // Nothing else came to either stream: a last message for each is next in line.
-        p.publish(format!("sid/{id}/c/x"), QoS::AtLeastOnce, false, "end-a")
+        p.send(Message::new(format!("sid/{id}/c/x"), "end-a").qos(QoS::AtLeastOnce))
             .await
             .unwrap();
-        p.publish(format!("sid/{id}/a/z"), QoS::AtLeastOnce, false, "end-b")
+        p.send(Message::new(format!("sid/{id}/a/z"), "end-b").qos(QoS::AtLeastOnce))
             .await
             .unwrap();
         assert_eq!(&next(&mut ha).await.payload()[..], b"end-a");
         assert_eq!(&next(&mut hb).await.payload()[..], b"end-b");
+    });
+}
+
+/// Two `subscribe_stream` handles for the same filter both receive every message of it, with
+/// a real broker: MQTT 5 (subscription identifiers: the second SUBSCRIBE replaces the first
+/// and its identifier) and MQTT 3.1.1 (routed by filter). Neither message reaches `Events`,
+/// and once one handle is dropped the other still gets everything.
+#[test]
+fn two_streams_for_one_filter_both_receive() {
+    run(Duration::from_secs(30), async {
+        let broker = mosquitto();
+        for v in [ProtocolVersion::V311, V5] {
+            let id = uid("dupstream");
+            let filter = format!("dup/{id}/+");
+            let (c, mut r) = start_connected(fast(&broker.url(), v, &id), &id).await;
+            let mut first = c
+                .subscribe_stream(filter.as_str(), QoS::AtLeastOnce)
+                .await
+                .unwrap();
+            let mut second = c
+                .subscribe_stream(filter.as_str(), QoS::AtLeastOnce)
+                .await
+                .unwrap();
+            let (p, _pr) =
+                start_connected(fast(&broker.url(), v, &format!("{id}-pub")), "pub").await;
+            for n in 0..3 {
+                p.send(Message::new(format!("dup/{id}/{n}"), n.to_string()).qos(QoS::AtLeastOnce))
+                    .await
+                    .unwrap();
+            }
+            for h in [&mut first, &mut second] {
+                for n in 0..3 {
+                    let m = next(h).await;
+                    assert_eq!(*m.payload(), n.to_string(), "{v}");
+                }
+            }
+            drop(first);
+            p.send(Message::new(format!("dup/{id}/last"), "last").qos(QoS::AtLeastOnce))
+                .await
+                .unwrap();
+            assert_eq!(&next(&mut second).await.payload()[..], b"last", "{v}");
+            // Events saw none of them: a message of another subscription is the first there.
+            c.subscribe(format!("other/{id}"), QoS::AtLeastOnce)
+                .await
+                .unwrap();
+            p.send(Message::new(format!("other/{id}"), "other").qos(QoS::AtLeastOnce))
+                .await
+                .unwrap();
+            assert_eq!(r.message(T).await.topic(), format!("other/{id}"), "{v}");
+            c.disconnect().await.unwrap();
+            p.disconnect().await.unwrap();
+        }
     });
 }
 
@@ -199,7 +233,7 @@ fn shared_subscription_splits_messages() {
                 start_connected(fast(&broker.url(), v, &format!("{id}-pub")), "pub").await;
             let n = 20u32;
             for i in 0..n {
-                p.publish(topic.as_str(), QoS::AtLeastOnce, false, num_payload(i))
+                p.send(Message::new(topic.as_str(), num_payload(i)).qos(QoS::AtLeastOnce))
                     .await
                     .unwrap();
             }
@@ -253,13 +287,10 @@ fn message_expiry_passes_through() {
         let h = proxy.handle();
         let (c, mut r) = start_connected(fast(&url_of(proxy.local_addr()), V5, &id), &id).await;
 
-        let props = Properties {
-            message_expiry_interval: Some(60),
-            ..Default::default()
-        };
-        c.publish_message(message(&topic, QoS::AtLeastOnce, "live", props))
-            .await
-            .unwrap();
+        let live = Message::new(topic.as_str(), "live")
+            .qos(QoS::AtLeastOnce)
+            .message_expiry(Duration::from_secs(60));
+        c.send(live).await.unwrap();
         let m = sr.message(T).await;
         assert_eq!(&m.payload()[..], b"live");
         let left = m
@@ -279,12 +310,11 @@ fn message_expiry_passes_through() {
             let c = c.clone();
             let topic = topic.clone();
             tokio::spawn(async move {
-                let props = Properties {
-                    message_expiry_interval: exp,
-                    ..Default::default()
-                };
-                c.publish_message(message(&topic, QoS::AtLeastOnce, body, props))
-                    .await
+                let mut m = Message::new(topic, body).qos(QoS::AtLeastOnce);
+                if let Some(secs) = exp {
+                    m = m.message_expiry(Duration::from_secs(secs.into()));
+                }
+                c.send(m).await
             })
         };
         let short = publish("short", Some(1));

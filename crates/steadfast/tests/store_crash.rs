@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use steadfast::store::{CommitFuture, DurableStore, SessionSnapshot, Store, StoreError, StoreOp};
-use steadfast::{ClientBuilder, ClientEvent, Lifecycle, Publish, QoS};
+use steadfast::Message;
+use steadfast::{ClientBuilder, ClientEvent, Lifecycle, QoS};
 use steadfast_chaos::mosquitto::Mosquitto;
 
 const CHILD_ENV: &str = "STEADFAST_CHILD";
@@ -283,25 +284,11 @@ impl Numbers {
     }
 }
 
-fn numbered(n: u64) -> Publish {
-    let qos = if n % 2 == 0 {
-        QoS::AtLeastOnce
+fn numbered(n: u64) -> Message {
+    if n % 2 == 0 {
+        Message::new("crash/q1", n.to_string()).qos(QoS::AtLeastOnce)
     } else {
-        QoS::ExactlyOnce
-    };
-    Publish {
-        dup: false,
-        qos,
-        retain: false,
-        topic: if qos == QoS::AtLeastOnce {
-            "crash/q1"
-        } else {
-            "crash/q2"
-        }
-        .into(),
-        pkid: 0,
-        properties: Default::default(),
-        payload: n.to_string().into(),
+        Message::new("crash/q2", n.to_string()).qos(QoS::ExactlyOnce)
     }
 }
 
@@ -340,11 +327,11 @@ fn publisher_child() {
             }
         }
         client
-            .publish("crash/q1", QoS::AtLeastOnce, false, "END")
+            .send(Message::new("crash/q1", "END").qos(QoS::AtLeastOnce))
             .await
             .expect("END q1");
         client
-            .publish("crash/q2", QoS::ExactlyOnce, false, "END")
+            .send(Message::new("crash/q2", "END").qos(QoS::ExactlyOnce))
             .await
             .expect("END q2");
         client.disconnect().await.expect("disconnect");
@@ -687,7 +674,7 @@ fn subscriber_killed_and_restarted_sees_every_qos2_message_once() {
         tokio::spawn(async move { while events.recv().await.is_some() {} });
         for n in 0..TOTAL {
             client
-                .publish("seq", QoS::ExactlyOnce, false, n.to_string())
+                .send(Message::new("seq", n.to_string()).qos(QoS::ExactlyOnce))
                 .await
                 .expect("publish");
             if n % 5 == 4 {
@@ -723,7 +710,7 @@ fn subscriber_killed_and_restarted_sees_every_qos2_message_once() {
     let client = rt.block_on(publisher).expect("publisher");
     rt.block_on(async {
         client
-            .publish("seq", QoS::ExactlyOnce, false, "FIN")
+            .send(Message::new("seq", "FIN").qos(QoS::ExactlyOnce))
             .await
             .expect("publish FIN");
         client.disconnect().await.expect("disconnect");

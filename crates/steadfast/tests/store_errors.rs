@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use steadfast::store::{DurableStore, Store, StoreError, StoreOp, DB_FILE, FORMAT_VERSION};
-use steadfast::{ClientBuilder, Publish, QoS, State};
+use steadfast::{BuildError, ClientBuilder, Publish, QoS, State};
 use steadfast_chaos::mosquitto::Mosquitto;
 
 fn tempdir() -> tempfile::TempDir {
@@ -80,7 +80,19 @@ fn another_client_id_fails_build_with_client_id_mismatch() {
         .store(DurableStore::open(dir.path()).expect("reopen"))
         .build()
         .expect_err("another client id must be refused");
-    assert!(e.0.contains("\"alpha\"") && e.0.contains("\"beta\""), "{e}");
+    assert_eq!(
+        e,
+        BuildError::Store(StoreError::ClientIdMismatch {
+            stored: "alpha".into(),
+            configured: "beta".into()
+        })
+    );
+    let source = std::error::Error::source(&e).expect("the store error is the source");
+    assert!(source.is::<StoreError>(), "{source}");
+    assert!(
+        e.to_string().contains("\"alpha\"") && e.to_string().contains("\"beta\""),
+        "{e}"
+    );
 
     let mut s = DurableStore::open(dir.path()).expect("reopen");
     assert_eq!(

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use steadfast::proto::TransportError;
 use steadfast::transport::{DefaultConnector, TlsOptions};
+use steadfast::Message;
 use steadfast::{ClientBuilder, Constant, Lifecycle, ProtocolVersion, QoS, Reason, State};
 use steadfast_chaos::quic::QuicBridge;
 use steadfast_chaos::udp::{Direction, UdpProxy};
@@ -67,7 +68,7 @@ async fn round_trip(url: &str, ca: &std::path::Path, v: ProtocolVersion) {
     for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
         let payload = format!("{qos:?} over QUIC");
         publisher
-            .publish(topic.as_str(), qos, false, payload.clone())
+            .send(Message::new(topic.as_str(), payload.clone()).qos(qos))
             .await
             .unwrap();
         let m = match sub_log
@@ -87,7 +88,7 @@ async fn round_trip(url: &str, ca: &std::path::Path, v: ProtocolVersion) {
     // A packet much larger than a QUIC datagram, split over many stream frames and reads.
     let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     publisher
-        .publish(topic.as_str(), QoS::AtLeastOnce, false, big.clone())
+        .send(Message::new(topic.as_str(), big.clone()).qos(QoS::AtLeastOnce))
         .await
         .unwrap();
     assert_eq!(sub_log.message(&topic).await, big);
@@ -171,7 +172,7 @@ fn quic_reconnects_and_resubscribes_after_broker_and_endpoint_restarts() {
                     .build()
                     .unwrap();
                 Log::new(events).connected().await;
-                p.publish(topic.as_str(), QoS::AtLeastOnce, false, payload)
+                p.send(Message::new(topic.as_str(), payload).qos(QoS::AtLeastOnce))
                     .await
                     .unwrap();
                 p.disconnect().await.unwrap();
@@ -325,7 +326,7 @@ async fn publish_across_a_move(
                 f();
             }
         }
-        c.publish(topic, QoS::AtLeastOnce, false, p.clone())
+        c.send(Message::new(topic, p.clone()).qos(QoS::AtLeastOnce))
             .await
             .expect("acknowledged");
         log.payload(topic, p.as_bytes()).await;
@@ -751,7 +752,7 @@ fn quic_resends_an_in_flight_message_across_an_mqtt5_broker_restart() {
             .unwrap();
         let mut pub_log = Log::new(events);
         pub_log.connected().await;
-        publ.publish(topic.as_str(), QoS::AtLeastOnce, false, "before")
+        publ.send(Message::new(topic.as_str(), "before").qos(QoS::AtLeastOnce))
             .await
             .unwrap();
         sub_log.payload(&topic, b"before").await;
@@ -762,7 +763,7 @@ fn quic_resends_an_in_flight_message_across_an_mqtt5_broker_restart() {
             let publ = publ.clone();
             let topic = topic.clone();
             async move {
-                publ.publish(topic.as_str(), QoS::AtLeastOnce, false, "in flight")
+                publ.send(Message::new(topic.as_str(), "in flight").qos(QoS::AtLeastOnce))
                     .await
             }
         });
@@ -884,7 +885,7 @@ fn quic_delivers_every_qos1_message_through_5_percent_loss() {
 
         let n = 300u32;
         for i in 0..n {
-            publ.publish(topic.as_str(), QoS::AtLeastOnce, false, i.to_string())
+            publ.send(Message::new(topic.as_str(), i.to_string()).qos(QoS::AtLeastOnce))
                 .await
                 .expect("acknowledged");
         }

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use steadfast::proto::TransportError;
 use steadfast::transport::TlsOptions;
-use steadfast::{ClientBuilder, Constant, Lifecycle, QoS, Reason, State};
+use steadfast::Message;
+use steadfast::{BuildError, ClientBuilder, Constant, Lifecycle, QoS, Reason, State};
 use transport_support::*;
 
 fn url(broker: &Mosquitto) -> String {
@@ -87,12 +88,7 @@ fn good_certificate_publish_subscribe_round_trip() {
         pub_log.connected().await;
         for i in 0..3 {
             publisher
-                .publish(
-                    topic.as_str(),
-                    QoS::AtLeastOnce,
-                    false,
-                    format!("hello {i}"),
-                )
+                .send(Message::new(topic.as_str(), format!("hello {i}")).qos(QoS::AtLeastOnce))
                 .await
                 .expect("publish");
         }
@@ -203,7 +199,7 @@ fn mutual_tls_with_client_certificate_works() {
             Ok(QoS::AtLeastOnce)
         );
         client
-            .publish(topic.as_str(), QoS::AtLeastOnce, false, "mtls")
+            .send(Message::new(topic.as_str(), "mtls").qos(QoS::AtLeastOnce))
             .await
             .unwrap();
         assert_eq!(log.message(&topic).await, b"mtls");
@@ -311,7 +307,12 @@ fn bad_tls_files_fail_at_build() {
     else {
         panic!("a missing CA file fails the build")
     };
-    assert!(err.0.contains("cannot read CA file"), "{err}");
+    let BuildError::Tls(tls) = &err else {
+        panic!("a TLS settings error: {err:?}")
+    };
+    assert!(tls.0.contains("cannot read CA file"), "{err}");
+    let source = std::error::Error::source(&err).expect("the TLS error is the source");
+    assert!(source.to_string().contains("cannot read CA file"));
     let Err(err) = ClientBuilder::from_url("mqtts://127.0.0.1:1")
         .unwrap()
         .ca_file(&pki.ca)
@@ -320,7 +321,10 @@ fn bad_tls_files_fail_at_build() {
     else {
         panic!("a key of another certificate fails the build")
     };
-    assert!(err.0.contains("does not match"), "{err}");
+    assert!(
+        matches!(&err, BuildError::Tls(e) if e.0.contains("does not match")),
+        "{err}"
+    );
 }
 
 /// The insecure-mode test runs in a child process (this test binary, filtered to
@@ -373,7 +377,7 @@ fn insecure_child() {
                 .await
                 .unwrap();
             client
-                .publish(topic.as_str(), QoS::AtLeastOnce, false, "insecure")
+                .send(Message::new(topic.as_str(), "insecure").qos(QoS::AtLeastOnce))
                 .await
                 .unwrap();
             assert_eq!(log.message(&topic).await, b"insecure");
@@ -422,7 +426,7 @@ fn reconnects_and_resubscribes_after_broker_kill9() {
             .unwrap();
         Log::new(events).connected().await;
         publisher
-            .publish(topic.as_str(), QoS::AtLeastOnce, false, "after restart")
+            .send(Message::new(topic.as_str(), "after restart").qos(QoS::AtLeastOnce))
             .await
             .unwrap();
         log.payload(&topic, b"after restart").await;
@@ -468,7 +472,7 @@ fn password_in_url_never_appears_in_debug_output() {
             .await
             .unwrap();
         client
-            .publish(topic.as_str(), QoS::AtLeastOnce, false, "x")
+            .send(Message::new(topic.as_str(), "x").qos(QoS::AtLeastOnce))
             .await
             .unwrap();
         log.message(&topic).await;
@@ -551,4 +555,105 @@ fn client_cert_connect_to_a_server_without_session_tickets_does_not_stall() {
         assert!(waits[0] < Duration::from_secs(1), "{waits:?}");
         assert_eq!(waits[1..], [Duration::ZERO, Duration::ZERO], "{waits:?}");
     });
+}
+
+/// A rustls `ClientConfig` of the application's own (built with the re-exported `rustls`),
+/// with the test CA as its only root and the client certificate in it.
+fn own_client_config(
+    pki: &Pki,
+    roots_pem: &str,
+    with_cert: bool,
+) -> std::sync::Arc<steadfast::transport::rustls::ClientConfig> {
+    use steadfast::transport::rustls;
+    use steadfast::transport::rustls::pki_types::pem::PemObject;
+    use steadfast::transport::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(roots_pem.as_bytes()) {
+        roots.add(cert.expect("CA PEM")).expect("CA certificate");
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocol versions")
+    .with_root_certificates(roots);
+    let config = if with_cert {
+        let chain = CertificateDer::pem_slice_iter(pki.client.cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .expect("client chain");
+        let key = PrivateKeyDer::from_pem_slice(pki.client.key_pem.as_bytes()).expect("key");
+        builder
+            .with_client_auth_cert(chain, key)
+            .expect("client certificate")
+    } else {
+        builder.with_no_client_auth()
+    };
+    std::sync::Arc::new(config)
+}
+
+/// Bring your own TLS config: a rustls `ClientConfig` given to the builder is used for
+/// `mqtts://` as it is: its roots verify the broker and its client certificate passes the
+/// broker's mutual-TLS check; the same config without the certificate is refused fatally
+/// (one attempt, named), and one whose roots lack the CA is fatal as an unknown issuer.
+#[test]
+fn own_rustls_client_config_is_used() {
+    run(Duration::from_secs(30), async {
+        let pki = Pki::generate();
+        let broker = tls_broker(&pki, &pki.server, true);
+        let topic = uid("tls/own");
+        let (client, events) = quick(ClientBuilder::from_url(&url(&broker)).unwrap())
+            .tls_client_config(own_client_config(&pki, &pki.ca_pem, true))
+            .build()
+            .unwrap();
+        let mut log = Log::new(events);
+        log.connected().await;
+        assert_eq!(
+            client.subscribe(topic.as_str(), QoS::AtLeastOnce).await,
+            Ok(QoS::AtLeastOnce)
+        );
+        client
+            .send(Message::new(topic.as_str(), "own config").qos(QoS::AtLeastOnce))
+            .await
+            .unwrap();
+        assert_eq!(log.message(&topic).await, b"own config");
+        client.disconnect().await.unwrap();
+
+        // Without the client certificate: the broker refuses, and that is fatal at once.
+        let b = ClientBuilder::from_url(&url(&broker))
+            .unwrap()
+            .tls(TlsOptions::new().client_config(own_client_config(&pki, &pki.ca_pem, false)));
+        let message = fatal_tls_message(b, &broker).await;
+        assert!(message.contains("client certificate"), "{message}");
+
+        // Roots without our CA: an unknown issuer, fatal.
+        let other = tls_broker(&pki, &pki.unknown_ca, false);
+        let b = ClientBuilder::from_url(&url(&other))
+            .unwrap()
+            .tls_client_config(own_client_config(&pki, &pki.ca_pem, false));
+        let message = fatal_tls_message(b, &other).await;
+        assert!(message.contains("unknown issuer"), "{message}");
+    });
+}
+
+/// The file options cannot be mixed with a config of one's own: `build` says so, typed.
+#[test]
+fn own_rustls_config_mixed_with_file_options_fails_at_build() {
+    let pki = Pki::generate();
+    for mixed in [
+        TlsOptions::new().ca_file(&pki.ca),
+        TlsOptions::new().client_cert_files(&pki.client.cert, &pki.client.key),
+        TlsOptions::new().danger_accept_invalid_certs(true),
+    ] {
+        let Err(err) = ClientBuilder::from_url("mqtts://127.0.0.1:1")
+            .unwrap()
+            .tls(mixed.client_config(own_client_config(&pki, &pki.ca_pem, false)))
+            .build()
+        else {
+            panic!("a mix of options fails the build")
+        };
+        assert!(
+            matches!(&err, BuildError::Tls(e) if e.0.contains("cannot be combined")),
+            "{err}"
+        );
+    }
 }

@@ -7,6 +7,7 @@ mod transport_support;
 use std::time::Duration;
 
 use steadfast::proto::TransportError;
+use steadfast::Message;
 use steadfast::{ClientBuilder, Constant, Lifecycle, QoS, Reason};
 use transport_support::*;
 
@@ -40,11 +41,13 @@ async fn round_trip(sub_url: &str, pub_url: &str, ca: Option<&std::path::Path>) 
     Log::new(events).connected().await;
     let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     publisher
-        .publish(topic.as_str(), QoS::AtLeastOnce, false, big.clone())
+        .send(Message::new(topic.as_str(), big.clone()).qos(QoS::AtLeastOnce))
         .await
         .unwrap();
     let small: Vec<_> = (0..50)
-        .map(|i| publisher.publish(topic.as_str(), QoS::AtLeastOnce, false, format!("m{i}")))
+        .map(|i| {
+            publisher.send(Message::new(topic.as_str(), format!("m{i}")).qos(QoS::AtLeastOnce))
+        })
         .collect();
     for r in futures_util::future::join_all(small).await {
         r.unwrap();
@@ -198,7 +201,7 @@ fn reconnects_and_resubscribes_over_ws_and_wss() {
                     .build()
                     .unwrap();
                 Log::new(events).connected().await;
-                p.publish(topic.as_str(), QoS::AtLeastOnce, false, payload)
+                p.send(Message::new(topic.as_str(), payload).qos(QoS::AtLeastOnce))
                     .await
                     .unwrap();
                 p.disconnect().await.unwrap();
@@ -309,12 +312,14 @@ fn ws_messages_above_the_maximum_packet_size_are_refused() {
                 })
                 .await;
             let Lifecycle::ConnectFailed {
-                reason: Reason::Transport(TransportError::Io(message)),
+                reason: Reason::Transport(TransportError::Io(error)),
                 ..
             } = failed
             else {
                 panic!("expected an I/O error, got {failed:?}")
             };
+            assert_eq!(error.kind(), std::io::ErrorKind::InvalidData, "{error}");
+            let message = error.to_string();
             assert!(
                 message.contains(&format!("{size} bytes"))
                     && message.contains("more than the maximum packet size (1024 bytes)"),

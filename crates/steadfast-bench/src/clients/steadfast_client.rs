@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use steadfast::{ByteStr, Client, ClientBuilder, Props, Publish, QoS, State};
+use steadfast::{ByteStr, Client, ClientBuilder, Message, QoS, State};
 
 use crate::common::{due, ns_since, put_header, rusage, Measured, Recorder, Scenario};
 
@@ -67,15 +67,7 @@ pub async fn run(s: &Scenario) -> Result<Measured, String> {
         let now = ns_since(start);
         first_ns.get_or_insert(now);
         put_header(&mut buf, seq, now);
-        let p = Publish {
-            dup: false,
-            qos: qos(s.qos),
-            retain: false,
-            topic: topic.clone(),
-            pkid: 0,
-            properties: Props::new(),
-            payload: Bytes::copy_from_slice(&buf),
-        };
+        let p = Message::new(topic.clone(), Bytes::copy_from_slice(&buf)).qos(qos(s.qos));
         window.push_back(
             publisher
                 .publish_accepted(p)

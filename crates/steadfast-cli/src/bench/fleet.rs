@@ -496,10 +496,7 @@ async fn probe(
     if wait_connected(&client, Duration::from_secs(10))
         .await
         .is_ok()
-        && client
-            .publish(topic.to_string(), QoS::AtMostOnce, false, "probe")
-            .await
-            .is_ok()
+        && client.publish(topic.to_string(), "probe").await.is_ok()
     {
         wait_for(Duration::from_secs(10), || count() >= n).await;
     }

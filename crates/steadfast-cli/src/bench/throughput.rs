@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use steadfast::{ByteStr, Client, ClientBuilder, Props, Publish, QoS, State, Subscription};
+use steadfast::{ByteStr, Client, ClientBuilder, Message, QoS, State, Subscription};
 use steadfast_chaos::mosquitto::Mosquitto;
 
 use super::util::{self, get_header, ns_since, put_header, quantile};
@@ -362,16 +362,8 @@ async fn publisher(job: PubJob) -> PubResult {
         let now = ns_since(job.start);
         r.first_ns.get_or_insert(now);
         put_header(&mut buf, job.publisher, seq, now);
-        let publish = Publish {
-            dup: false,
-            qos: job.qos,
-            retain: false,
-            topic: job.topic.clone(),
-            pkid: 0,
-            properties: Props::new(),
-            payload: Bytes::copy_from_slice(&buf),
-        };
-        match job.client.publish_accepted(publish).await {
+        let message = Message::new(job.topic.clone(), Bytes::copy_from_slice(&buf)).qos(job.qos);
+        match job.client.publish_accepted(message).await {
             Ok(ack) => window.push_back(ack),
             Err(e) => {
                 r.error = Some(e.to_string());

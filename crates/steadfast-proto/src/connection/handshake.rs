@@ -17,20 +17,20 @@ impl Connection {
     /// Starts an MQTT 5 re-authentication (AUTH 0x19) on the current connection.
     pub fn reauthenticate(&mut self, now: Instant) -> Result<(), CommandError> {
         if self.config.protocol != ProtocolVersion::V5 {
-            return Err(CommandError::Invalid(
-                "re-authentication needs MQTT 5".into(),
-            ));
+            return Err(CommandError::Invalid(InvalidCommand::NeedsV5 {
+                what: "re-authentication",
+            }));
         }
         if !self.is_connected() {
-            return Err(CommandError::Invalid("not connected".into()));
+            return Err(CommandError::Invalid(InvalidCommand::NotConnected));
         }
         if self.link.as_ref().is_some_and(|l| l.reauthenticating) {
             return Err(CommandError::Invalid(
-                "a re-authentication is already under way".into(),
+                InvalidCommand::ReauthenticationInProgress,
             ));
         }
         let Some(auth) = self.authenticator.as_mut() else {
-            return Err(CommandError::Invalid("no authenticator installed".into()));
+            return Err(CommandError::Invalid(InvalidCommand::NoAuthenticator));
         };
         let properties = Properties {
             authentication_method: Some(auth.method()),

@@ -37,7 +37,9 @@ use bytes::{Bytes, BytesMut};
 use crate::backoff::BackoffPolicy;
 use crate::codec::DecodeError;
 use crate::config::Config;
-use crate::error::{CommandError, Initiator, PublishError, Reason, TransportError};
+use crate::error::{
+    CommandError, Initiator, InvalidCommand, InvalidMessage, PublishError, Reason, TransportError,
+};
 use crate::event::{Event, Granted, Lifecycle, PublishOutcome, State, Token};
 use crate::policy::{classify, ReasonClass};
 use crate::rng::Xoshiro256;

@@ -38,27 +38,23 @@ impl Connection {
             return Err((PublishError::Closed, publish));
         }
         if let Err(e) = TopicName::new(publish.topic.clone()) {
-            return Err((PublishError::Invalid(e.to_string()), publish));
+            return Err((PublishError::Invalid(InvalidMessage::Topic(e)), publish));
         }
         if self.config.protocol == ProtocolVersion::V311 && !publish.properties.is_empty() {
             return Err((
-                PublishError::Invalid("MQTT 5 properties cannot be sent with MQTT 3.1.1".into()),
+                PublishError::Invalid(InvalidMessage::PropertiesNeedV5),
                 publish,
             ));
         }
         if publish.properties.topic_alias.is_some() {
             return Err((
-                PublishError::Invalid(
-                    "topic aliases are managed by the client; enable outgoing_topic_aliases".into(),
-                ),
+                PublishError::Invalid(InvalidMessage::TopicAliasSet),
                 publish,
             ));
         }
         if !publish.properties.subscription_identifiers.is_empty() {
             return Err((
-                PublishError::Invalid(
-                    "a client must not send subscription identifiers in PUBLISH".into(),
-                ),
+                PublishError::Invalid(InvalidMessage::SubscriptionIdentifierSet),
                 publish,
             ));
         }
@@ -280,7 +276,7 @@ impl Connection {
                         reason: ReasonCode::Success,
                     })
                 } else {
-                    Err(PublishError::Invalid("message cannot be encoded".into()))
+                    Err(PublishError::Invalid(InvalidMessage::Unencodable))
                 };
                 self.finish_publish(q.token, result);
                 continue;
@@ -301,7 +297,7 @@ impl Connection {
                 self.pkids.release(pkid);
                 self.finish_publish(
                     q.token,
-                    Err(PublishError::Invalid("message cannot be encoded".into())),
+                    Err(PublishError::Invalid(InvalidMessage::Unencodable)),
                 );
                 continue;
             }

@@ -126,34 +126,36 @@ impl Connection {
             return Err(CommandError::Closed);
         }
         if filters.is_empty() {
-            return Err(CommandError::Invalid(
-                "SUBSCRIBE needs at least one filter".into(),
-            ));
+            return Err(CommandError::Invalid(InvalidCommand::NoFilters));
         }
         for f in &filters {
-            TopicFilter::new(f.filter.clone())
-                .map_err(|e| CommandError::Invalid(format!("{:?}: {e}", f.filter.as_str())))?;
+            TopicFilter::new(f.filter.clone()).map_err(|error| {
+                CommandError::Invalid(InvalidCommand::Filter {
+                    filter: f.filter.clone(),
+                    error,
+                })
+            })?;
         }
         let v5 = self.config.protocol == ProtocolVersion::V5;
         if !v5 {
             if !properties.is_empty() {
-                return Err(CommandError::Invalid(
-                    "MQTT 5 subscribe properties cannot be sent with MQTT 3.1.1".into(),
-                ));
+                return Err(CommandError::Invalid(InvalidCommand::NeedsV5 {
+                    what: "subscribe properties",
+                }));
             }
             if filters.iter().any(|f| {
                 f.options.no_local
                     || f.options.retain_as_published
                     || f.options.retain_handling != crate::RetainHandling::SendAtSubscribe
             }) {
-                return Err(CommandError::Invalid(
-                    "no_local, retain_as_published and retain_handling need MQTT 5".into(),
-                ));
+                return Err(CommandError::Invalid(InvalidCommand::NeedsV5 {
+                    what: "no_local, retain_as_published and retain_handling",
+                }));
             }
         }
         if !properties.subscription_identifiers.is_empty() {
             return Err(CommandError::Invalid(
-                "subscription identifiers are assigned by the client".into(),
+                InvalidCommand::SubscriptionIdentifierSet,
             ));
         }
         let id = if v5 && self.config.subscription_identifiers {
@@ -208,14 +210,12 @@ impl Connection {
             return Err(CommandError::Closed);
         }
         if filters.is_empty() {
-            return Err(CommandError::Invalid(
-                "UNSUBSCRIBE needs at least one filter".into(),
-            ));
+            return Err(CommandError::Invalid(InvalidCommand::NoFilters));
         }
         if self.config.protocol == ProtocolVersion::V311 && !properties.is_empty() {
-            return Err(CommandError::Invalid(
-                "MQTT 5 unsubscribe properties cannot be sent with MQTT 3.1.1".into(),
-            ));
+            return Err(CommandError::Invalid(InvalidCommand::NeedsV5 {
+                what: "unsubscribe properties",
+            }));
         }
         self.check_request_size(&Request::Unsubscribe {
             token: Token(0),
@@ -226,8 +226,12 @@ impl Connection {
             },
         })?;
         for f in &filters {
-            TopicFilter::new(f.clone())
-                .map_err(|e| CommandError::Invalid(format!("{:?}: {e}", f.as_str())))?;
+            TopicFilter::new(f.clone()).map_err(|error| {
+                CommandError::Invalid(InvalidCommand::Filter {
+                    filter: f.clone(),
+                    error,
+                })
+            })?;
             if self.registry.remove(f).is_some() {
                 self.store(|| StoreOp::SubscriptionRemove(f.clone()));
             }

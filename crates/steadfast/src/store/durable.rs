@@ -62,22 +62,14 @@ CREATE TABLE incoming_qos2 (pkid INTEGER PRIMARY KEY);
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 /// use steadfast::store::DurableStore;
-/// use steadfast::{ClientBuilder, QoS};
+/// use steadfast::{ClientBuilder, Message, QoS};
 ///
 /// let store = DurableStore::open("/var/lib/sensor-1")?;
 /// let (client, _events) = ClientBuilder::from_url("mqtt://127.0.0.1:1883?client_id=sensor-1")?
 ///     .session_expiry(std::time::Duration::from_secs(3600))
 ///     .store(store)
 ///     .build()?;
-/// let msg = steadfast::Publish {
-///     dup: false,
-///     qos: QoS::AtLeastOnce,
-///     retain: false,
-///     topic: "sensors/1/temp".into(),
-///     pkid: 0,
-///     properties: Default::default(),
-///     payload: "21.5".into(),
-/// };
+/// let msg = Message::new("sensors/1/temp", "21.5").qos(QoS::AtLeastOnce);
 /// let ack = client.publish_accepted(msg).await?; // on disk: survives kill -9 and reboots
 /// ack.await?; // the broker acknowledged it
 /// # Ok(()) }

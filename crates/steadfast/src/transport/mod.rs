@@ -32,6 +32,10 @@ use steadfast_proto::server::Scheme;
 use steadfast_proto::{ServerAddr, TransportError};
 use tokio::io::{AsyncRead, AsyncWrite};
 
+/// The rustls version this crate is built with, for
+/// [`TlsOptions::client_config`] and [`ClientBuilder::tls_client_config`](crate::ClientBuilder::tls_client_config).
+pub use rustls;
+
 #[cfg(feature = "quic")]
 pub use quic::quic_idle_timeout;
 pub use tcp::TcpConnector;
@@ -234,7 +238,7 @@ impl Connector for DefaultConnector {
                     .await
                 }
                 #[cfg(not(feature = "quic"))]
-                Scheme::Quic => Err(TransportError::Io(NO_QUIC.into())),
+                Scheme::Quic => Err(TransportError::io(std::io::ErrorKind::Unsupported, NO_QUIC)),
             }
         })
     }

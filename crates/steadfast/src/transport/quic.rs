@@ -67,7 +67,7 @@ pub(crate) async fn connect(
     let name = tls.quic_server_name(host)?;
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
         .await
-        .map_err(|e| TransportError::Dns(format!("{host}: {e}")))?
+        .map_err(|e| TransportError::Dns(steadfast_proto::IoError::with_source(host, e)))?
         .collect();
     let mut last = None;
     for (i, addr) in addrs.iter().enumerate() {
@@ -75,9 +75,10 @@ pub(crate) async fn connect(
         let result = if i + 1 < addrs.len() {
             match tokio::time::timeout(HANDSHAKE_PER_ADDRESS, attempt).await {
                 Ok(r) => r,
-                Err(_) => Err(TransportError::Io(format!(
-                    "{addr}: no QUIC answer within {HANDSHAKE_PER_ADDRESS:?}"
-                ))),
+                Err(_) => Err(TransportError::io(
+                    std::io::ErrorKind::TimedOut,
+                    format!("{addr}: no QUIC answer within {HANDSHAKE_PER_ADDRESS:?}"),
+                )),
             }
         } else {
             attempt.await
@@ -88,7 +89,9 @@ pub(crate) async fn connect(
             Err(e) => last = Some(e),
         }
     }
-    Err(last.unwrap_or_else(|| TransportError::Io(format!("{host}: no address"))))
+    Err(last.unwrap_or_else(|| {
+        TransportError::io(std::io::ErrorKind::NotFound, format!("{host}: no address"))
+    }))
 }
 
 async fn connect_addr(
@@ -104,7 +107,7 @@ async fn connect_addr(
         SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0))
     };
     let endpoint = Endpoint::client(bind)
-        .map_err(|e| TransportError::Io(format!("cannot open a UDP socket on {bind}: {e}")))?;
+        .map_err(|e| TransportError::io_with(format!("cannot open a UDP socket on {bind}"), e))?;
     let watch = QuicHandshakeWatch::default();
     let crypto = QuicClientConfig::try_from(tls.quic_config(&watch)).map_err(|e| {
         TransportError::TlsFatal(format!("the TLS settings cannot be used for QUIC: {e}"))
@@ -124,9 +127,10 @@ async fn connect_addr(
             ConnectError::InvalidServerName(n) => {
                 TransportError::TlsFatal(format!("{n:?} cannot be used as a TLS server name"))
             }
-            other => {
-                TransportError::Io(format!("cannot start a QUIC connection to {addr}: {other}"))
-            }
+            other => TransportError::io(
+                std::io::ErrorKind::InvalidInput,
+                format!("cannot start a QUIC connection to {addr}: {other}"),
+            ),
         })?;
     let started = tokio::time::Instant::now();
     let conn = connecting
@@ -142,10 +146,13 @@ async fn connect_addr(
         }
     }
     let (send, recv) = conn.open_bi().await.map_err(|e| {
-        TransportError::Io(format!(
-            "QUIC connection to {addr} lost before its stream opened: {}",
-            describe_loss(&e)
-        ))
+        TransportError::io(
+            std::io::ErrorKind::ConnectionAborted,
+            format!(
+                "QUIC connection to {addr} lost before its stream opened: {}",
+                describe_loss(&e)
+            ),
+        )
     })?;
     let endpoint = Arc::new(endpoint);
     sockets.add(&endpoint);
@@ -171,20 +178,44 @@ fn handshake_error(
         ConnectionError::TransportError(te) => crypto_alert(te.code),
         _ => None,
     };
+    // With a rustls config of the application's own, its verifier cannot be watched: a
+    // certificate alert raised by our side of the handshake is that verifier's refusal.
+    if let (ConnectionError::TransportError(te), Some(a)) = (&e, alert) {
+        use rustls::AlertDescription as A;
+        let alert = A::from(a);
+        let certificate = matches!(
+            alert,
+            A::BadCertificate
+                | A::UnsupportedCertificate
+                | A::CertificateRevoked
+                | A::CertificateExpired
+                | A::CertificateUnknown
+                | A::UnknownCA
+        );
+        if certificate && !tls.watches_verifier() {
+            return TransportError::TlsFatal(format!(
+                "certificate refused: the verifier of the rustls ClientConfig refused the certificate of {host} ({alert:?}): {te}"
+            ));
+        }
+    }
     if let Some(tls_error) = tls.quic_handshake_error(watch, host, alert) {
         return tls_error;
     }
     match e {
-        ConnectionError::TimedOut => {
-            TransportError::Io(format!("{addr}: no QUIC answer (handshake timed out)"))
-        }
+        ConnectionError::TimedOut => TransportError::io(
+            std::io::ErrorKind::TimedOut,
+            format!("{addr}: no QUIC answer (handshake timed out)"),
+        ),
         ConnectionError::TransportError(te) => {
             TransportError::Tls(format!("QUIC handshake with {addr} failed: {te}"))
         }
-        other => TransportError::Io(format!(
-            "QUIC handshake with {addr} failed: {}",
-            describe_loss(&other)
-        )),
+        other => TransportError::io(
+            std::io::ErrorKind::ConnectionAborted,
+            format!(
+                "QUIC handshake with {addr} failed: {}",
+                describe_loss(&other)
+            ),
+        ),
     }
 }
 

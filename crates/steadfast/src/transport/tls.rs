@@ -120,6 +120,8 @@ impl PemSource {
 /// ```
 #[derive(Clone, Default)]
 pub struct TlsOptions {
+    /// A rustls configuration of the application's own ([`TlsOptions::client_config`]).
+    config: Option<Arc<ClientConfig>>,
     ca: Vec<PemSource>,
     client_cert: Option<(PemSource, PemSource)>,
     accept_invalid_certs: bool,
@@ -147,6 +149,7 @@ impl fmt::Debug for TlsOptions {
             .map(|p| String::from_utf8_lossy(p).into_owned())
             .collect();
         f.debug_struct("TlsOptions")
+            .field("own_client_config", &self.config.is_some())
             .field("roots", &roots)
             .field("client_cert_and_key", &cert)
             .field("accept_invalid_certs", &self.accept_invalid_certs)
@@ -157,6 +160,49 @@ impl fmt::Debug for TlsOptions {
 }
 
 impl TlsOptions {
+    /// A rustls [`ClientConfig`] of the application's own, as rumqttc takes one: its roots and
+    /// verifier, client certificate resolver, protocol versions, cipher suites and ALPN
+    /// protocols are used as they are (the crypto provider is the config's own). The file and
+    /// PEM options ([`ca_file`](Self::ca_file), [`client_cert_files`](Self::client_cert_files),
+    /// [`danger_accept_invalid_certs`](Self::danger_accept_invalid_certs), ...) cannot be
+    /// combined with it: the connector refuses the mix with a [`TlsConfigError`].
+    /// [`server_name`](Self::server_name) still applies, and
+    /// [`alpn_protocols`](Self::alpn_protocols), when set, replaces the config's.
+    ///
+    /// What steadfast changes on its copy of the config for each connect: the session
+    /// resumption store (the connector's own cache, so that it can see whether the server
+    /// accepted a client certificate), and the client certificate resolver is wrapped (same
+    /// certificates) to note when the server asks for one. Over QUIC the ALPN is `mqtt`, and
+    /// a certificate the config's verifier refuses is fatal like any other refusal, but named
+    /// by its TLS alert rather than in the words of the file options (that verifier cannot be
+    /// watched).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use steadfast::transport::TlsOptions;
+    ///
+    /// let mut roots = rustls::RootCertStore::empty();
+    /// # let _ = &mut roots; // add the CA certificates here
+    /// let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+    ///     rustls::crypto::ring::default_provider(),
+    /// ))
+    /// .with_safe_default_protocol_versions()
+    /// .unwrap()
+    /// .with_root_certificates(roots)
+    /// .with_no_client_auth();
+    /// let tls = TlsOptions::new().client_config(Arc::new(config));
+    /// assert!(tls.has_client_config());
+    /// ```
+    pub fn client_config(mut self, config: Arc<ClientConfig>) -> Self {
+        self.config = Some(config);
+        self
+    }
+
+    /// Whether a [`client_config`](Self::client_config) of the application's own is set.
+    pub fn has_client_config(&self) -> bool {
+        self.config.is_some()
+    }
+
     /// The defaults: system roots, full verification, SNI from the URL, no client certificate.
     pub fn new() -> Self {
         TlsOptions::default()
@@ -220,7 +266,7 @@ impl TlsOptions {
 
     /// True when the server is verified against the operating system's roots (no CA given).
     pub fn uses_system_roots(&self) -> bool {
-        self.ca.is_empty() && !self.accept_invalid_certs
+        self.config.is_none() && self.ca.is_empty() && !self.accept_invalid_certs
     }
 
     /// True when certificate verification is turned off.
@@ -248,10 +294,13 @@ fn parse_certs(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, T
 pub(crate) struct TlsContext {
     /// The shared configuration; each connect clones it to watch its own client-auth outcome.
     config: Arc<ClientConfig>,
-    /// The server certificate verifier inside `config`, wrapped per QUIC connect.
+    /// The server certificate verifier inside `config`, wrapped per QUIC connect (none with a
+    /// config of the application's own, whose verifier cannot be taken out).
     #[cfg_attr(not(feature = "quic"), allow(dead_code))]
-    verifier: Arc<dyn ServerCertVerifier>,
+    verifier: Option<Arc<dyn ServerCertVerifier>>,
     identity: Option<Arc<CertifiedKey>>,
+    /// The client certificate resolver of a config of the application's own.
+    own_resolver: Option<Arc<dyn ResolvesClientCert>>,
     sessions: Arc<dyn ClientSessionStore>,
     /// TLS sessions of QUIC connections, apart from TLS over TCP (their tickets carry QUIC
     /// transport parameters).
@@ -299,6 +348,9 @@ fn lock(v: &Mutex<Verdicts>) -> std::sync::MutexGuard<'_, Verdicts> {
 
 impl TlsContext {
     pub(crate) fn new(options: &TlsOptions) -> Result<TlsContext, TlsConfigError> {
+        if let Some(config) = &options.config {
+            return TlsContext::from_client_config(config, options);
+        }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
@@ -363,13 +415,76 @@ impl TlsContext {
         };
         Ok(TlsContext {
             config: Arc::new(config),
-            verifier,
+            verifier: Some(verifier),
             identity,
+            own_resolver: None,
             sessions: Arc::new(ClientSessionMemoryCache::new(SESSION_CACHE)),
             quic_sessions: Arc::new(ClientSessionMemoryCache::new(SESSION_CACHE)),
             server_name,
             trust,
             verdicts: Arc::default(),
+        })
+    }
+
+    /// The context of [`TlsOptions::client_config`]: the application's config, as it is, but for
+    /// the server name and ALPN of `options`.
+    fn from_client_config(
+        config: &Arc<ClientConfig>,
+        options: &TlsOptions,
+    ) -> Result<TlsContext, TlsConfigError> {
+        let mixed = [
+            (!options.ca.is_empty(), "CA certificates"),
+            (options.client_cert.is_some(), "a client certificate"),
+            (options.accept_invalid_certs, "danger_accept_invalid_certs"),
+        ];
+        if let Some((_, what)) = mixed.iter().find(|(set, _)| *set) {
+            return Err(TlsConfigError(format!(
+                "{what} cannot be combined with a rustls ClientConfig of your own: set it in that config"
+            )));
+        }
+        let mut config = (**config).clone();
+        if !options.alpn.is_empty() {
+            config.alpn_protocols = options.alpn.clone();
+        }
+        let server_name = match &options.server_name {
+            None => None,
+            Some(n) => Some(
+                ServerName::try_from(n.clone())
+                    .map_err(|e| TlsConfigError(format!("bad TLS server name {n:?}: {e}")))?,
+            ),
+        };
+        let own_resolver = Some(config.client_auth_cert_resolver.clone());
+        Ok(TlsContext {
+            config: Arc::new(config),
+            verifier: None,
+            identity: None,
+            own_resolver,
+            sessions: Arc::new(ClientSessionMemoryCache::new(SESSION_CACHE)),
+            quic_sessions: Arc::new(ClientSessionMemoryCache::new(SESSION_CACHE)),
+            server_name,
+            trust: "the application's rustls ClientConfig".to_string(),
+            verdicts: Arc::default(),
+        })
+    }
+
+    /// Whether certificate refusals are recorded by our own verifier (not with a config of
+    /// the application's own, whose verifier cannot be wrapped).
+    #[cfg(feature = "quic")]
+    pub(crate) fn watches_verifier(&self) -> bool {
+        self.verifier.is_some()
+    }
+
+    /// Whether a client certificate is configured (by file, PEM or the application's config).
+    fn has_cert(&self) -> bool {
+        self.identity.is_some() || self.own_resolver.as_ref().is_some_and(|r| r.has_certs())
+    }
+
+    /// Hands out the client certificate, noting in `probe` that the server asked for one.
+    fn identity_resolver(&self, probe: Arc<ClientAuthProbe>) -> Arc<IdentityResolver> {
+        Arc::new(IdentityResolver {
+            identity: self.identity.clone(),
+            own: self.own_resolver.clone(),
+            probe,
         })
     }
 
@@ -391,10 +506,7 @@ impl TlsContext {
         let tcp = super::tcp::connect_tcp(host, port).await?;
         let probe = Arc::new(ClientAuthProbe::default());
         let mut config = (*self.config).clone();
-        config.client_auth_cert_resolver = Arc::new(IdentityResolver {
-            identity: self.identity.clone(),
-            probe: probe.clone(),
-        });
+        config.client_auth_cert_resolver = self.identity_resolver(probe.clone());
         config.resumption = Resumption::store(Arc::new(TicketWatch {
             inner: self.sessions.clone(),
             probe: probe.clone(),
@@ -441,7 +553,7 @@ impl TlsContext {
             verdicts: Some(self.verdicts.clone()),
             server,
             host: name_str(name),
-            have_cert: self.identity.is_some(),
+            have_cert: self.has_cert(),
         }
     }
 
@@ -498,7 +610,7 @@ impl TlsContext {
             Verdict::Eof => Err(TransportError::Tls(format!(
                 "{} closed the connection right after the TLS handshake, in which it asked for a client certificate{}",
                 name_str(name),
-                if self.identity.is_some() { "" } else { " (none is configured)" }
+                if self.has_cert() { "" } else { " (none is configured)" }
             ))),
             Verdict::Failed(e) => Err(self.map_error(&e, name, probe)),
         }
@@ -525,7 +637,7 @@ impl TlsContext {
                 *alert,
                 &host,
                 probe.requested.load(Ordering::Relaxed),
-                self.identity.is_some(),
+                self.has_cert(),
             ),
             other => TransportError::Tls(format!("TLS handshake with {host} failed: {other}")),
         }
@@ -554,16 +666,15 @@ impl TlsContext {
     /// handshake learns goes to `watch`, for [`quic_handshake_error`](Self::quic_handshake_error).
     pub(crate) fn quic_config(&self, watch: &QuicHandshakeWatch) -> ClientConfig {
         let mut config = (*self.config).clone();
-        config
-            .dangerous()
-            .set_certificate_verifier(Arc::new(RecordingVerifier {
-                inner: self.verifier.clone(),
-                refused: watch.refused.clone(),
-            }));
-        config.client_auth_cert_resolver = Arc::new(IdentityResolver {
-            identity: self.identity.clone(),
-            probe: watch.probe.clone(),
-        });
+        if let Some(verifier) = &self.verifier {
+            config
+                .dangerous()
+                .set_certificate_verifier(Arc::new(RecordingVerifier {
+                    inner: verifier.clone(),
+                    refused: watch.refused.clone(),
+                }));
+        }
+        config.client_auth_cert_resolver = self.identity_resolver(watch.probe.clone());
         config.resumption = Resumption::store(self.quic_sessions.clone());
         config.alpn_protocols = vec![b"mqtt".to_vec()];
         config
@@ -595,7 +706,7 @@ impl TlsContext {
                 AlertDescription::from(a),
                 host,
                 watch.probe.requested.load(Ordering::Relaxed),
-                self.identity.is_some(),
+                self.has_cert(),
             )
         })
     }
@@ -860,13 +971,15 @@ struct ClientAuthProbe {
 /// Hands out the configured client certificate and notes that the server asked for one.
 struct IdentityResolver {
     identity: Option<Arc<CertifiedKey>>,
+    /// The resolver of the application's own config, asked when `identity` is `None`.
+    own: Option<Arc<dyn ResolvesClientCert>>,
     probe: Arc<ClientAuthProbe>,
 }
 
 impl fmt::Debug for IdentityResolver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IdentityResolver")
-            .field("has_cert", &self.identity.is_some())
+            .field("has_cert", &self.has_certs())
             .finish_non_exhaustive()
     }
 }
@@ -874,15 +987,19 @@ impl fmt::Debug for IdentityResolver {
 impl ResolvesClientCert for IdentityResolver {
     fn resolve(
         &self,
-        _root_hints: &[&[u8]],
-        _sigschemes: &[SignatureScheme],
+        root_hints: &[&[u8]],
+        sigschemes: &[SignatureScheme],
     ) -> Option<Arc<CertifiedKey>> {
         self.probe.requested.store(true, Ordering::Relaxed);
-        self.identity.clone()
+        match (&self.identity, &self.own) {
+            (Some(identity), _) => Some(identity.clone()),
+            (None, Some(own)) => own.resolve(root_hints, sigschemes),
+            (None, None) => None,
+        }
     }
 
     fn has_certs(&self) -> bool {
-        self.identity.is_some()
+        self.identity.is_some() || self.own.as_ref().is_some_and(|r| r.has_certs())
     }
 }
 

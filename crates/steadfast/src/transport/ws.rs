@@ -63,10 +63,12 @@ pub(crate) async fn connect(
         p => p.to_string(),
     };
     let uri = format!("{scheme}://{host}:{}{path}", url.port());
-    let mut request = uri
-        .as_str()
-        .into_client_request()
-        .map_err(|e| TransportError::Io(format!("bad WebSocket URL {uri}: {e}")))?;
+    let mut request = uri.as_str().into_client_request().map_err(|e| {
+        TransportError::io(
+            std::io::ErrorKind::InvalidInput,
+            format!("bad WebSocket URL {uri}: {e}"),
+        )
+    })?;
     request.headers_mut().insert(
         "Sec-WebSocket-Protocol",
         HeaderValue::from_static(SUBPROTOCOL),
@@ -87,14 +89,20 @@ pub(crate) async fn connect(
 
 fn map_handshake_error(e: WsError, uri: &str) -> TransportError {
     match e {
-        WsError::Io(e) => TransportError::Io(format!("WebSocket handshake with {uri}: {e}")),
+        WsError::Io(e) => TransportError::io_with(format!("WebSocket handshake with {uri}"), e),
         WsError::Tls(e) => TransportError::Tls(format!("WebSocket handshake with {uri}: {e}")),
         WsError::ConnectionClosed | WsError::AlreadyClosed => TransportError::Closed,
-        WsError::Http(resp) => TransportError::Io(format!(
-            "WebSocket handshake with {uri}: the server answered HTTP {} instead of switching protocols",
-            resp.status()
-        )),
-        other => TransportError::Io(format!("WebSocket handshake with {uri} failed: {other}")),
+        WsError::Http(resp) => TransportError::io(
+            std::io::ErrorKind::ConnectionRefused,
+            format!(
+                "WebSocket handshake with {uri}: the server answered HTTP {} instead of switching protocols",
+                resp.status()
+            ),
+        ),
+        other => TransportError::io(
+            std::io::ErrorKind::InvalidData,
+            format!("WebSocket handshake with {uri} failed: {other}"),
+        ),
     }
 }
 

@@ -21,6 +21,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose,
 };
+use steadfast::Message;
 use steadfast::{ClientEvent, Events, Lifecycle};
 pub use steadfast_chaos::mosquitto::Mosquitto;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -553,7 +554,7 @@ impl Log {
     pub async fn sync(&mut self, client: &steadfast::Client, topic: &str) {
         let marker = uid("sync");
         client
-            .publish(topic, steadfast::QoS::AtLeastOnce, false, marker.clone())
+            .send(Message::new(topic, marker.clone()).qos(steadfast::QoS::AtLeastOnce))
             .await
             .expect("sync publish");
         self.payload(topic, marker.as_bytes()).await;
