@@ -435,7 +435,9 @@ impl UdpProxyHandle {
             st.faults.delay = fixed;
             st.faults.jitter = jitter;
         }
-        if jitter.is_zero() {
+        if fixed.is_zero() && jitter.is_zero() {
+            self.inner.log("delay off".to_string());
+        } else if jitter.is_zero() {
             self.inner.log(format!("delay {fixed:?}"));
         } else {
             self.inner.log(format!("delay {fixed:?} jitter {jitter:?}"));
