@@ -293,7 +293,8 @@ impl Inner {
     }
 }
 
-/// A running UDP relay. Dropping it stops relaying and closes every socket.
+/// A running UDP relay. Dropping it stops relaying and closes the flows' sockets; the
+/// listening socket is closed once the last [`UdpProxyHandle`] is gone too.
 pub struct UdpProxy {
     local: SocketAddr,
     handle: UdpProxyHandle,
@@ -435,7 +436,9 @@ impl UdpProxyHandle {
             st.faults.delay = fixed;
             st.faults.jitter = jitter;
         }
-        if jitter.is_zero() {
+        if fixed.is_zero() && jitter.is_zero() {
+            self.inner.log("delay off".to_string());
+        } else if jitter.is_zero() {
             self.inner.log(format!("delay {fixed:?}"));
         } else {
             self.inner.log(format!("delay {fixed:?} jitter {jitter:?}"));
@@ -445,21 +448,28 @@ impl UdpProxyHandle {
     /// A NAT rebinding: every flow moves to a new socket on a new port toward the server,
     /// while its client keeps sending to the same relay address. The server sees each client
     /// come from a new address; datagrams it still sends to an old one are lost with that
-    /// socket. Returns how many flows moved.
+    /// socket. Returns how many flows moved, or the error of a socket that could not be bound
+    /// (the flows before it have moved).
     pub fn rebind(&self) -> io::Result<usize> {
         let mut moved = Vec::new();
-        let n = {
+        let mut failed = None;
+        {
             let mut st = self.inner.state();
             let clients: Vec<SocketAddr> = st.flows.keys().copied().collect();
-            for client in &clients {
-                let sock = Arc::new(self.inner.bind_upstream()?);
-                let port = sock.local_addr()?.port();
-                let task = self.inner.runtime.spawn(server_loop(
-                    self.inner.clone(),
-                    sock.clone(),
-                    *client,
-                ));
-                if let Some(flow) = st.flows.get_mut(client) {
+            for client in clients {
+                let sock = match self.inner.bind_upstream() {
+                    Ok(s) => Arc::new(s),
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                };
+                let port = sock.local_addr().map(|a| a.port()).unwrap_or(0);
+                let task =
+                    self.inner
+                        .runtime
+                        .spawn(server_loop(self.inner.clone(), sock.clone(), client));
+                if let Some(flow) = st.flows.get_mut(&client) {
                     let old = flow.up.local_addr().map(|a| a.port()).unwrap_or(0);
                     flow.task.abort();
                     flow.up = sock;
@@ -468,16 +478,25 @@ impl UdpProxyHandle {
                 }
             }
             st.stats.rebinds += moved.len() as u64;
-            moved.len()
-        };
+        }
+        let n = moved.len();
         let detail = if moved.is_empty() {
             String::new()
         } else {
             format!(": {}", moved.join(", "))
         };
         let flows = if n == 1 { "flow" } else { "flows" };
-        self.inner.log(format!("rebind ({n} {flows}){detail}"));
-        Ok(n)
+        match failed {
+            None => {
+                self.inner.log(format!("rebind ({n} {flows}){detail}"));
+                Ok(n)
+            }
+            Some(e) => {
+                self.inner
+                    .log(format!("rebind stopped after {n} {flows}: {e}{detail}"));
+                Err(e)
+            }
+        }
     }
 
     /// Ends every standing fault: loss, blackholes and delay. Flows stay.

@@ -1,4 +1,7 @@
-//! `steadfast chaos`: the fault-injecting proxy for users' own tests.
+//! `steadfast chaos`: the fault-injecting proxy for users' own tests, for TCP (MQTT) and, with
+//! `--udp`, for UDP (MQTT over QUIC; see `udp.rs`).
+
+mod udp;
 
 use clap::error::ErrorKind;
 use clap::{ArgAction, Args};
@@ -9,12 +12,14 @@ use steadfast_chaos::{Proxy, ProxyHandle};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::{broadcast, mpsc};
 
-const COMMANDS: &str = "reset | blackhole [DUR] | delay DUR | throttle BPS|off | refuse [DUR] | \
-reject N RC | disconnect RC | clear | stats | sleep DUR | quit";
+const COMMANDS: &str = "reset | cut | blackhole [DUR] | delay DUR | throttle BPS|off | \
+refuse [DUR] | reject N RC | disconnect RC | clear | stats | sleep DUR | quit";
 
 const AFTER_HELP: &str = "\
 Commands (one per line on stdin, or the FAULT of --every / --at):
   reset            abort every live connection (TCP RST to the client, upstream closed)
+  cut              silently kill every live connection: nothing forwarded, nothing closed,
+                   for good (what a NAT rebinding does to TCP); new connections pass
   blackhole [DUR]  forward nothing either way, live and new connections, for DUR
                    (no DUR: until `clear`); sockets stay open, held bytes flow afterwards
   delay DUR        add DUR of latency to every chunk, both directions (`delay 0` ends it)
@@ -29,6 +34,20 @@ Commands (one per line on stdin, or the FAULT of --every / --at):
   sleep DUR        (stdin only) wait before reading the next command
   quit             stop the proxy and exit 0
 Durations are human: 100ms, 2s, 1m, 1h 30m.
+
+With --udp (MQTT over QUIC, or any datagram protocol) the proxy is a UDP relay that maps each
+client address to a flow of its own toward the upstream, as a NAT does, and the commands are:
+  drop P           drop each datagram, either way, with probability P: 0.05 or 5% (`drop 0`
+                   ends it); seeded (--seed), so a run can be repeated
+  blackhole [up|down] [DUR]
+                   drop every datagram (both ways, or only client->upstream / only
+                   upstream->client) for DUR (no DUR: until `clear`); nothing is held back
+  delay DUR [JITTER]
+                   delay each datagram by DUR plus a random 0..JITTER, both ways (jitter
+                   reorders them; `delay 0` ends it)
+  rebind           a NAT rebinding: every flow moves to a new source port toward the
+                   upstream, the clients stay put (QUIC migrates through it)
+  clear, stats, sleep DUR, quit   as above
 
 Output: every applied fault (and its effects: refused connections, rejected CONNECTs,
 expiries) is one line on stdout, starting with an RFC 3339 timestamp. The first line
@@ -53,7 +72,11 @@ Examples:
 
   # A 30 s soak with a slow, lossy-feeling link
   steadfast chaos --listen 127.0.0.1:1884 --upstream 127.0.0.1:1883 --no-stdin \\
-      --at 0s \"delay 200ms\" --every 7s reset --at 30s quit";
+      --at 0s \"delay 200ms\" --every 7s reset --at 30s quit
+
+  # MQTT over QUIC: 5% loss, 40 to 60 ms each way, a NAT rebinding every 10 s
+  steadfast chaos --udp --listen 127.0.0.1:14568 --upstream 127.0.0.1:14567 --no-stdin \\
+      --at 0s \"drop 5%\" --at 0s \"delay 40ms 20ms\" --every 10s rebind";
 
 /// Arguments of `steadfast chaos`.
 #[derive(Args, Debug)]
@@ -74,6 +97,13 @@ pub struct ChaosArgs {
     /// Do not read commands from stdin; run until killed (or a scheduled quit).
     #[arg(long)]
     pub no_stdin: bool,
+    /// Relay UDP datagrams (MQTT over QUIC) instead of TCP connections; the commands are
+    /// then drop, blackhole [up|down], delay DUR [JITTER], rebind (see --help).
+    #[arg(long)]
+    pub udp: bool,
+    /// With --udp: the seed of the loss and jitter generator (default: a fixed one).
+    #[arg(long, value_name = "N", requires = "udp")]
+    pub seed: Option<u64>,
 }
 
 /// One command of the fault language.
@@ -81,6 +111,8 @@ pub struct ChaosArgs {
 pub enum Cmd {
     /// `reset`
     Reset,
+    /// `cut`
+    Cut,
     /// `blackhole [DUR]`
     Blackhole(Option<Duration>),
     /// `delay DUR`
@@ -144,6 +176,8 @@ pub fn parse_command(line: &str) -> Result<Option<Cmd>, String> {
     };
     let cmd = match word.to_ascii_lowercase().as_str() {
         "reset" => no_args(Cmd::Reset)?,
+        "cut" => no_args(Cmd::Cut)?,
+        "drop" | "rebind" => return Err(format!("`{word}` is a UDP fault: start with --udp")),
         "clear" => no_args(Cmd::Clear)?,
         "stats" => no_args(Cmd::Stats)?,
         "quit" | "exit" => no_args(Cmd::Quit)?,
@@ -204,14 +238,38 @@ fn resolve(what: &str, s: &str) -> SocketAddr {
     }
 }
 
-struct Schedule {
-    first: Duration,
-    every: Option<Duration>,
-    cmd: Cmd,
-    text: String,
+/// A fault language: TCP's [`Cmd`] or UDP's [`udp::UdpCmd`].
+trait Lang: Clone + Send + 'static {
+    /// One line listing the commands, for error messages.
+    const COMMANDS: &'static str;
+    /// Parses one command line (`None` for a blank line or a `#` comment).
+    fn parse(line: &str) -> Result<Option<Self>, String>;
+    /// The pause of a `sleep` command.
+    fn sleep(&self) -> Option<Duration>;
 }
 
-fn schedules(args: &ChaosArgs) -> Vec<Schedule> {
+impl Lang for Cmd {
+    const COMMANDS: &'static str = COMMANDS;
+
+    fn parse(line: &str) -> Result<Option<Cmd>, String> {
+        parse_command(line)
+    }
+
+    fn sleep(&self) -> Option<Duration> {
+        match self {
+            Cmd::Sleep(d) => Some(*d),
+            _ => None,
+        }
+    }
+}
+
+struct Schedule<C> {
+    first: Duration,
+    every: Option<Duration>,
+    cmd: C,
+}
+
+fn schedules<C: Lang>(args: &ChaosArgs) -> Vec<Schedule<C>> {
     let mut out = Vec::new();
     for (flag, values, repeat) in [("every", &args.every, true), ("at", &args.at, false)] {
         for pair in values.chunks(2) {
@@ -222,19 +280,21 @@ fn schedules(args: &ChaosArgs) -> Vec<Schedule> {
             if repeat && d.is_zero() {
                 usage_error(format!("--{flag}: the period must be more than 0"));
             }
-            let cmd = match parse_command(fault) {
-                Ok(Some(Cmd::Sleep(_))) => usage_error(format!("--{flag}: `sleep` is for stdin")),
+            let cmd = match C::parse(fault) {
+                Ok(Some(c)) if c.sleep().is_some() => {
+                    usage_error(format!("--{flag}: `sleep` is for stdin"))
+                }
                 Ok(Some(c)) => c,
                 Ok(None) => usage_error(format!("--{flag} {dur}: empty FAULT")),
                 Err(e) => usage_error(format!(
-                    "--{flag} {dur} {fault:?}: {e}\n  commands: {COMMANDS}"
+                    "--{flag} {dur} {fault:?}: {e}\n  commands: {}",
+                    C::COMMANDS
                 )),
             };
             out.push(Schedule {
                 first: d,
                 every: repeat.then_some(d),
                 cmd,
-                text: fault.clone(),
             });
         }
     }
@@ -245,7 +305,6 @@ fn schedules(args: &ChaosArgs) -> Vec<Schedule> {
 pub fn run(args: ChaosArgs) -> ExitCode {
     let listen = resolve("listen", &args.listen);
     let upstream = resolve("upstream", &args.upstream);
-    let plan = schedules(&args);
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -253,15 +312,27 @@ pub fn run(args: ChaosArgs) -> ExitCode {
             return ExitCode::from(crate::exit::RUNTIME);
         }
     };
-    let code = rt.block_on(serve(listen, upstream, plan, !args.no_stdin));
+    let code = if args.udp {
+        let plan = schedules::<udp::UdpCmd>(&args);
+        rt.block_on(udp::serve(
+            listen,
+            upstream,
+            plan,
+            !args.no_stdin,
+            args.seed,
+        ))
+    } else {
+        let plan = schedules::<Cmd>(&args);
+        rt.block_on(serve(listen, upstream, plan, !args.no_stdin))
+    };
     // The stdin reader sits in a blocking read: do not wait for it.
     rt.shutdown_background();
     code
 }
 
-enum Input {
+enum Input<C> {
     Line(String),
-    Scheduled(Cmd, String),
+    Scheduled(C),
     StdinEof,
     Signal(&'static str),
 }
@@ -269,7 +340,7 @@ enum Input {
 async fn serve(
     listen: SocketAddr,
     upstream: SocketAddr,
-    plan: Vec<Schedule>,
+    plan: Vec<Schedule<Cmd>>,
     use_stdin: bool,
 ) -> ExitCode {
     let proxy = match Proxy::start(listen, upstream).await {
@@ -280,24 +351,52 @@ async fn serve(
         }
     };
     let h = proxy.handle();
-    let mut events = h.subscribe();
+    let events = h.subscribe();
     println!(
         "{} listening on {} forwarding to {}",
         ts(SystemTime::now()),
         proxy.local_addr(),
         upstream
     );
-    let (tx, mut rx) = mpsc::unbounded_channel::<Input>();
+    let code = command_loop(events, plan, use_stdin, |cmd: &Cmd| {
+        if *cmd == Cmd::Stats {
+            let s = h.stats();
+            println!(
+                "{} stats accepted={} live={} connects={} refused={} rejected={} bytes_up={} bytes_down={}",
+                ts(SystemTime::now()),
+                s.accepted,
+                s.live,
+                s.connects_seen,
+                s.refused,
+                s.rejected,
+                s.bytes_up,
+                s.bytes_down
+            );
+            return false;
+        }
+        apply(&h, cmd)
+    })
+    .await;
+    proxy.shutdown().await;
+    ExitCode::from(code)
+}
+
+/// Reads commands from the schedule, stdin and signals, applies each with `apply` (true:
+/// quit) and prints the proxy's log lines as they come; returns the exit code.
+async fn command_loop<C: Lang>(
+    mut events: broadcast::Receiver<steadfast_chaos::FaultRecord>,
+    plan: Vec<Schedule<C>>,
+    use_stdin: bool,
+    mut apply: impl FnMut(&C) -> bool,
+) -> u8 {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Input<C>>();
     let scheduled = !plan.is_empty();
     for s in plan {
         let tx = tx.clone();
         tokio::spawn(async move {
             let start = tokio::time::Instant::now() + s.first;
             tokio::time::sleep_until(start).await;
-            if tx
-                .send(Input::Scheduled(s.cmd.clone(), s.text.clone()))
-                .is_err()
-            {
+            if tx.send(Input::Scheduled(s.cmd.clone())).is_err() {
                 return;
             }
             if let Some(period) = s.every {
@@ -305,10 +404,7 @@ async fn serve(
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tick.tick().await;
-                    if tx
-                        .send(Input::Scheduled(s.cmd.clone(), s.text.clone()))
-                        .is_err()
-                    {
+                    if tx.send(Input::Scheduled(s.cmd.clone())).is_err() {
                         return;
                     }
                 }
@@ -323,7 +419,7 @@ async fn serve(
                 match lines.next_line().await {
                     Ok(Some(line)) => {
                         // `sleep` pauses the reading of stdin, nothing else.
-                        if let Ok(Some(Cmd::Sleep(d))) = parse_command(&line) {
+                        if let Some(d) = C::parse(&line).ok().flatten().and_then(|c| c.sleep()) {
                             tokio::time::sleep(d).await;
                             continue;
                         }
@@ -348,7 +444,7 @@ async fn serve(
     }
     drop(tx);
 
-    let code = loop {
+    loop {
         let input = tokio::select! {
             i = rx.recv() => i,
             ev = events.recv() => {
@@ -368,39 +464,25 @@ async fn serve(
                 println!("{} {name}: shutting down", ts(SystemTime::now()));
                 break crate::exit::OK;
             }
-            Some(Input::Line(line)) => match parse_command(&line) {
+            Some(Input::Line(line)) => match C::parse(&line) {
                 Ok(Some(cmd)) => cmd,
                 Ok(None) => continue,
                 Err(e) => {
-                    eprintln!("error: {e} in {:?}; commands: {COMMANDS}", line.trim());
+                    eprintln!("error: {e} in {:?}; commands: {}", line.trim(), C::COMMANDS);
                     continue;
                 }
             },
-            Some(Input::Scheduled(cmd, _text)) => cmd,
+            Some(Input::Scheduled(cmd)) => cmd,
         };
-        if apply(&h, &cmd) {
-            drain_events(&mut events);
+        // What a command did is printed before anything else happens (and a stats line
+        // after the faults it follows).
+        drain_events(&mut events);
+        let quit = apply(&cmd);
+        drain_events(&mut events);
+        if quit {
             break crate::exit::OK;
         }
-        // Print what the command did before anything else happens.
-        drain_events(&mut events);
-        if cmd == Cmd::Stats {
-            let s = h.stats();
-            println!(
-                "{} stats accepted={} live={} connects={} refused={} rejected={} bytes_up={} bytes_down={}",
-                ts(SystemTime::now()),
-                s.accepted,
-                s.live,
-                s.connects_seen,
-                s.refused,
-                s.rejected,
-                s.bytes_up,
-                s.bytes_down
-            );
-        }
-    };
-    proxy.shutdown().await;
-    ExitCode::from(code)
+    }
 }
 
 /// Applies a command; true for `quit`.
@@ -408,6 +490,9 @@ fn apply(h: &ProxyHandle, cmd: &Cmd) -> bool {
     match *cmd {
         Cmd::Reset => {
             h.reset();
+        }
+        Cmd::Cut => {
+            h.cut();
         }
         Cmd::Blackhole(d) => h.blackhole(d),
         Cmd::Delay(d) => h.delay(d),
@@ -472,6 +557,7 @@ mod tests {
         let ok = |s: &str| parse_command(s).unwrap().unwrap();
         assert_eq!(ok("reset"), Cmd::Reset);
         assert_eq!(ok("  RESET  "), Cmd::Reset);
+        assert_eq!(ok("cut"), Cmd::Cut);
         assert_eq!(
             ok("blackhole 3s"),
             Cmd::Blackhole(Some(Duration::from_secs(3)))
@@ -505,6 +591,9 @@ mod tests {
             "disconnect",
             "disconnect 256",
             "sleep",
+            "cut now",
+            "drop 5%",
+            "rebind",
         ] {
             assert!(parse_command(bad).is_err(), "{bad}");
         }

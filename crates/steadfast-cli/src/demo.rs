@@ -1,14 +1,20 @@
 //! `steadfast demo`: an embedded broker, the fault proxy in front of it, a QoS 1 publisher and
-//! a subscriber through the proxy, four scripted faults, a live view and a final report.
+//! a subscriber through the proxy, five scripted faults, a live view and a final report.
 //!
 //! The faults, in order: a network drop (the proxy resets every connection), a half-open
 //! link (the proxy goes silent for longer than the keep-alive), a broker-side close
-//! (DISCONNECT 0x8B "server shutting down", injected by the proxy) and a client restart (the
-//! subscriber is stopped, and a new client with the same id resumes its session). The report
-//! says how long each took to detect and to recover, which backoff delays were chosen, and
-//! whether any message was lost. See docs/demo.md.
+//! (DISCONNECT 0x8B "server shutting down", injected by the proxy), a client restart (the
+//! subscriber is stopped, and a new client with the same id resumes its session) and an
+//! address change (a NAT rebinding: the proxy cuts the live connections silently). With
+//! `--transport quic` the clients speak MQTT over QUIC to an embedded broker with a QUIC
+//! listener, through the UDP fault proxy: the network drop is a short loss of every datagram
+//! (UDP has no reset), the broker close a real broker restart, and the address change moves
+//! every flow to a new port, which QUIC survives without a reconnect. The report says how
+//! long each took to detect and to recover, which backoff delays were chosen, and whether any
+//! message was lost. See docs/demo.md.
 
 pub(crate) mod broker;
+mod quic_broker;
 mod track;
 mod view;
 
@@ -18,9 +24,10 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 use steadfast::store::MemoryStore;
 use steadfast::{Client, ClientBuilder, ClientEvent, Events, Exponential, Jitter, Message, QoS};
+use steadfast_chaos::udp::{Direction, UdpProxy};
 use steadfast_chaos::Proxy;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -33,15 +40,20 @@ use view::{LiveView, Report, Setup};
 #[command(after_help = "\
 The faults, in order: a network drop (the proxy resets every connection), a half-open link
 (the proxy forwards nothing for longer than the keep-alive), a broker-side close (DISCONNECT
-0x8B, server shutting down) and a client restart (the subscriber stops; a new client with the
-same id resumes its session). On a terminal a live view is redrawn in place; otherwise one
-plain line per step is printed. The report ends the run.
+0x8B, server shutting down), a client restart (the subscriber stops; a new client with the
+same id resumes its session) and an address change (a NAT rebinding: the proxy cuts the live
+TCP connections without a word). With --transport quic the clients speak MQTT over QUIC to
+an embedded QUIC broker through the UDP fault proxy: the network drop is half a keep-alive of
+lost datagrams, the broker close a real broker restart, and the address change moves every
+flow to a new port, which QUIC survives without a reconnect. On a terminal a live view is
+redrawn in place; otherwise one plain line per step is printed. The report ends the run.
 
 Examples:
-  steadfast demo                               # embedded broker, about 30 s
+  steadfast demo                               # embedded broker, about 35 s
+  steadfast demo --transport quic              # the same over QUIC, side by side with TCP
   steadfast demo --json | tail -n 1            # the report as one JSON object
   steadfast demo -L mqtt://user:pw@broker:1883 # a real broker, the proxy in front of it
-  steadfast demo --fast                        # a shorter run (about 12 s)
+  steadfast demo --fast                        # a shorter run (about 15 s)
 
 Exit status: 0 when no message was lost, 1 otherwise or on an error, 2 for a usage error,
 3 when the broker refuses the clients (bad credentials, not authorized).")]
@@ -59,6 +71,29 @@ pub struct DemoArgs {
     /// Messages published per second.
     #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub rate: u32,
+    /// tcp: the embedded rmqtt broker behind the TCP fault proxy; quic: MQTT over QUIC to an
+    /// embedded broker with a QUIC listener, behind the UDP fault proxy.
+    #[arg(long, value_enum, default_value_t = Transport::Tcp)]
+    pub transport: Transport,
+}
+
+/// The clients' transport in the demo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Transport {
+    /// MQTT over TCP.
+    Tcp,
+    /// MQTT over QUIC.
+    Quic,
+}
+
+/// The faults' machinery: the TCP proxy, or the UDP proxy and the embedded QUIC broker (whose
+/// restart is the broker-side close).
+enum Net {
+    Tcp(Proxy),
+    Quic {
+        proxy: UdpProxy,
+        broker: quic_broker::QuicBroker,
+    },
 }
 
 /// The demo's pacing.
@@ -74,6 +109,8 @@ struct Timing {
     gap: Duration,
     /// How long the half-open link stays silent.
     blackhole: Duration,
+    /// How long the QUIC network drop loses every datagram.
+    outage: Duration,
     /// How long the restarted subscriber stays away.
     away: Duration,
     /// Most a fault may take to recover before the demo moves on.
@@ -93,6 +130,7 @@ impl Timing {
                 warmup: Duration::from_secs(1),
                 gap: Duration::from_millis(1500),
                 blackhole: Duration::from_millis(2500),
+                outage: Duration::from_millis(500),
                 away: Duration::from_secs(1),
                 recover_limit: Duration::from_secs(15),
                 drain_limit: Duration::from_secs(10),
@@ -106,6 +144,7 @@ impl Timing {
                 warmup: Duration::from_secs(3),
                 gap: Duration::from_secs(5),
                 blackhole: Duration::from_secs(4),
+                outage: Duration::from_secs(1),
                 away: Duration::from_secs(2),
                 recover_limit: Duration::from_secs(20),
                 drain_limit: Duration::from_secs(10),
@@ -218,6 +257,8 @@ struct Demo {
     /// The URL's builder (credentials), or a fresh one.
     base: ClientBuilder,
     server: String,
+    /// The CA the QUIC clients trust (the embedded QUIC broker's).
+    ca_pem: Option<String>,
     id: String,
     tty: bool,
 }
@@ -226,6 +267,9 @@ impl Demo {
     fn builder(&self, role: Role) -> ClientBuilder {
         let t = &self.timing;
         let mut b = ClientBuilder::new().server(self.server.clone());
+        if let Some(ca) = &self.ca_pem {
+            b = b.ca_pem(ca.as_bytes().to_vec());
+        }
         let c = self.base.config();
         if let Some(user) = &c.username {
             let pass = c.password.as_ref().map(|p| p.to_vec()).unwrap_or_default();
@@ -344,35 +388,80 @@ async fn demo(args: DemoArgs) -> Result<Report, DemoError> {
     let tty = std::io::stdout().is_terminal();
     let id = run_id();
 
-    // 1. The broker: embedded, or the one named by --url.
-    let (embedded, upstream, base, broker_name) = match &args.url {
-        None => {
-            let b = broker::EmbeddedBroker::start()
+    // 1. The broker: embedded, or the one named by --url; 2. the fault proxy in front of it.
+    let proxy_err =
+        |e: std::io::Error| DemoError::Runtime(format!("cannot start the fault proxy: {e}"));
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    let (mut net, embedded, upstream, base, broker_name, server, ca_pem) = match args.transport {
+        Transport::Quic => {
+            if args.url.is_some() {
+                return Err(DemoError::Usage(
+                    "--transport quic plays against its embedded QUIC broker; --url is for \
+                     TCP brokers (mqtt://)"
+                        .into(),
+                ));
+            }
+            let broker = quic_broker::QuicBroker::start()
                 .await
                 .map_err(DemoError::Runtime)?;
-            let addr = b.addr();
+            let upstream = broker.addr();
+            let proxy = UdpProxy::start(any, upstream).await.map_err(proxy_err)?;
+            let server = format!("quic://127.0.0.1:{}", proxy.local_addr().port());
+            let ca = broker.ca_pem().to_string();
             (
-                Some(b),
-                addr,
+                Net::Quic { proxy, broker },
+                None,
+                upstream,
                 ClientBuilder::new(),
-                broker::NAME.to_string(),
+                quic_broker::NAME.to_string(),
+                server,
+                Some(ca),
             )
         }
-        Some(url) => {
-            let (addr, builder, server) = upstream_of(url).await?;
-            (None, addr, builder, format!("external broker {server}"))
+        Transport::Tcp => {
+            let (embedded, upstream, base, name) = match &args.url {
+                None => {
+                    let b = broker::EmbeddedBroker::start()
+                        .await
+                        .map_err(DemoError::Runtime)?;
+                    let addr = b.addr();
+                    (
+                        Some(b),
+                        addr,
+                        ClientBuilder::new(),
+                        broker::NAME.to_string(),
+                    )
+                }
+                Some(url) => {
+                    let (addr, builder, server) = upstream_of(url).await?;
+                    (None, addr, builder, format!("external broker {server}"))
+                }
+            };
+            let proxy = Proxy::start(any, upstream).await.map_err(proxy_err)?;
+            let server = format!("mqtt://{}", proxy.local_addr());
+            (
+                Net::Tcp(proxy),
+                embedded,
+                upstream,
+                base,
+                name,
+                server,
+                None,
+            )
         }
     };
-
-    // 2. The fault proxy in front of it.
-    let proxy = Proxy::start(SocketAddr::from(([127, 0, 0, 1], 0)), upstream)
-        .await
-        .map_err(|e| DemoError::Runtime(format!("cannot start the fault proxy: {e}")))?;
-    let faults = proxy.handle();
+    let proxy_addr = match &net {
+        Net::Tcp(p) => p.local_addr(),
+        Net::Quic { proxy, .. } => proxy.local_addr(),
+    };
     let setup = Setup {
         broker: broker_name,
         broker_addr: upstream.to_string(),
-        proxy_addr: proxy.local_addr().to_string(),
+        proxy_addr: proxy_addr.to_string(),
+        transport: match args.transport {
+            Transport::Tcp => "tcp",
+            Transport::Quic => "quic",
+        },
         topic: format!("steadfast/demo/{id}"),
         rate: args.rate,
         keep_alive: timing.keep_alive,
@@ -384,14 +473,20 @@ async fn demo(args: DemoArgs) -> Result<Report, DemoError> {
         setup: setup.clone(),
         timing,
         base,
-        server: format!("mqtt://{}", proxy.local_addr()),
+        server,
+        ca_pem,
         id,
         tty,
     };
 
     if !tty {
+        let proxy = if args.transport == Transport::Quic {
+            "UDP fault proxy"
+        } else {
+            "fault proxy"
+        };
         demo.say(&format!(
-            "steadfast demo: {} at {}, fault proxy at {}",
+            "steadfast demo: {} at {}, {proxy} at {}",
             setup.broker, setup.broker_addr, setup.proxy_addr
         ));
     }
@@ -415,25 +510,75 @@ async fn demo(args: DemoArgs) -> Result<Report, DemoError> {
         })
     });
 
-    let result = script(&demo, &faults, args.rate).await;
+    let result = script(&demo, &mut net, args.rate).await;
 
     let _ = view_stop.send(true);
     if let Some(t) = view_task {
         let _ = t.await;
     }
-    proxy.shutdown().await;
+    match net {
+        Net::Tcp(proxy) => proxy.shutdown().await,
+        Net::Quic { proxy, broker } => {
+            drop(proxy);
+            drop(broker);
+        }
+    }
     drop(embedded);
     result?;
     let report = Report::new(setup, &lock(&shared));
     Ok(report)
 }
 
-/// Connects the clients, plays the four faults, drains, and stops the clients.
-async fn script(
-    demo: &Demo,
-    faults: &steadfast_chaos::ProxyHandle,
-    rate: u32,
-) -> Result<(), DemoError> {
+/// How a fault is played over each transport: its short detail and its explanation.
+fn describe_fault(kind: FaultKind, quic: bool, t: &Timing) -> (String, String) {
+    let silent = track::fmt_dur(t.blackhole);
+    match (kind, quic) {
+        (FaultKind::NetworkDrop, false) => (
+            "proxy reset".into(),
+            "the proxy resets every connection (TCP RST)".into(),
+        ),
+        (FaultKind::NetworkDrop, true) => (
+            format!("lost {}", track::fmt_dur(t.outage)),
+            format!(
+                "the link loses every datagram for {} (UDP has no reset to send)",
+                track::fmt_dur(t.outage)
+            ),
+        ),
+        (FaultKind::HalfOpen, _) => (
+            format!("silent {silent}"),
+            format!(
+                "the proxy forwards nothing for {silent}, closing nothing (keep-alive {})",
+                track::fmt_dur(t.keep_alive)
+            ),
+        ),
+        (FaultKind::BrokerClose, false) => (
+            "DISCONNECT 0x8B".into(),
+            "the proxy sends DISCONNECT 0x8B (server shutting down) and closes".into(),
+        ),
+        (FaultKind::BrokerClose, true) => (
+            "broker restart".into(),
+            "the broker shuts down (DISCONNECT 0x8B, server shutting down) and starts again".into(),
+        ),
+        (FaultKind::ClientRestart, _) => (
+            format!("away {}", track::fmt_dur(t.away)),
+            format!(
+                "the subscriber stops; a new client with the same id and session starts {} later",
+                track::fmt_dur(t.away)
+            ),
+        ),
+        (FaultKind::AddressChange, false) => (
+            "proxy cut".into(),
+            "a NAT rebinding: the live TCP connections go dead without a word".into(),
+        ),
+        (FaultKind::AddressChange, true) => (
+            "NAT rebind".into(),
+            "a NAT rebinding: the broker sees both clients come from new ports".into(),
+        ),
+    }
+}
+
+/// Connects the clients, plays the five faults, drains, and stops the clients.
+async fn script(demo: &Demo, net: &mut Net, rate: u32) -> Result<(), DemoError> {
     let shared = &demo.shared;
     let t = demo.timing;
     let topic = demo.setup.topic.clone();
@@ -505,29 +650,11 @@ async fn script(
         if i > 0 {
             tokio::time::sleep(t.gap).await;
         }
-        let detail = match kind {
-            FaultKind::NetworkDrop => "proxy reset".to_string(),
-            FaultKind::HalfOpen => format!("silent {}", track::fmt_dur(t.blackhole)),
-            FaultKind::BrokerClose => "DISCONNECT 0x8B".to_string(),
-            FaultKind::ClientRestart => format!("away {}", track::fmt_dur(t.away)),
-        };
-        let explain = match kind {
-            FaultKind::NetworkDrop => "the proxy resets every connection (TCP RST)".to_string(),
-            FaultKind::HalfOpen => format!(
-                "the proxy forwards nothing for {}, closing nothing (keep-alive {})",
-                track::fmt_dur(t.blackhole),
-                track::fmt_dur(t.keep_alive)
-            ),
-            FaultKind::BrokerClose => {
-                "the proxy sends DISCONNECT 0x8B (server shutting down) and closes".to_string()
-            }
-            FaultKind::ClientRestart => format!(
-                "the subscriber stops; a new client with the same id and session starts {} later",
-                track::fmt_dur(t.away)
-            ),
-        };
-        demo.phase(format!("fault {}/4: {}", i + 1, kind.title()));
-        demo.say(&format!("fault {}/4, {}: {explain}", i + 1, kind.title()));
+        let quic = matches!(net, Net::Quic { .. });
+        let (detail, explain) = describe_fault(kind, quic, &t);
+        let n = FaultKind::ALL.len();
+        demo.phase(format!("fault {}/{n}: {}", i + 1, kind.title()));
+        demo.say(&format!("fault {}/{n}, {}: {explain}", i + 1, kind.title()));
         let injected = SystemTime::now();
         lock(shared).faults.push(FaultRun {
             kind,
@@ -537,16 +664,43 @@ async fn script(
             settled: false,
             published_while_away: None,
             restarted: None,
+            // Over QUIC the short loss and the NAT rebinding may be ridden through.
+            ride_from: match (kind, quic) {
+                (FaultKind::NetworkDrop, true) => Some(injected + t.outage),
+                (FaultKind::AddressChange, true) => Some(injected),
+                _ => None,
+            },
+            reconnects: 0,
+            connections_lost: 0,
         });
-        match kind {
-            FaultKind::NetworkDrop => {
-                faults.reset();
+        let ride_from = lock(shared).faults.last().and_then(|f| f.ride_from);
+        match (kind, &mut *net) {
+            (FaultKind::NetworkDrop, Net::Tcp(p)) => {
+                p.handle().reset();
             }
-            FaultKind::HalfOpen => faults.blackhole(Some(t.blackhole)),
-            FaultKind::BrokerClose => {
-                faults.send_disconnect(0x8B);
+            (FaultKind::NetworkDrop, Net::Quic { proxy, .. }) => {
+                proxy.handle().blackhole(Direction::Both, Some(t.outage));
             }
-            FaultKind::ClientRestart => {
+            (FaultKind::HalfOpen, Net::Tcp(p)) => p.handle().blackhole(Some(t.blackhole)),
+            (FaultKind::HalfOpen, Net::Quic { proxy, .. }) => {
+                proxy.handle().blackhole(Direction::Both, Some(t.blackhole));
+            }
+            (FaultKind::BrokerClose, Net::Tcp(p)) => {
+                p.handle().send_disconnect(0x8B);
+            }
+            (FaultKind::BrokerClose, Net::Quic { broker, .. }) => {
+                broker.restart().await.map_err(DemoError::Runtime)?;
+            }
+            (FaultKind::AddressChange, Net::Tcp(p)) => {
+                p.handle().cut();
+            }
+            (FaultKind::AddressChange, Net::Quic { proxy, .. }) => {
+                proxy
+                    .handle()
+                    .rebind()
+                    .map_err(|e| DemoError::Runtime(format!("the UDP proxy cannot rebind: {e}")))?;
+            }
+            (FaultKind::ClientRestart, _) => {
                 if let Some(old) = sub.take() {
                     let _ = old.disconnect().await;
                     drop(old);
@@ -573,7 +727,7 @@ async fn script(
             let outcomes: Vec<_> = kind
                 .affects()
                 .iter()
-                .map(|&r| (r, s.track_ref(r).outcome(injected, restart)))
+                .map(|&r| (r, s.track_ref(r).outcome(injected, restart, ride_from)))
                 .collect();
             let done = outcomes.iter().all(|(_, o)| o.flowing.is_some());
             if let Some(f) = s.faults.last_mut() {
@@ -608,7 +762,10 @@ async fn script(
                     }
                 }
             }
+            let (reconnects, lost) = s.churn_since(kind.affects(), injected);
             if let Some(f) = s.faults.last_mut() {
+                f.reconnects = reconnects;
+                f.connections_lost = lost;
                 f.settled = true;
             }
         }

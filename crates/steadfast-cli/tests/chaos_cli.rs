@@ -1,6 +1,6 @@
 //! `steadfast chaos` as a user runs it: the built binary in front of a
 //! private Mosquitto, driven through stdin and flags, checked with raw MQTT
-//! clients and its log lines.
+//! clients and its log lines; and `--udp` in front of a UDP echo server.
 
 use std::io;
 use std::net::SocketAddr;
@@ -261,6 +261,152 @@ async fn scripted_stdin_with_sleep_runs_to_the_end() {
     assert_eq!(status.code(), Some(0));
 }
 
+#[tokio::test]
+async fn cut_silences_live_connections_and_lets_new_ones_pass() {
+    let broker = Mosquitto::start().unwrap();
+    let mut chaos = Chaos::start(broker.addr(), &[]).await;
+    let (_old, rc) = connect(chaos.addr, "cut-old").await;
+    assert_eq!(rc, 0);
+    chaos.send("cut").await;
+    chaos.expect_line("cut (1 connection)").await;
+    // A new connection goes through at once.
+    let (mut c, rc) = connect(chaos.addr, "cut-new").await;
+    assert_eq!(rc, 0);
+    c.send(&raw::pingreq()).await.unwrap();
+    let f = c.read_frame_timeout(T).await.unwrap().unwrap();
+    assert_eq!(&f[..], &[0xd0, 0x00]);
+    chaos.send("quit").await;
+    let status = tokio::time::timeout(T, chaos.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+/// A UDP echo server that reports the source address of every datagram.
+async fn udp_echo() -> (
+    SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<(SocketAddr, Vec<u8>)>,
+) {
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = sock.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65_536];
+        while let Ok((n, from)) = sock.recv_from(&mut buf).await {
+            let _ = tx.send((from, buf[..n].to_vec()));
+            let _ = sock.send_to(&buf[..n], from).await;
+        }
+    });
+    (addr, rx)
+}
+
+async fn udp_ping(c: &tokio::net::UdpSocket, what: &[u8]) -> Duration {
+    let t0 = Instant::now();
+    c.send(what).await.unwrap();
+    let mut buf = vec![0u8; 65_536];
+    let n = tokio::time::timeout(T, c.recv(&mut buf))
+        .await
+        .expect("echo in time")
+        .unwrap();
+    assert_eq!(&buf[..n], what);
+    t0.elapsed()
+}
+
+#[tokio::test]
+async fn udp_mode_relays_datagrams_with_its_faults() {
+    let (upstream, mut seen) = udp_echo().await;
+    let mut chaos = Chaos::start(upstream, &["--udp", "--seed", "7"]).await;
+    chaos.expect_line("seed 7").await;
+    let c = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    c.connect(chaos.addr).await.unwrap();
+    udp_ping(&c, b"one").await;
+    chaos.expect_line("new flow").await;
+    let (first_port, _) = seen.recv().await.unwrap();
+
+    // rebind: the server sees the same client at a new port.
+    chaos.send("rebind").await;
+    chaos.expect_line("rebind (1 flow)").await;
+    udp_ping(&c, b"two").await;
+    let (moved, payload) = seen.recv().await.unwrap();
+    assert_eq!(payload, b"two");
+    assert_ne!(moved, first_port);
+
+    // blackhole up: the datagram never reaches the server.
+    chaos.send("blackhole up").await;
+    chaos
+        .expect_line("blackhole client to server until clear")
+        .await;
+    c.send(b"lost").await.unwrap();
+    chaos.send("stats").await;
+    let mut stats = chaos.expect_line(" stats ").await;
+    while !stats.contains("dropped_up=1") {
+        chaos.send("stats").await;
+        stats = chaos.expect_line(" stats ").await;
+    }
+    chaos.send("clear").await;
+    chaos.expect_line(" clear").await;
+    udp_ping(&c, b"three").await;
+    // The next datagram the server saw is "three": "lost" never arrived.
+    assert_eq!(seen.recv().await.unwrap().1, b"three");
+
+    // drop 100%: everything lost, both ways; drop 0 ends it.
+    chaos.send("drop 100%").await;
+    chaos.expect_line("drop 100.0%").await;
+    chaos.send("drop 0").await;
+    chaos.expect_line("drop off").await;
+
+    // delay: the round trip takes both ways' delay.
+    chaos.send("delay 150ms 20ms").await;
+    chaos.expect_line("delay 150ms jitter 20ms").await;
+    let rtt = udp_ping(&c, b"slow").await;
+    assert!(rtt >= Duration::from_millis(300), "{rtt:?}");
+    chaos.send("delay 0").await;
+    chaos.expect_line("delay off").await;
+
+    // TCP faults are refused with a reason, and the relay goes on.
+    chaos.send("reset").await;
+    let err = chaos.expect_err_line("reset").await;
+    assert!(err.contains("TCP fault"), "{err}");
+    chaos.send("stats").await;
+    let stats = chaos.expect_line(" stats ").await;
+    for needle in ["flows=1", "flows_opened=1", "rebinds=1", "dropped_up=1"] {
+        assert!(stats.contains(needle), "{needle}: {stats}");
+    }
+
+    chaos.send("quit").await;
+    let status = tokio::time::timeout(T, chaos.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn udp_mode_runs_a_schedule() {
+    let (upstream, mut seen) = udp_echo().await;
+    let mut chaos = Chaos::start(
+        upstream,
+        &["--udp", "--every", "300ms", "rebind", "--at", "1s", "quit"],
+    )
+    .await;
+    drop(chaos.stdin.take());
+    let c = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    c.connect(chaos.addr).await.unwrap();
+    udp_ping(&c, b"a").await;
+    let (before, _) = seen.recv().await.unwrap();
+    chaos.expect_line("rebind (1 flow)").await;
+    udp_ping(&c, b"b").await;
+    let (after, _) = seen.recv().await.unwrap();
+    assert_ne!(before, after);
+    chaos.expect_line(" quit").await;
+    let status = tokio::time::timeout(T, chaos.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
 fn run(args: &[&str]) -> std::process::Output {
     StdCommand::new(BIN)
         .args(args)
@@ -287,6 +433,10 @@ fn exit_codes_usage_and_help() {
         with(&["--at", "1s", "explode"]),
         with(&["--at", "1s", "reject 1"]),
         with(&["--every", "1s"]),
+        with(&["--seed", "7"]),
+        with(&["--udp", "--at", "1s", "reset"]),
+        with(&["--udp", "--at", "1s", "drop 2"]),
+        with(&["--at", "1s", "rebind"]),
         vec!["chaos", "-h"],
         vec!["-h"],
         vec!["frobnicate"],
@@ -306,6 +456,8 @@ fn exit_codes_usage_and_help() {
         "--at",
         "Examples",
         "End of stdin",
+        "--udp",
+        "rebind",
     ] {
         assert!(help.contains(needle), "{needle} missing from:\n{help}");
     }

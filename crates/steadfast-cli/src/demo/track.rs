@@ -28,26 +28,33 @@ impl Role {
     }
 }
 
-/// The four scripted faults, in the order they are played.
+/// The five scripted faults, in the order they are played. How each is played depends on
+/// the transport (see `demo.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FaultKind {
-    /// The proxy resets every connection (TCP RST): a network drop.
+    /// A network drop: over TCP the proxy resets every connection (TCP RST); over QUIC the
+    /// link loses every datagram for half a keep-alive (UDP has no reset).
     NetworkDrop,
     /// The proxy silently stops forwarding for longer than the keep-alive: a half-open link.
     HalfOpen,
-    /// The proxy sends DISCONNECT 0x8B (server shutting down) and closes: a broker-side close.
+    /// A broker-side close with DISCONNECT 0x8B (server shutting down): injected by the TCP
+    /// proxy; over QUIC the embedded broker really shuts down and starts again.
     BrokerClose,
     /// The subscriber client is stopped and a new one is built with the same id and session.
     ClientRestart,
+    /// The clients' address as the broker sees it changes (a NAT rebinding): over TCP the
+    /// proxy cuts the live connections silently, over QUIC it moves every flow to a new port.
+    AddressChange,
 }
 
 impl FaultKind {
     /// All of them, in order.
-    pub const ALL: [FaultKind; 4] = [
+    pub const ALL: [FaultKind; 5] = [
         FaultKind::NetworkDrop,
         FaultKind::HalfOpen,
         FaultKind::BrokerClose,
         FaultKind::ClientRestart,
+        FaultKind::AddressChange,
     ];
 
     /// The snake_case name used in JSON.
@@ -57,6 +64,7 @@ impl FaultKind {
             FaultKind::HalfOpen => "half_open",
             FaultKind::BrokerClose => "broker_close",
             FaultKind::ClientRestart => "client_restart",
+            FaultKind::AddressChange => "address_change",
         }
     }
 
@@ -67,6 +75,7 @@ impl FaultKind {
             FaultKind::HalfOpen => "half-open link",
             FaultKind::BrokerClose => "broker close",
             FaultKind::ClientRestart => "client restart",
+            FaultKind::AddressChange => "address change",
         }
     }
 
@@ -167,8 +176,15 @@ impl ClientTrack {
     }
 
     /// What a fault injected at `t` did: the first loss (or stop, for the restart) at or after
-    /// `t`, the first connect after it, and the first traffic after that.
-    pub fn outcome(&self, t: SystemTime, restart: bool) -> ClientOutcome {
+    /// `t`, the first connect after it, and the first traffic after that. A fault the
+    /// connection may ride through (`ride_from`: from when traffic counts as recovered) and
+    /// that caused no loss has no detection and no connect, only the first traffic from then.
+    pub fn outcome(
+        &self,
+        t: SystemTime,
+        restart: bool,
+        ride_from: Option<SystemTime>,
+    ) -> ClientOutcome {
         let mut o = ClientOutcome::default();
         let detected = if restart {
             self.stopped.iter().copied().find(|&s| s >= t)
@@ -176,6 +192,9 @@ impl ClientTrack {
             self.lost.iter().map(|(s, _)| *s).find(|&s| s >= t)
         };
         let Some(detected) = detected else {
+            if let Some(from) = ride_from {
+                o.flowing = self.flow.iter().copied().find(|&f| f >= from);
+            }
             return o;
         };
         o.detected = Some(detected);
@@ -213,6 +232,12 @@ pub struct FaultRun {
     pub published_while_away: Option<(u64, u64)>,
     /// For the restart: when the new client was built.
     pub restarted: Option<SystemTime>,
+    /// For a fault the connections may ride through: from when traffic counts as recovered.
+    pub ride_from: Option<SystemTime>,
+    /// Connects of the affected clients from the injection until the fault settled.
+    pub reconnects: u32,
+    /// `ConnectionLost` events of the affected clients in the same span.
+    pub connections_lost: u32,
 }
 
 impl FaultRun {
@@ -235,6 +260,14 @@ impl FaultRun {
             worst = worst.max(since(self.injected, f(o)?));
         }
         Some(worst)
+    }
+
+    /// Every affected client kept its connection and traffic flows again.
+    pub fn rode_through(&self) -> bool {
+        self.connections_lost == 0
+            && self.reconnects == 0
+            && !self.outcomes.is_empty()
+            && self.outcomes.iter().all(|(_, o)| o.flowing.is_some())
     }
 
     /// Every delay chosen by any affected client.
@@ -384,6 +417,18 @@ impl Shared {
             .count() as u64
     }
 
+    /// Connects and connection losses of `roles` at or after `t`.
+    pub fn churn_since(&self, roles: &[Role], t: SystemTime) -> (u32, u32) {
+        let mut connects = 0;
+        let mut lost = 0;
+        for &r in roles {
+            let track = self.track_ref(r);
+            connects += track.connected.iter().filter(|(c, _)| *c >= t).count() as u32;
+            lost += track.lost.iter().filter(|(l, _)| *l >= t).count() as u32;
+        }
+        (connects, lost)
+    }
+
     /// Connections made again after the first one of each client.
     pub fn reconnects(&self) -> u32 {
         self.publisher.connects.saturating_sub(1) + self.subscriber.connects.saturating_sub(1)
@@ -475,7 +520,7 @@ mod tests {
         c.delays.push((t(6), Duration::from_millis(250)));
         c.connected.push((t(300), true));
         c.flow.extend([t(100), t(320), t(400)]);
-        let o = c.outcome(t(0), false);
+        let o = c.outcome(t(0), false, None);
         assert_eq!(o.detected, Some(t(5)));
         assert_eq!(o.connected, Some(t(300)));
         assert_eq!(o.flowing, Some(t(320)));
@@ -489,9 +534,40 @@ mod tests {
             settled: true,
             published_while_away: None,
             restarted: None,
+            ride_from: None,
+            reconnects: 1,
+            connections_lost: 1,
         };
         assert_eq!(run.detect(), Some(Duration::from_millis(5)));
         assert_eq!(run.recover(), Some(Duration::from_millis(320)));
+        assert!(!run.rode_through());
+    }
+
+    #[test]
+    fn a_fault_ridden_through_has_no_detection_and_recovers_with_traffic() {
+        let mut c = ClientTrack::default();
+        c.flow.extend([t(10), t(600), t(700)]);
+        let o = c.outcome(t(0), false, Some(t(500)));
+        assert_eq!(o.detected, None);
+        assert_eq!(o.connected, None);
+        assert_eq!(o.flowing, Some(t(600)));
+        // Without a ride-through window, no loss means not recovered yet.
+        assert_eq!(c.outcome(t(0), false, None).flowing, None);
+        let run = FaultRun {
+            kind: FaultKind::AddressChange,
+            detail: String::new(),
+            injected: t(0),
+            outcomes: vec![(Role::Publisher, o)],
+            settled: true,
+            published_while_away: None,
+            restarted: None,
+            ride_from: Some(t(500)),
+            reconnects: 0,
+            connections_lost: 0,
+        };
+        assert!(run.rode_through());
+        assert_eq!(run.detect(), None);
+        assert_eq!(run.recover(), Some(Duration::from_millis(600)));
     }
 
     #[test]

@@ -18,6 +18,8 @@ pub struct Setup {
     pub broker_addr: String,
     /// The fault proxy's address.
     pub proxy_addr: String,
+    /// `tcp` or `quic`.
+    pub transport: &'static str,
     /// The topic of the sequence.
     pub topic: String,
     /// Messages per second.
@@ -114,8 +116,11 @@ fn live_lines(setup: &Setup, s: &Shared) -> Vec<String> {
         setup.broker, setup.broker_addr
     ));
     l.push(format!(
-        "clients  via the fault proxy at {}, {} QoS 1 msg/s",
-        setup.proxy_addr, setup.rate
+        "clients  {} via the {} at {}, {} QoS 1 msg/s",
+        transport_name(setup.transport),
+        proxy_name(setup.transport),
+        setup.proxy_addr,
+        setup.rate
     ));
     l.push(format!(
         "         keep-alive {}, backoff {}..{}",
@@ -154,7 +159,11 @@ fn live_lines(setup: &Setup, s: &Shared) -> Vec<String> {
         let line = match run {
             None => format!("  {} {:<18}", i + 1, kind.title()),
             Some(f) => {
-                let det = f.detect().map(fmt_dur).unwrap_or_else(|| "…".into());
+                let det = match f.detect() {
+                    Some(d) => fmt_dur(d),
+                    None if f.settled && f.rode_through() => "not lost".into(),
+                    None => "…".into(),
+                };
                 let rec = f.recover().map(fmt_dur).unwrap_or_else(|| "…".into());
                 let mark = if f.settled && f.recover().is_some() {
                     "\x1b[32m✓\x1b[0m"
@@ -186,6 +195,24 @@ fn live_lines(setup: &Setup, s: &Shared) -> Vec<String> {
     l
 }
 
+/// `MQTT 5 over TCP` or `MQTT 5 over QUIC`.
+fn transport_name(transport: &str) -> &'static str {
+    if transport == "quic" {
+        "MQTT 5 over QUIC"
+    } else {
+        "MQTT 5 over TCP"
+    }
+}
+
+/// Which fault proxy the clients go through.
+fn proxy_name(transport: &str) -> &'static str {
+    if transport == "quic" {
+        "UDP fault proxy"
+    } else {
+        "fault proxy"
+    }
+}
+
 fn delays(d: &[Duration]) -> String {
     if d.is_empty() {
         "-".into()
@@ -202,6 +229,20 @@ pub fn plain(s: &Shared, text: &str) {
 /// The plain lines describing a settled fault.
 pub fn plain_fault(s: &Shared, run: &FaultRun) {
     for (role, o) in &run.outcomes {
+        if o.detected.is_none() && run.ride_from.is_some() {
+            let rec = match o.flowing {
+                Some(f) => format!("flowing again after {}", fmt_dur(since(run.injected, f))),
+                None => "NOT flowing again".into(),
+            };
+            plain(
+                s,
+                &format!(
+                    "  {:<10} kept its connection (no loss, no reconnect), {rec}",
+                    role.name()
+                ),
+            );
+            continue;
+        }
         let what = if run.kind == super::track::FaultKind::ClientRestart {
             "stopped"
         } else {
@@ -305,8 +346,11 @@ impl Report {
         );
         let _ = writeln!(
             o,
-            "  clients     publisher ({}/s) + subscriber via the fault proxy at {}, MQTT 5, QoS 1,",
-            self.setup.rate, self.setup.proxy_addr
+            "  clients     publisher ({}/s) + subscriber via the {} at {}, {}, QoS 1,",
+            self.setup.rate,
+            proxy_name(self.setup.transport),
+            self.setup.proxy_addr,
+            transport_name(self.setup.transport)
         );
         let _ = writeln!(
             o,
@@ -330,7 +374,11 @@ impl Report {
             "  faults                              detected   recovered  backoff delays chosen"
         );
         for (i, f) in self.faults.iter().enumerate() {
-            let det = f.detect().map(fmt_dur).unwrap_or_else(|| "never".into());
+            let det = match f.detect() {
+                Some(d) => fmt_dur(d),
+                None if f.rode_through() => "not lost".into(),
+                None => "never".into(),
+            };
             let rec = f.recover().map(fmt_dur).unwrap_or_else(|| "NO".into());
             let _ = writeln!(
                 o,
@@ -342,6 +390,20 @@ impl Report {
                 rec,
                 delays(&f.delays())
             );
+            if f.rode_through() {
+                let why = if f.kind == super::track::FaultKind::AddressChange {
+                    "the broker moved the connections to the new addresses (QUIC migration)"
+                } else {
+                    "the connections carried on once the link was back"
+                };
+                let _ = writeln!(o, "      no connection lost, no reconnect: {why}");
+            } else if f.kind == super::track::FaultKind::AddressChange {
+                let _ = writeln!(
+                    o,
+                    "      {} connections lost (dead, found by the keep-alive), {} reconnects",
+                    f.connections_lost, f.reconnects
+                );
+            }
             if let Some((n, got)) = f.published_while_away {
                 let resumed = f
                     .outcomes
@@ -377,8 +439,9 @@ impl Report {
         }
         let verdict = if self.passed() {
             format!(
-                "PASS: lost 0 of {} QoS 1 messages across 4 faults",
-                self.sent
+                "PASS: lost 0 of {} QoS 1 messages across {} faults",
+                self.sent,
+                self.faults.len()
             )
         } else {
             format!("FAIL: lost {} of {} QoS 1 messages", self.lost, self.sent)
@@ -416,6 +479,9 @@ impl Report {
                     "detect_ms": ms(f.detect()),
                     "recover_ms": ms(f.recover()),
                     "delays_ms": f.delays().iter().map(|d| d.as_millis() as u64).collect::<Vec<_>>(),
+                    "reconnects": f.reconnects,
+                    "connections_lost": f.connections_lost,
+                    "rode_through": f.rode_through(),
                     "clients": clients,
                 });
                 if let Some((n, got)) = f.published_while_away {
@@ -434,6 +500,7 @@ impl Report {
             "broker": self.setup.broker,
             "broker_addr": self.setup.broker_addr,
             "proxy_addr": self.setup.proxy_addr,
+            "transport": self.setup.transport,
             "topic": self.setup.topic,
             "rate": self.setup.rate,
             "keep_alive_s": self.setup.keep_alive.as_secs(),
