@@ -934,14 +934,14 @@ impl Sm {
                         "{what}: {token:?} completed twice"
                     );
                 }
-                Event::Message(p) if p.qos == QoS::ExactlyOnce => {
+                Event::Message { publish: p, .. } if p.qos == QoS::ExactlyOnce => {
                     assert!(
                         self.delivered_qos2.insert(p.pkid),
                         "{what}: QoS 2 packet id {} delivered twice",
                         p.pkid
                     );
                 }
-                Event::Message(p) => assert!(
+                Event::Message { publish: p, .. } => assert!(
                     !p.topic.is_empty(),
                     "{what}: message with an unresolved alias"
                 ),

@@ -46,8 +46,18 @@ pub struct Config {
     pub will: Option<LastWill>,
     /// MQTT 5 Session Expiry Interval in seconds (default 0: the session ends with the connection).
     pub session_expiry_interval: u32,
-    /// Our Receive Maximum (MQTT 5; default 65,535).
+    /// Our Receive Maximum (MQTT 5; default 65,535): the broker sends at most this many QoS 1
+    /// and 2 messages that we have not acknowledged (QoS 2: not completed). With
+    /// [`Config::manual_acks`] it also bounds, with MQTT 3.1.1 too, the messages held for the
+    /// application: a broker that sends more closes the connection with Receive Maximum
+    /// exceeded (0x93).
     pub receive_maximum: u16,
+    /// Manual acknowledgements (default false): the PUBACK (QoS 1) or PUBREC (QoS 2) of an
+    /// incoming message goes out only when the application passes the message's
+    /// [`crate::AckToken`] to [`crate::Connection::ack`], and in arrival order (an
+    /// acknowledgement waits for those of earlier messages of the same QoS). A message not
+    /// acknowledged when the link closes is delivered again by a broker that kept the session.
+    pub manual_acks: bool,
     /// Outgoing QoS 1/2 messages in flight at most. `None` (the default): MQTT 5 is bounded by
     /// the broker's Receive Maximum alone, MQTT 3.1.1, which has no Receive Maximum, by
     /// [`DEFAULT_V311_INFLIGHT`]. With MQTT 5 the smaller of this and the broker's Receive
@@ -108,6 +118,7 @@ impl Default for Config {
             will: None,
             session_expiry_interval: 0,
             receive_maximum: u16::MAX,
+            manual_acks: false,
             max_inflight: None,
             poison_after: 3,
             maximum_packet_size: 16 << 20,
@@ -169,6 +180,7 @@ impl core::fmt::Debug for Config {
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("session_expiry_interval", &self.session_expiry_interval)
             .field("max_inflight", &self.max_inflight)
+            .field("manual_acks", &self.manual_acks)
             .field("poison_after", &self.poison_after)
             .field("queue", &self.queue)
             .finish_non_exhaustive()

@@ -579,6 +579,33 @@ impl std::error::Error for CommandError {
     }
 }
 
+/// Why an acknowledgement of an incoming message (see [`crate::Config::manual_acks`]) was
+/// not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AckError {
+    /// The connection the message arrived on has closed: an acknowledgement cannot go out on
+    /// another one. If the broker kept the session it delivers the message again (with DUP),
+    /// and that delivery carries its own token to acknowledge; if it did not, the message is
+    /// gone with the session.
+    ConnectionClosed,
+    /// The token is not one this client gave out.
+    Unknown,
+}
+
+impl fmt::Display for AckError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AckError::ConnectionClosed => f.write_str(
+                "the connection the message arrived on has closed; the broker redelivers it if the session survived",
+            ),
+            AckError::Unknown => f.write_str("not a delivery of this client"),
+        }
+    }
+}
+
+impl std::error::Error for AckError {}
+
 #[cfg(test)]
 mod tests {
     use std::error::Error;

@@ -212,8 +212,17 @@ pub enum Event {
         event: Lifecycle,
     },
     /// An incoming application message (topic aliases already resolved). For QoS 2 it is
-    /// reported exactly once, even across reconnects.
-    Message(Publish),
+    /// reported once, even across reconnects; with [`crate::Config::manual_acks`], once per
+    /// delivery until the application acknowledges it (a delivery whose link closed before
+    /// its acknowledgement is reported again when the broker redelivers it).
+    Message {
+        /// The message.
+        publish: Publish,
+        /// With [`crate::Config::manual_acks`], the token to pass to
+        /// [`crate::Connection::ack`] for a QoS 1 or 2 message; `None` otherwise (the client
+        /// acknowledged it already, or QoS 0 needs none).
+        ack: Option<crate::AckToken>,
+    },
     /// A publish finished: acknowledged (PUBACK, PUBCOMP; QoS 0 when written), or failed.
     PublishDone {
         /// The token `publish` returned.

@@ -40,10 +40,11 @@ pub use codec::{DecodeError, EncodeError, Malformed, MalformedKind};
 pub use config::{Config, DEFAULT_V311_INFLIGHT};
 pub use connection::{Action, Connection, DisconnectOptions, CLOSED_BEFORE_CONNACK_FATAL};
 pub use error::{
-    CommandError, Initiator, InvalidCommand, InvalidMessage, IoError, PublishError, Reason,
-    TransportError,
+    AckError, CommandError, Initiator, InvalidCommand, InvalidMessage, IoError, PublishError,
+    Reason, TransportError,
 };
 pub use event::{Event, Granted, Lifecycle, PublishOutcome, State, Token};
 pub use packet::*;
 pub use server::{ServerAddr, ServerAddrError};
+pub use session::acks::AckToken;
 pub use topic::{TopicError, TopicFilter, TopicName};

@@ -198,7 +198,9 @@ fn a_valid_packet_split_byte_by_byte_is_reassembled() {
         }
         let ev = h.events();
         assert_eq!(
-            ev.iter().filter(|e| matches!(e, Event::Message(_))).count(),
+            ev.iter()
+                .filter(|e| matches!(e, Event::Message { .. }))
+                .count(),
             1
         );
         assert_eq!(

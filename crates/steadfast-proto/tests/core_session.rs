@@ -491,7 +491,9 @@ fn incoming_qos2(pkid: u16, dup: bool) -> Packet {
 }
 
 fn messages(ev: &[Event]) -> usize {
-    ev.iter().filter(|e| matches!(e, Event::Message(_))).count()
+    ev.iter()
+        .filter(|e| matches!(e, Event::Message { .. }))
+        .count()
 }
 
 #[test]

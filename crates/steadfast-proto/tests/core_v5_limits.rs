@@ -207,7 +207,7 @@ fn incoming(topic: &str, alias: Option<u16>) -> Packet {
 fn message_topics(ev: &[Event]) -> Vec<String> {
     ev.iter()
         .filter_map(|e| match e {
-            Event::Message(p) => Some(p.topic.to_string()),
+            Event::Message { publish: p, .. } => Some(p.topic.to_string()),
             _ => None,
         })
         .collect()

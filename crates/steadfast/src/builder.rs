@@ -385,9 +385,59 @@ impl ClientBuilder {
         self
     }
 
-    /// Our Receive Maximum (MQTT 5).
+    /// Our Receive Maximum (MQTT 5; default 65,535): the broker sends at most this many QoS 1
+    /// and 2 messages we have not acknowledged. With [`ClientBuilder::manual_acks`] it also
+    /// bounds, with MQTT 3.1.1 too, how many messages may wait for the application's
+    /// acknowledgement (see there).
     pub fn receive_maximum(mut self, n: u16) -> Self {
         self.config.receive_maximum = n.max(1);
+        self
+    }
+
+    /// Manual acknowledgements (default off): the PUBACK (QoS 1) or PUBREC (QoS 2) of an
+    /// incoming message goes out only when the application calls [`Client::ack`](crate::Client::ack)
+    /// with it, so a consumer that dies before it acknowledged a message gets it again (from
+    /// a broker that kept the session: a client id, and Session Expiry with MQTT 5 or Clean
+    /// Session off with 3.1.1). With a [`store`](ClientBuilder::store), a QoS 2 message that
+    /// was acknowledged is never handed over again, even across a crash: exactly-once
+    /// processing (see `docs/acks.md` for the exact guarantee).
+    ///
+    /// - Acknowledgements go out in arrival order, per QoS, as MQTT requires: one that comes
+    ///   early waits for those of earlier messages. A message never acknowledged holds back
+    ///   the acknowledgements after it (until the connection closes).
+    /// - An acknowledgement of a message from a connection that has closed fails with
+    ///   [`AckError::ConnectionClosed`](crate::AckError::ConnectionClosed) and sends nothing:
+    ///   the broker delivers the message again, and that delivery needs its own ack.
+    /// - At most [`receive_maximum`](ClientBuilder::receive_maximum) messages wait for their
+    ///   acknowledgement; a broker that sends more gets the connection closed with Receive
+    ///   Maximum exceeded (0x93). With MQTT 5 the broker knows the bound; MQTT 3.1.1 cannot
+    ///   tell it, so there the broker's own in-flight limit must be the smaller (Mosquitto's
+    ///   `max_inflight_messages` is 20 by default).
+    /// - A message the client drops because nobody can receive it (its [`Events`](crate::Events)
+    ///   or [`Subscription`](crate::Subscription) was dropped while the client runs) is
+    ///   acknowledged by the client, as without manual acks.
+    ///
+    /// QoS 0 messages need no acknowledgement.
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use steadfast::{ClientBuilder, QoS};
+    /// let (client, _events) = ClientBuilder::from_url("mqtt://127.0.0.1:1883")?
+    ///     .client_id("worker-1")
+    ///     .clean_start(false)
+    ///     .session_expiry(Duration::from_secs(3600))
+    ///     .manual_acks(true)
+    ///     .build()?;
+    /// let mut jobs = client.subscribe_stream("jobs/#", QoS::ExactlyOnce).await?;
+    /// while let Some(job) = jobs.recv().await {
+    ///     println!("processing {}", job.topic()); // a crash here: the job comes again
+    ///     client.ack(&job).await?;                // from here on it does not
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn manual_acks(mut self, on: bool) -> Self {
+        self.config.manual_acks = on;
         self
     }
 

@@ -7,8 +7,9 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use steadfast_proto::topic::{TopicError, TopicFilter, TopicName};
 use steadfast_proto::{
-    ByteStr, CommandError, DisconnectOptions, Lifecycle, Properties, Props, Publish, PublishError,
-    PublishOutcome, QoS, Reason, ReasonCode, State, SubscribeFilter, SubscriptionOptions,
+    AckError, AckToken, ByteStr, CommandError, DisconnectOptions, Lifecycle, Properties, Props,
+    Publish, PublishError, PublishOutcome, QoS, Reason, ReasonCode, State, SubscribeFilter,
+    SubscriptionOptions,
 };
 
 use crate::message::Message;
@@ -64,6 +65,8 @@ pub enum ClientError {
     /// A re-authentication did not succeed: the connection closed before the broker accepted
     /// it (a refusal arrives as DISCONNECT, for example Not authorized 0x87).
     Reauthentication(Reason),
+    /// A manual acknowledgement was not taken (see [`Client::ack`]).
+    Ack(AckError),
     /// The client's driver task has ended (the client was closed).
     Closed,
 }
@@ -76,6 +79,7 @@ impl core::fmt::Display for ClientError {
             ClientError::Command(e) => write!(f, "{e}"),
             ClientError::Refused(rc) => write!(f, "refused by the broker: {rc}"),
             ClientError::Reauthentication(r) => write!(f, "re-authentication failed: {r}"),
+            ClientError::Ack(e) => write!(f, "acknowledgement not sent: {e}"),
             ClientError::Closed => f.write_str("client is closed"),
         }
     }
@@ -88,6 +92,7 @@ impl std::error::Error for ClientError {
             ClientError::Publish(e) => Some(e),
             ClientError::Command(e) => Some(e),
             ClientError::Reauthentication(r) => Some(r),
+            ClientError::Ack(e) => Some(e),
             ClientError::Refused(_) | ClientError::Closed => None,
         }
     }
@@ -102,6 +107,12 @@ impl From<TopicError> for ClientError {
 impl From<PublishError> for ClientError {
     fn from(e: PublishError) -> Self {
         ClientError::Publish(e)
+    }
+}
+
+impl From<AckError> for ClientError {
+    fn from(e: AckError) -> Self {
+        ClientError::Ack(e)
     }
 }
 
@@ -124,6 +135,7 @@ pub(crate) enum Command {
     Subscribe(Box<SubscribeCommand>),
     Unsubscribe(Box<UnsubscribeCommand>),
     Disconnect(Box<(DisconnectOptions, oneshot::Sender<()>)>),
+    Ack(Box<(AckToken, Reply<()>)>),
     ReconnectNow,
 }
 
@@ -307,6 +319,46 @@ impl Client {
                 _ => Err(ClientError::Closed),
             },
         }
+    }
+
+    /// Acknowledges an incoming message, with [manual acknowledgements](crate::ClientBuilder::manual_acks):
+    /// its PUBACK (QoS 1) or PUBREC (QoS 2) goes out, after those of earlier messages of the
+    /// same QoS. Resolves once the acknowledgement is taken; with a session store, once a QoS 2
+    /// message is durably recorded as processed (it is never handed over again, even after a
+    /// crash). Resolves at once, with `Ok`, for a message that needs no acknowledgement (QoS 0,
+    /// or manual acks off); acknowledging the same message twice is harmless.
+    ///
+    /// Fails with [`ClientError::Ack`]: [`AckError::ConnectionClosed`] when the connection the
+    /// message came on has closed (nothing is sent: a broker that kept the session delivers it
+    /// again, and that delivery needs its own ack); [`AckError::Unknown`] for a message another
+    /// client delivered. [`ClientError::Closed`] when the client has ended.
+    ///
+    /// ```no_run
+    /// # async fn f(client: steadfast::Client, mut sub: steadfast::Subscription) -> Result<(), steadfast::ClientError> {
+    /// while let Some(m) = sub.recv().await {
+    ///     // ... process m ...
+    ///     match client.ack(&m).await {
+    ///         Ok(()) => {}
+    ///         // It will be delivered again: process it again then.
+    ///         Err(steadfast::ClientError::Ack(e)) => eprintln!("{e}"),
+    ///         Err(e) => return Err(e),
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn ack(&self, message: &Received) -> Result<(), ClientError> {
+        match message.ack_token() {
+            Some(token) => self.ack_token(token).await,
+            None => Ok(()),
+        }
+    }
+
+    /// [`Client::ack`] by token ([`Received::ack_token`]), for an application that let go of
+    /// the message itself (for example after [`Received::into_payload`]).
+    pub async fn ack_token(&self, token: AckToken) -> Result<(), ClientError> {
+        let (reply, rx) = oneshot::channel();
+        self.request(Command::Ack(Box::new((token, reply))), rx)
+            .await
     }
 
     /// Re-authenticates (MQTT 5 AUTH 0x19) with the configured authenticator, and resolves

@@ -16,7 +16,7 @@ use steadfast_proto::session::offline::Overflow;
 use steadfast_proto::session::pkid::IdMap;
 use steadfast_proto::topic::matches;
 use steadfast_proto::{
-    Action, Connection, Event, PublishOutcome, ReasonCode, State, Token, TransportError,
+    AckToken, Action, Connection, Event, PublishOutcome, ReasonCode, State, Token, TransportError,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -134,6 +134,7 @@ fn new_driver(mut b: ClientBuilder) -> (Box<Driver>, Client, Events) {
         wbuf_len: 0,
         reauth: None,
         wake_requested: wake_requested.clone(),
+        acks: Vec::new(),
     });
     (
         driver,
@@ -181,6 +182,8 @@ struct Driver {
     reauth: Option<Reply<()>>,
     /// Set by a `reconnect_now()` that found the command channel full.
     wake_requested: Arc<std::sync::atomic::AtomicBool>,
+    /// Manual acknowledgements taken, answered once the store commit after them is done.
+    acks: Vec<Reply<()>>,
 }
 
 #[allow(clippy::large_enum_variant)] // short-lived, one per loop turn
@@ -512,6 +515,16 @@ impl Driver {
                 }
             }
             Command::ReconnectNow => self.conn.reconnect_now(now),
+            Command::Ack(cmd) => {
+                let (token, reply) = *cmd;
+                match self.conn.ack(token, now) {
+                    // Answered after the next store commit (see `process_events`).
+                    Ok(()) => self.acks.push(reply),
+                    Err(e) => {
+                        let _ = reply.send(Err(ClientError::Ack(e)));
+                    }
+                }
+            }
         }
     }
 
@@ -602,6 +615,10 @@ impl Driver {
                 store.commit(batch).await?;
             }
         }
+        // Acknowledgements taken before this commit: durable now.
+        for reply in self.acks.drain(..) {
+            let _ = reply.send(Ok(()));
+        }
         for id in newly_accepted {
             if let Some(acc) = self.accepted.remove(&id) {
                 let _ = acc.send(());
@@ -642,7 +659,7 @@ impl Driver {
                     let at = self.to_system(at);
                     self.lifecycle.0.push(self.sent, at, event);
                 }
-                Event::Message(p) => self.route(p),
+                Event::Message { publish, ack } => self.route(publish, ack),
                 Event::PublishDone { token, result } => {
                     if let Some(reply) = self.publishes.remove(&token.0) {
                         let _ = reply.send(result.map_err(ClientError::Publish));
@@ -681,8 +698,11 @@ impl Driver {
         }
     }
 
-    fn route(&mut self, p: steadfast_proto::Publish) {
+    fn route(&mut self, p: steadfast_proto::Publish, ack: Option<AckToken>) {
         if !self.routes.is_empty() {
+            // A dropped handle's route goes first: its messages go to `Events`, as after the
+            // first one that found it gone.
+            self.routes.retain(|r| !r.tx.is_closed());
             let ids = &p.properties.subscription_identifiers;
             let mut targets: Vec<mpsc::Sender<Received>> = Vec::new();
             for r in &self.routes {
@@ -700,13 +720,13 @@ impl Driver {
                 for tx in targets {
                     self.push(
                         Target::Route(tx),
-                        ClientEvent::Message(Received::new(p.clone())),
+                        ClientEvent::Message(Received::new(p.clone(), ack)),
                     );
                 }
                 return;
             }
         }
-        self.push(Target::Events, ClientEvent::Message(Received::new(p)));
+        self.push(Target::Events, ClientEvent::Message(Received::new(p, ack)));
     }
 
     /// Delivers a message at once when its channel has room; otherwise keeps it in order, and
@@ -729,7 +749,10 @@ impl Driver {
                     None
                 }
                 Err(mpsc::error::TrySendError::Full(ev)) => Some((Target::Events, *ev)),
-                Err(mpsc::error::TrySendError::Closed(_)) => None,
+                Err(mpsc::error::TrySendError::Closed(ev)) => {
+                    self.discarded(&ev);
+                    None
+                }
             },
             Target::Route(tx) => {
                 let ClientEvent::Message(m) = ev else {
@@ -740,11 +763,25 @@ impl Driver {
                     Err(mpsc::error::TrySendError::Full(m)) => {
                         Some((Target::Route(tx), ClientEvent::Message(m)))
                     }
-                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                    Err(mpsc::error::TrySendError::Closed(m)) => {
                         self.routes.retain(|r| !r.tx.same_channel(&tx));
+                        self.discarded(&ClientEvent::Message(m));
                         None
                     }
                 }
+            }
+        }
+    }
+
+    /// A message nobody can receive any more (its `Events` or `Subscription` was dropped) is
+    /// acknowledged, as without manual acks, so it does not hold back the acknowledgements
+    /// after it. Not once every `Client` handle is gone: the application is ending, and what
+    /// it did not acknowledge is delivered again to its next run.
+    fn discarded(&mut self, ev: &ClientEvent) {
+        if let ClientEvent::Message(m) = ev {
+            if let Some(token) = m.ack_token().filter(|_| !self.cmd_closed) {
+                let now = self.now();
+                let _ = self.conn.ack(token, now);
             }
         }
     }
@@ -787,6 +824,9 @@ impl Driver {
             let _ = reply.send(Err(ClientError::Closed));
         }
         for (_, reply) in self.unsubscribes.drain() {
+            let _ = reply.send(Err(ClientError::Closed));
+        }
+        for reply in self.acks.drain(..) {
             let _ = reply.send(Err(ClientError::Closed));
         }
         self.routes.clear();

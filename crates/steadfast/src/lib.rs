@@ -68,8 +68,8 @@ pub use steadfast_proto::connection::Authenticator;
 pub use steadfast_proto::policy::ReasonClass;
 pub use steadfast_proto::session::offline::Overflow;
 pub use steadfast_proto::{
-    ByteStr, DisconnectOptions, Granted, Initiator, Lifecycle, Properties, Props, ProtocolVersion,
-    Publish, PublishError, PublishOutcome, QoS, Reason, ReasonCode, RetainHandling, ServerAddr,
-    ServerAddrError, State, SubscribeFilter, SubscriptionOptions, TopicError, TopicFilter,
-    TopicName,
+    AckError, AckToken, ByteStr, DisconnectOptions, Granted, Initiator, Lifecycle, Properties,
+    Props, ProtocolVersion, Publish, PublishError, PublishOutcome, QoS, Reason, ReasonCode,
+    RetainHandling, ServerAddr, ServerAddrError, State, SubscribeFilter, SubscriptionOptions,
+    TopicError, TopicFilter, TopicName,
 };

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use steadfast_proto::{ByteStr, Publish, QoS};
+use steadfast_proto::{AckToken, ByteStr, Publish, QoS};
 
 /// An incoming application message: what [`crate::ClientEvent::Message`] and
 /// [`crate::Subscription::recv`] hand over.
@@ -12,6 +12,10 @@ use steadfast_proto::{ByteStr, Publish, QoS};
 /// were read into), and reads it through accessors: the topic (a topic alias is already
 /// resolved), the payload, the flags and the MQTT 5 properties. With MQTT 3.1.1 every property
 /// accessor returns `None` or an empty slice.
+///
+/// With [manual acknowledgements](crate::ClientBuilder::manual_acks), a QoS 1 or 2 message
+/// carries the token that [`crate::Client::ack`] takes; a clone carries the same token (one
+/// delivery, acknowledged once).
 ///
 /// ```no_run
 /// # async fn f(mut events: steadfast::Events) {
@@ -29,11 +33,19 @@ use steadfast_proto::{ByteStr, Publish, QoS};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Received {
     publish: Publish,
+    ack: Option<AckToken>,
 }
 
 impl Received {
-    pub(crate) fn new(publish: Publish) -> Self {
-        Received { publish }
+    pub(crate) fn new(publish: Publish, ack: Option<AckToken>) -> Self {
+        Received { publish, ack }
+    }
+
+    /// The token [`crate::Client::ack_token`] takes: `Some` for a QoS 1 or 2 message with
+    /// [manual acknowledgements](crate::ClientBuilder::manual_acks), `None` when there is
+    /// nothing to acknowledge (QoS 0, or the client acknowledged it already).
+    pub fn ack_token(&self) -> Option<AckToken> {
+        self.ack
     }
 
     /// The topic the message was published to.
@@ -155,15 +167,18 @@ mod tests {
             user_properties: vec![("k".into(), "v1".into()), ("k".into(), "v2".into())],
             ..Default::default()
         };
-        let m = Received::new(Publish {
-            dup: true,
-            qos: QoS::ExactlyOnce,
-            retain: true,
-            topic: "a/b".into(),
-            pkid: 9,
-            properties: Props::from(props),
-            payload: Bytes::from_static(b"hi"),
-        });
+        let m = Received::new(
+            Publish {
+                dup: true,
+                qos: QoS::ExactlyOnce,
+                retain: true,
+                topic: "a/b".into(),
+                pkid: 9,
+                properties: Props::from(props),
+                payload: Bytes::from_static(b"hi"),
+            },
+            None,
+        );
         assert_eq!(
             (m.topic(), &m.payload()[..], m.payload_str()),
             ("a/b", &b"hi"[..], Some("hi"))
@@ -188,15 +203,18 @@ mod tests {
 
     #[test]
     fn a_plain_message_has_no_properties() {
-        let m = Received::new(Publish {
-            dup: false,
-            qos: QoS::AtMostOnce,
-            retain: false,
-            topic: "t".into(),
-            pkid: 0,
-            properties: Props::new(),
-            payload: Bytes::from_static(&[0xff]),
-        });
+        let m = Received::new(
+            Publish {
+                dup: false,
+                qos: QoS::AtMostOnce,
+                retain: false,
+                topic: "t".into(),
+                pkid: 0,
+                properties: Props::new(),
+                payload: Bytes::from_static(&[0xff]),
+            },
+            None,
+        );
         assert_eq!(m.payload_str(), None);
         assert!(m.content_type().is_none() && m.message_expiry().is_none());
         assert!(m.user_properties().is_empty() && m.subscription_identifiers().is_empty());

@@ -10,6 +10,9 @@
 //! - `subscriber_killed_and_restarted_sees_every_qos2_message_once`: a subscriber killed and
 //!   restarted on its store resumes its session and sees each QoS 2 message exactly once.
 //! - `subscriber_resubscribes_from_its_store_when_the_broker_lost_the_session`.
+//! - `manual_acks_with_a_store_process_each_qos2_message_once_across_a_kill`: a consumer with
+//!   manual acks killed while it holds a message unacknowledged gets that one again after the
+//!   restart, and none of those it acknowledged.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -28,6 +31,7 @@ use steadfast_chaos::mosquitto::Mosquitto;
 const CHILD_ENV: &str = "STEADFAST_CHILD";
 const PUB_ID: &str = "store-crash-pub";
 const SUB_ID: &str = "store-crash-sub";
+const ACK_ID: &str = "store-crash-acker";
 
 // ---------------------------------------------------------------------------------------------
 // Small helpers: a seeded RNG, child processes with line readers, waits with deadlines.
@@ -226,6 +230,7 @@ fn child_entry() {
     match std::env::var(CHILD_ENV).as_deref() {
         Ok("publisher") => publisher_child(),
         Ok("subscriber") => subscriber_child(),
+        Ok("acker") => acker_child(),
         _ => {}
     }
 }
@@ -477,8 +482,164 @@ fn subscriber_child() {
     });
 }
 
+/// A consumer with manual acks and a durable store. Subscribes (with `FIRST`) or resumes;
+/// prints `CONNECTED <session_present>`, `READY`, `GOT <payload>` for each message and
+/// `ACKED <payload>` once its acknowledgement resolved (durable). The message `STALL_AT` is
+/// never acknowledged (`STALLED`): processing that never finished.
+fn acker_child() {
+    let dir = PathBuf::from(env("STORE_DIR"));
+    let url = env("BROKER_URL");
+    let topic = env("TOPIC");
+    let first = std::env::var_os("FIRST").is_some();
+    let stall = std::env::var("STALL_AT").ok();
+    runtime().block_on(async move {
+        let (client, mut events) = ClientBuilder::new()
+            .server(url)
+            .client_id(ACK_ID)
+            .session_expiry(Duration::from_secs(600))
+            .manual_acks(true)
+            .store(DurableStore::open(&dir).expect("open the store"))
+            .build()
+            .expect("build");
+        if first {
+            client
+                .subscribe(topic, QoS::ExactlyOnce)
+                .await
+                .expect("subscribe");
+            println!("READY");
+        }
+        while let Some(ev) = events.recv().await {
+            match ev {
+                ClientEvent::Message(m) => {
+                    let p = String::from_utf8_lossy(m.payload()).into_owned();
+                    println!("GOT {p}");
+                    if stall.as_deref() == Some(p.as_str()) {
+                        println!("STALLED");
+                        continue;
+                    }
+                    client.ack(&m).await.expect("ack");
+                    println!("ACKED {p}");
+                }
+                ClientEvent::Lifecycle {
+                    event:
+                        Lifecycle::Connected {
+                            session_present, ..
+                        },
+                    ..
+                } => println!("CONNECTED {session_present}"),
+                _ => {}
+            }
+        }
+    });
+}
+
 // ---------------------------------------------------------------------------------------------
 // The tests.
+
+#[test]
+fn manual_acks_with_a_store_process_each_qos2_message_once_across_a_kill() {
+    const N: u64 = 10;
+    const STALL: u64 = 4;
+    let broker = broker();
+    let dir = tempdir("store-crash-acks");
+    let envs = |first: bool, stall: bool| {
+        let mut v = vec![
+            ("STORE_DIR", dir.path().join("store").display().to_string()),
+            ("BROKER_URL", broker.url()),
+            ("TOPIC", "jobs".to_string()),
+        ];
+        if first {
+            v.push(("FIRST", "1".into()));
+        }
+        if stall {
+            v.push(("STALL_AT", STALL.to_string()));
+        }
+        v
+    };
+    let rt = runtime();
+    let url = broker.url();
+    let (publisher, events) = rt.block_on(async {
+        ClientBuilder::new()
+            .server(url)
+            .client_id("store-acks-publisher")
+            .build()
+            .expect("build")
+    });
+    drop(events);
+    let publish = |payload: String| {
+        rt.block_on(publisher.send(Message::new("jobs", payload).qos(QoS::ExactlyOnce)))
+            .expect("publish")
+    };
+    let t = Duration::from_secs(20);
+
+    // Run 1: every job is processed and acknowledged but STALL, which is held when the
+    // process is killed.
+    let mut run1 = Proc::child("acker", &envs(true, true));
+    assert!(run1.wait_line(t, |l| l == "READY"), "did not subscribe");
+    for n in 0..N {
+        publish(n.to_string());
+    }
+    assert!(
+        run1.wait_line(t, |l| l == "STALLED"),
+        "never got job {STALL}"
+    );
+    for n in (0..N).filter(|&n| n != STALL) {
+        let want = format!("ACKED {n}");
+        assert!(run1.wait_line(t, |l| l == want), "job {n} not acknowledged");
+    }
+    let lines1 = run1.kill();
+
+    // Run 2: the held job comes again, and only it; then a marker published now.
+    let mut run2 = Proc::child("acker", &envs(false, false));
+    let want = format!("ACKED {STALL}");
+    assert!(
+        run2.wait_line(t, |l| l == want),
+        "the unacknowledged job did not come again"
+    );
+    publish("FIN".into());
+    assert!(
+        run2.wait_line(t, |l| l == "ACKED FIN"),
+        "FIN did not arrive"
+    );
+    let lines2 = run2.kill();
+
+    // Run 3: nothing of the above comes again; the next message is the next marker.
+    let mut run3 = Proc::child("acker", &envs(false, false));
+    assert!(run3.wait_line(t, |l| l.starts_with("CONNECTED")));
+    publish("FIN2".into());
+    assert!(
+        run3.wait_line(t, |l| l == "ACKED FIN2"),
+        "FIN2 did not arrive"
+    );
+    let lines3 = run3.kill();
+    rt.block_on(publisher.disconnect()).expect("disconnect");
+
+    let got = |lines: &[String]| -> Vec<String> {
+        lines
+            .iter()
+            .filter_map(|l| l.strip_prefix("GOT "))
+            .map(str::to_string)
+            .collect()
+    };
+    let mut first: Vec<String> = got(&lines1);
+    first.sort();
+    let mut want: Vec<String> = (0..N).map(|n| n.to_string()).collect();
+    want.sort();
+    assert_eq!(first, want, "run 1 got every job once");
+    assert_eq!(
+        got(&lines2),
+        vec![STALL.to_string(), "FIN".into()],
+        "run 2 got the unacknowledged job again and no other"
+    );
+    assert_eq!(got(&lines3), vec!["FIN2".to_string()], "run 3: {lines3:?}");
+    for (i, lines) in [&lines2, &lines3].into_iter().enumerate() {
+        assert!(
+            lines.iter().any(|l| l == "CONNECTED true"),
+            "run {} resumed its session: {lines:?}",
+            i + 2
+        );
+    }
+}
 
 #[test]
 fn publisher_killed_at_random_loses_nothing_accepted() {

@@ -38,6 +38,8 @@ impl Connection {
         self.timers.stop(Timer::Connect);
         self.timers.stop(Timer::StableAfter);
         self.rx.clear();
+        // Deliveries not acknowledged yet: a broker that kept the session sends them again.
+        self.held.new_link();
         let link = self.link.take();
         self.actions.push_back(Action::Close);
         // Requests sent on this link get no answer now: send them again on the next one.

@@ -38,11 +38,13 @@ use crate::backoff::BackoffPolicy;
 use crate::codec::DecodeError;
 use crate::config::Config;
 use crate::error::{
-    CommandError, Initiator, InvalidCommand, InvalidMessage, PublishError, Reason, TransportError,
+    AckError, CommandError, Initiator, InvalidCommand, InvalidMessage, PublishError, Reason,
+    TransportError,
 };
 use crate::event::{Event, Granted, Lifecycle, PublishOutcome, State, Token};
 use crate::policy::{classify, ReasonClass};
 use crate::rng::Xoshiro256;
+use crate::session::acks::{AckToken, HeldAcks};
 use crate::session::inflight::{Inflight, OutState, Outgoing};
 use crate::session::offline::{OfflineQueue, Overflow, Queued};
 use crate::session::persist::{OutgoingState, SessionSnapshot, StoreOp};
@@ -206,6 +208,8 @@ pub struct Connection {
     requests: VecDeque<Request>,
     sent_requests: IdMap<u16, Request>,
     incoming_qos2: HashSet<u16>,
+    /// Incoming QoS 1/2 messages held for the application (only with `manual_acks`).
+    held: HeldAcks,
     next_token: u64,
     next_sub_id: u32,
     disconnect: Option<DisconnectOptions>,
@@ -272,6 +276,7 @@ impl Connection {
             requests: VecDeque::new(),
             sent_requests: IdMap::default(),
             incoming_qos2: HashSet::new(),
+            held: HeldAcks::default(),
             next_token: 0,
             next_sub_id: 0,
             disconnect: None,
@@ -479,6 +484,7 @@ impl Connection {
         }
         let server = self.reconnect.current_server();
         self.rx.clear();
+        self.held.new_link();
         self.link = Some(Link {
             server,
             connected_at: None,
