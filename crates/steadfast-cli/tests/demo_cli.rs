@@ -1,5 +1,8 @@
 //! `steadfast demo` as a user runs it: the built binary, end to end, with the embedded broker
 //! and against a private Mosquitto (`--url`). Both use `--fast` (about 12 s instead of 30 s).
+//!
+//! Feature `demo` (on by default): the embedded broker.
+#![cfg(feature = "demo")]
 
 use std::process::{Command, Output};
 

@@ -16,6 +16,41 @@ use crate::client::{Client, Events};
 use crate::store::{SessionSnapshot, Store};
 use crate::transport::{Connector, DefaultConnector};
 
+/// Decodes an `application/x-www-form-urlencoded` query: `&`-separated `key=value` pairs, `+`
+/// for a space, `%XX` escapes (a bad escape is kept as written; bytes that are not UTF-8
+/// become U+FFFD). A pair without `=` has an empty value; empty pairs are skipped.
+fn form_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    fn decode(s: &str) -> String {
+        let b = s.as_bytes();
+        let mut out = Vec::with_capacity(b.len());
+        let mut i = 0;
+        while i < b.len() {
+            match b[i] {
+                b'+' => out.push(b' '),
+                b'%' => {
+                    let hex = b
+                        .get(i + 1..i + 3)
+                        .and_then(|h| core::str::from_utf8(h).ok())
+                        .and_then(|h| u8::from_str_radix(h, 16).ok());
+                    if let Some(v) = hex {
+                        out.push(v);
+                        i += 3;
+                        continue;
+                    }
+                    out.push(b'%');
+                }
+                c => out.push(c),
+            }
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+    query.split('&').filter(|p| !p.is_empty()).map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (decode(k), decode(v))
+    })
+}
+
 /// A URL or option that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BuildError(pub String);
@@ -54,6 +89,7 @@ pub struct ClientBuilder {
     pub(crate) custom_connector: bool,
     pub(crate) seed_pinned: bool,
     pub(crate) event_capacity: usize,
+    #[cfg(feature = "tls")]
     pub(crate) tls: Option<crate::transport::TlsOptions>,
     pub(crate) store: Option<Box<dyn Store>>,
     pub(crate) clean_start_explicit: bool,
@@ -104,6 +140,7 @@ impl ClientBuilder {
             custom_connector: false,
             seed_pinned: false,
             event_capacity: 1024,
+            #[cfg(feature = "tls")]
             tls: None,
             store: None,
             clean_start_explicit: false,
@@ -126,17 +163,16 @@ impl ClientBuilder {
         };
         let server = ServerAddr::parse_url(base).map_err(|e| BuildError(e.to_string()))?;
         b.config.servers = vec![server];
-        let query = query.unwrap_or_default().as_bytes();
-        for (k, v) in url::form_urlencoded::parse(query) {
-            match &*k {
-                "client_id" | "clientId" => b = b.client_id(v.to_string()),
+        for (k, v) in form_pairs(query.unwrap_or_default()) {
+            match k.as_str() {
+                "client_id" | "clientId" => b = b.client_id(v),
                 "keep_alive" => {
                     let s: u64 = v
                         .parse()
                         .map_err(|_| BuildError(format!("bad keep_alive {v:?}")))?;
                     b = b.keep_alive(Duration::from_secs(s));
                 }
-                "clean_start" | "clean" => b = b.clean_start(matches!(&*v, "true" | "1")),
+                "clean_start" | "clean" => b = b.clean_start(matches!(v.as_str(), "true" | "1")),
                 "version" | "protocol" => {
                     b = b.protocol(
                         parse_version(&v)
@@ -476,12 +512,12 @@ impl ClientBuilder {
         if c.servers.is_empty() {
             return Err(BuildError("no server configured".into()));
         }
-        if !cfg!(feature = "quic")
-            && c.servers
-                .iter()
-                .any(|s| s.scheme() == steadfast_proto::server::Scheme::Quic)
+        if let Some(missing) = c
+            .servers
+            .iter()
+            .find_map(|s| crate::transport::missing_feature(s.scheme()))
         {
-            return Err(BuildError(crate::transport::NO_QUIC.into()));
+            return Err(BuildError(missing.into()));
         }
         if c.protocol == ProtocolVersion::V311 {
             let v5_only = [
@@ -541,12 +577,12 @@ impl ClientBuilder {
         let ws_max = usize::try_from(self.config.maximum_packet_size).unwrap_or(usize::MAX);
         // QUIC's idle timeout stays above the MQTT keep-alive, which decides liveness.
         let quic_idle = quic_idle_for(self.config.keep_alive);
-        if let Some(tls) = self.tls.take() {
-            let connector = DefaultConnector::with_tls(tls)
-                .map_err(|e| BuildError(e.to_string()))?
-                .websocket_max_message_size(ws_max)
-                .quic_idle_timeout(quic_idle);
-            self.connector = Arc::new(connector);
+        if let Some(connector) = self.tls_connector()? {
+            self.connector = Arc::new(
+                connector
+                    .websocket_max_message_size(ws_max)
+                    .quic_idle_timeout(quic_idle),
+            );
         } else if !self.custom_connector {
             let shared = shared_default_connector();
             if shared.websocket_max_message() != ws_max || shared.quic_idle() != quic_idle {
@@ -567,6 +603,25 @@ impl ClientBuilder {
             ));
         }
         Ok(crate::driver::spawn(self))
+    }
+}
+
+impl ClientBuilder {
+    /// The connector of the TLS options set on this builder, if any.
+    #[cfg(feature = "tls")]
+    fn tls_connector(&mut self) -> Result<Option<DefaultConnector>, BuildError> {
+        match self.tls.take() {
+            Some(tls) => DefaultConnector::with_tls(tls)
+                .map(Some)
+                .map_err(|e| BuildError(e.to_string())),
+            None => Ok(None),
+        }
+    }
+
+    /// Without the `tls` feature there are no TLS options.
+    #[cfg(not(feature = "tls"))]
+    fn tls_connector(&mut self) -> Result<Option<DefaultConnector>, BuildError> {
+        Ok(None)
     }
 }
 
@@ -627,6 +682,53 @@ mod tests {
         } else {
             let e = refusal.unwrap_or_default();
             assert!(e.contains("`quic` feature"), "{e}");
+        }
+    }
+
+    /// Each scheme whose feature is not compiled in is refused by `build`, naming the feature.
+    #[tokio::test]
+    async fn schemes_need_their_features() {
+        let cases = [
+            ("mqtts://127.0.0.1:9", cfg!(feature = "tls"), "`tls`"),
+            ("ws://127.0.0.1:9", cfg!(feature = "ws"), "`ws`"),
+            (
+                "wss://127.0.0.1:9",
+                cfg!(all(feature = "ws", feature = "tls")),
+                "`ws` and `tls`",
+            ),
+            ("mqtt://127.0.0.1:9", true, ""),
+        ];
+        for (url, available, feature) in cases {
+            let built = ClientBuilder::from_url(url).expect("parses").build();
+            match (available, built) {
+                (true, Ok(_)) => {}
+                (false, Err(e)) => assert!(e.to_string().contains(feature), "{url}: {e}"),
+                (true, Err(e)) => panic!("{url}: {e}"),
+                (false, Ok(_)) => panic!("{url} accepted without its feature"),
+            }
+        }
+    }
+
+    /// The query of `from_url`: form-encoded (`+` is a space, `%XX` escapes), unknown keys
+    /// refused.
+    #[test]
+    fn url_query_options() {
+        let b = ClientBuilder::from_url(
+            "mqtt://h?client_id=a+b%2Fc&keep_alive=7&clean_start=0&version=311",
+        )
+        .unwrap();
+        assert_eq!(b.config().client_id.as_str(), "a b/c");
+        assert_eq!(b.config().keep_alive, Duration::from_secs(7));
+        assert!(!b.config().clean_start);
+        assert_eq!(b.config().protocol, ProtocolVersion::V311);
+        let b = ClientBuilder::from_url("mqtt://h?clientId=%zz&").unwrap();
+        assert_eq!(b.config().client_id.as_str(), "%zz");
+        for bad in [
+            "mqtt://h?keep_alive=soon",
+            "mqtt://h?version=6",
+            "mqtt://h?colour=red",
+        ] {
+            assert!(ClientBuilder::from_url(bad).is_err(), "{bad}");
         }
     }
 

@@ -29,6 +29,7 @@ mod client;
 mod driver;
 mod ring;
 pub mod store;
+#[cfg(feature = "tls")]
 mod tls_options;
 pub mod transport;
 

@@ -10,6 +10,9 @@
 //! - `subscriber_killed_and_restarted_sees_every_qos2_message_once`: a subscriber killed and
 //!   restarted on its store resumes its session and sees each QoS 2 message exactly once.
 //! - `subscriber_resubscribes_from_its_store_when_the_broker_lost_the_session`.
+//!
+//! Feature `durable-store`.
+#![cfg(feature = "durable-store")]
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
