@@ -62,7 +62,7 @@ pub enum JitterKind {
 #[command(next_help_heading = "Connection")]
 pub struct ConnArgs {
     /// Broker URL: mqtt://[user[:pass]@]host[:port] (also mqtts://, ws://, wss://, quic://). As with
-    /// mosquitto, a path in an mqtt://, mqtts:// or quic:// URL is the topic.
+    /// mosquitto, a path in an mqtt://, mqtts:// or quic:// URL is the topic (pub) or a filter (sub).
     #[arg(short = 'L', long = "url", value_name = "URL", conflicts_with_all = ["host", "port"])]
     pub url: Option<String>,
     /// Broker host, when no --url is given [default: 127.0.0.1].
@@ -143,6 +143,25 @@ pub struct ConnArgs {
     /// survives a crash or a restart [default: memory].
     #[arg(long, value_name = "DIR")]
     pub store: Option<PathBuf>,
+    /// The will: the broker publishes it to TOPIC if the connection ends without a
+    /// DISCONNECT (a crash, a lost link).
+    #[arg(long = "will-topic", value_name = "TOPIC")]
+    pub will_topic: Option<String>,
+    /// The will's payload [default: empty].
+    #[arg(
+        long = "will-payload",
+        value_name = "MSG",
+        requires = "will_topic",
+        allow_hyphen_values = true
+    )]
+    pub will_payload: Option<String>,
+    /// The will's QoS: 0, 1 or 2.
+    #[arg(long = "will-qos", value_name = "QOS", default_value = "0", value_parser = parse_qos,
+          requires = "will_topic")]
+    pub will_qos: steadfast::QoS,
+    /// Retain the will.
+    #[arg(long = "will-retain", requires = "will_topic")]
+    pub will_retain: bool,
     /// Print lifecycle events to stderr, one JSON object per line.
     #[arg(long)]
     pub events: bool,
@@ -411,6 +430,18 @@ impl ConnArgs {
                 warn_insecure();
             }
             b = b.tls(o);
+        }
+        if let Some(topic) = &self.will_topic {
+            steadfast::proto::topic::validate_name(topic)
+                .map_err(|e| UsageError(format!("--will-topic {topic:?}: {e}")))?;
+            let payload = self.will_payload.clone().unwrap_or_default().into_bytes();
+            b = b.will(
+                topic.clone(),
+                bytes::Bytes::from(payload),
+                self.will_qos,
+                self.will_retain,
+                None,
+            );
         }
         b = b.backoff(self.backoff_policy()?);
         if let Some(n) = self.max_inflight {

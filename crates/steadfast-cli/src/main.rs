@@ -21,6 +21,7 @@ mod debug;
 mod demo;
 mod events;
 mod generate;
+mod output;
 mod pub_cmd;
 mod sub;
 
@@ -48,9 +49,8 @@ pub mod exit {
     version,
     disable_help_flag = true,
     disable_version_flag = true,
-    after_help = "Each subcommand has its own --help. Reference: docs/cli.md, or `man steadfast` \
-                  after `steadfast man > steadfast.1` (see `steadfast completions --help` for \
-                  shell completions)."
+    after_help = "Each subcommand has its own --help. Reference: docs/cli.md; man pages: \
+                  `steadfast man --help`; shell completions: `steadfast completions --help`."
 )]
 pub struct Cli {
     /// Print help (--help only: -h means --host).
@@ -82,7 +82,7 @@ enum Command {
     Chaos(chaos::ChaosArgs),
     /// Print a shell completion script for bash, zsh, fish, elvish or powershell.
     Completions(generate::CompletionsArgs),
-    /// Print the man page (roff) of steadfast and its subcommands.
+    /// Print the man page (roff); with --dir, write one page per subcommand too.
     Man(generate::ManArgs),
     /// Run the demo's embedded broker alone (for interoperability tests; not a supported
     /// product: no TLS, no authentication, sessions in memory).
