@@ -23,6 +23,7 @@ mod events;
 mod generate;
 mod output;
 mod pub_cmd;
+mod rr;
 mod sub;
 
 /// Exit codes shared by every subcommand (see the CLI contract).
@@ -69,6 +70,8 @@ enum Command {
     Pub(pub_cmd::PubArgs),
     /// Subscribe and print messages; across outages.
     Sub(sub::SubArgs),
+    /// Send one MQTT 5 request and print its response (like mosquitto_rr).
+    Rr(rr::RrArgs),
     /// Measure throughput and latency through a broker, or a fleet of idle connections and
     /// its reconnect storm after a broker crash.
     Bench(bench::BenchArgs),
@@ -128,6 +131,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Pub(args) => pub_cmd::run(args),
         Command::Sub(args) => sub::run(args),
+        Command::Rr(args) => rr::run(args),
         Command::Bench(args) => bench::run(args),
         #[cfg(feature = "demo")]
         Command::Demo(args) => demo::run(args),

@@ -1619,11 +1619,126 @@ async fn completions_man_page_and_help_come_from_the_flags() {
     let (code, help, _) = output(&["--help"]).await;
     assert_eq!(code, 0);
     assert!(!help.contains("not implemented"), "{help}");
-    for cmd in ["pub", "sub", "bench", "demo", "chaos", "completions", "man"] {
+    for cmd in [
+        "pub",
+        "sub",
+        "rr",
+        "bench",
+        "demo",
+        "chaos",
+        "completions",
+        "man",
+    ] {
         assert!(help.contains(cmd), "--help lacks {cmd}");
     }
     assert!(
         !help.lines().any(|l| l.trim_start().starts_with("broker ")),
         "the hidden broker stays hidden: {help}"
     );
+}
+
+/// A responder (the library): answers each request on `rr/req` on its Response Topic with
+/// "re:" + payload, first with a decoy of other Correlation Data, then with the request's.
+async fn responder(url: &str) -> steadfast::Client {
+    use steadfast::{ClientBuilder, ClientEvent, Properties, Publish, QoS};
+    let (client, mut events) = ClientBuilder::from_url(url).unwrap().build().unwrap();
+    client
+        .subscribe("rr/req", QoS::AtLeastOnce)
+        .await
+        .expect("responder subscribed");
+    let c = client.clone();
+    tokio::spawn(async move {
+        while let Some(ev) = events.recv().await {
+            let ClientEvent::Message(m) = ev else {
+                continue;
+            };
+            let Some(to) = m.properties.response_topic.clone() else {
+                continue;
+            };
+            let reply = |corr: Option<bytes::Bytes>, payload: Vec<u8>| Publish {
+                dup: false,
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                topic: to.clone(),
+                pkid: 0,
+                properties: Properties {
+                    correlation_data: corr,
+                    ..Properties::default()
+                }
+                .into(),
+                payload: payload.into(),
+            };
+            let decoy = reply(Some(bytes::Bytes::from_static(b"nope")), b"decoy".to_vec());
+            let _ = c.publish_message(decoy).await;
+            let mut answer = b"re:".to_vec();
+            answer.extend_from_slice(&m.payload);
+            let _ = c
+                .publish_message(reply(m.properties.correlation_data.clone(), answer))
+                .await;
+        }
+    });
+    client
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rr_prints_the_matching_response() {
+    let broker = Mosquitto::start().unwrap();
+    let ps = port_s(broker.port());
+    let _responder = responder(&broker.url()).await;
+    let resp = format!("rr/resp/{}", std::process::id());
+
+    let (code, out, err) = output(&[
+        "rr", "-p", &ps, "-t", "rr/req", "-e", &resp, "-m", "ping", "-q", "1", "-W", "10",
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out, "re:ping\n",
+        "the decoy (other correlation data) is ignored"
+    );
+
+    let (code, out, err) = output(&[
+        "rr", "-p", &ps, "-t", "rr/req", "-e", &resp, "-m", "json", "--json", "-W", "10",
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let m: Value = serde_json::from_str(out.trim_end()).unwrap();
+    assert_eq!(m["topic"], resp.as_str());
+    assert_eq!(m["payload"], "re:json");
+    // 16 hex digits, base64.
+    assert_eq!(
+        m["properties"]["correlation_data"].as_str().map(str::len),
+        Some(24)
+    );
+
+    // Nobody answers: exit 1 after -W.
+    let (code, out, err) = output(&[
+        "rr",
+        "-p",
+        &ps,
+        "-t",
+        "rr/nobody",
+        "-e",
+        &resp,
+        "-m",
+        "x",
+        "-W",
+        "500ms",
+    ])
+    .await;
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(out, "");
+    assert!(err.contains("no response within 500ms"), "{err}");
+
+    // MQTT 3.1.1 has no Response Topic; -e is a topic name, not a filter.
+    for args in [
+        &[
+            "rr", "-p", &ps, "-t", "rr/req", "-e", "r", "-m", "x", "-V", "311",
+        ][..],
+        &["rr", "-p", &ps, "-t", "rr/req", "-e", "r/#", "-m", "x"][..],
+        &["rr", "-p", &ps, "-t", "rr/req", "-m", "x"][..],
+    ] {
+        let (code, _, err) = output(args).await;
+        assert_eq!(code, 2, "{args:?}: {err}");
+    }
 }
