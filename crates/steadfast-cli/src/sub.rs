@@ -140,11 +140,12 @@ impl SubArgs {
 
     /// Whether a message is printed (and counted for -C): not filtered out by -T or -R.
     fn shown(&self, m: &steadfast::Message) -> bool {
-        !(self.no_retained && m.retain)
-            && !self
-                .filter_out
-                .iter()
-                .any(|f| steadfast::proto::topic::matches(f, m.topic.as_str()))
+        let stale = self.no_retained && m.retain;
+        let filtered = self
+            .filter_out
+            .iter()
+            .any(|f| steadfast::proto::topic::matches(f, m.topic.as_str()));
+        !stale && !filtered
     }
 }
 

@@ -19,8 +19,8 @@
 //!
 //! Every handshake (TCP, TLS, WebSocket, QUIC) happens inside the connect future, so the core's
 //! connect timeout covers all of it. Certificate problems come back as
-//! [`TransportError::TlsFatal`], which the core never retries; see [`TlsOptions`] for the
-//! TLS settings.
+//! [`TransportError::TlsFatal`], which the core never retries; see `TlsOptions` (feature
+//! `tls`) for the TLS settings.
 
 #[cfg(feature = "quic")]
 mod quic;
