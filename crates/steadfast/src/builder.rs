@@ -512,10 +512,15 @@ impl ClientBuilder {
         if c.servers.is_empty() {
             return Err(BuildError("no server configured".into()));
         }
+        // The default connector has a transport for each scheme whose feature is compiled in;
+        // a connector of the application's own may have others (unless TLS options set here
+        // replace it with the default one).
+        let default_transports = !self.custom_connector || self.tls_set();
         if let Some(missing) = c
             .servers
             .iter()
             .find_map(|s| crate::transport::missing_feature(s.scheme()))
+            .filter(|_| default_transports)
         {
             return Err(BuildError(missing.into()));
         }
@@ -607,6 +612,18 @@ impl ClientBuilder {
 }
 
 impl ClientBuilder {
+    /// Whether TLS options were set on this builder.
+    fn tls_set(&self) -> bool {
+        #[cfg(feature = "tls")]
+        {
+            self.tls.is_some()
+        }
+        #[cfg(not(feature = "tls"))]
+        {
+            false
+        }
+    }
+
     /// The connector of the TLS options set on this builder, if any.
     #[cfg(feature = "tls")]
     fn tls_connector(&mut self) -> Result<Option<DefaultConnector>, BuildError> {
@@ -706,6 +723,28 @@ mod tests {
                 (true, Err(e)) => panic!("{url}: {e}"),
                 (false, Ok(_)) => panic!("{url} accepted without its feature"),
             }
+        }
+    }
+
+    /// A connector of the application's own decides for itself which schemes it serves.
+    #[tokio::test]
+    async fn a_custom_connector_may_serve_any_scheme() {
+        struct Refuses;
+        impl Connector for Refuses {
+            fn connect(&self, _: &ServerAddr) -> crate::transport::ConnectFuture {
+                Box::pin(async { Err(steadfast_proto::TransportError::Closed) })
+            }
+        }
+        for url in [
+            "ws://127.0.0.1:9",
+            "wss://127.0.0.1:9",
+            "quic://127.0.0.1:9",
+        ] {
+            let built = ClientBuilder::from_url(url)
+                .expect("parses")
+                .connector(Refuses)
+                .build();
+            assert!(built.is_ok(), "{url}: {:?}", built.err());
         }
     }
 

@@ -13,7 +13,8 @@
 //! | `quic://`, `mqtt-quic://` | MQTT over QUIC (feature `quic`; ALPN `mqtt`, one bidirectional stream) | UDP 14567 |
 //!
 //! A scheme whose feature is not compiled in is refused by
-//! [`ClientBuilder::build`](crate::ClientBuilder::build) with an error that names the feature;
+//! [`ClientBuilder::build`](crate::ClientBuilder::build) with an error that names the feature
+//! (unless the application gives a [`Connector`] of its own, which serves what it serves);
 //! when such a server comes from a broker's redirect, [`DefaultConnector`] fails the attempt
 //! with [`TransportError::Io`] naming the feature, and the client goes on with its servers.
 //!
