@@ -75,9 +75,6 @@ impl PolicyKind {
 #[derive(Args, Debug)]
 #[command(after_help = AFTER_HELP)]
 pub struct BenchArgs {
-    /// Connection flags.
-    #[command(flatten)]
-    pub conn: ConnArgs,
     /// Topic prefix.
     #[arg(
         short = 't',
@@ -148,6 +145,9 @@ pub struct BenchArgs {
     /// Internal: run as a proxy shard in front of ADDR (a child process of the bench).
     #[arg(long, value_name = "ADDR", hide = true)]
     pub proxy_shard: Option<std::net::SocketAddr>,
+    /// Connection flags (listed last in --help, under their own heading).
+    #[command(flatten)]
+    pub conn: ConnArgs,
 }
 
 /// Runs `steadfast bench`.

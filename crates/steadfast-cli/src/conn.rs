@@ -62,7 +62,7 @@ pub enum JitterKind {
 #[command(next_help_heading = "Connection")]
 pub struct ConnArgs {
     /// Broker URL: mqtt://[user[:pass]@]host[:port] (also mqtts://, ws://, wss://, quic://). As with
-    /// mosquitto, a path in an mqtt://, mqtts:// or quic:// URL is the topic.
+    /// mosquitto, a path in an mqtt://, mqtts:// or quic:// URL is the topic (pub) or a filter (sub).
     #[arg(short = 'L', long = "url", value_name = "URL", conflicts_with_all = ["host", "port"])]
     pub url: Option<String>,
     /// Broker host, when no --url is given [default: 127.0.0.1].
@@ -143,9 +143,33 @@ pub struct ConnArgs {
     /// survives a crash or a restart [default: memory].
     #[arg(long, value_name = "DIR")]
     pub store: Option<PathBuf>,
+    /// The will: the broker publishes it to TOPIC if the connection ends without a
+    /// DISCONNECT (a crash, a lost link).
+    #[arg(long = "will-topic", value_name = "TOPIC")]
+    pub will_topic: Option<String>,
+    /// The will's payload [default: empty].
+    #[arg(
+        long = "will-payload",
+        value_name = "MSG",
+        requires = "will_topic",
+        allow_hyphen_values = true
+    )]
+    pub will_payload: Option<String>,
+    /// The will's QoS: 0, 1 or 2.
+    #[arg(long = "will-qos", value_name = "QOS", default_value = "0", value_parser = parse_qos,
+          requires = "will_topic")]
+    pub will_qos: steadfast::QoS,
+    /// Retain the will.
+    #[arg(long = "will-retain", requires = "will_topic")]
+    pub will_retain: bool,
     /// Print lifecycle events to stderr, one JSON object per line.
     #[arg(long)]
     pub events: bool,
+    /// Debug: print the client library's log to stderr, one plain line per event (connect
+    /// attempts, connections lost and why, backoff delays, resubscriptions, refusals).
+    /// Passwords and authentication data are never in it.
+    #[arg(short = 'd', long = "debug")]
+    pub debug: bool,
 }
 
 /// What the connection flags produced.
@@ -195,22 +219,52 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(t).map_err(|e| format!("{e} (examples: 100ms, 2s, 1m)"))
 }
 
-/// A URL checked for its scheme and host; the error never repeats a password.
-fn check_url(url: &str) -> Result<url::Url, UsageError> {
+/// A `-L` URL split into the server URL (scheme, user info, host, port, query) and, as with
+/// mosquitto's `-L`, the topic given as the path of an `mqtt://`, `mqtts://` or `quic://` URL
+/// (percent-decoded; a `#` in a filter starts the URL's fragment, which is part of the topic).
+/// Only the scheme and the presence of a host are checked here; the server URL is parsed by
+/// the library. The error never repeats a password.
+fn split_url(url: &str) -> Result<(String, Option<String>), UsageError> {
     let shown = redact_url(url);
-    let parsed = url::Url::parse(url).map_err(|e| UsageError(format!("bad URL {shown:?}: {e}")))?;
-    match parsed.scheme() {
-        "mqtt" | "mqtts" | "ws" | "wss" | "tcp" | "ssl" | "quic" | "mqtt-quic" => {}
+    let bad = |why: String| UsageError(format!("bad URL {shown:?}: {why}"));
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| bad("not a URL (expected scheme://host[:port])".into()))?;
+    let topic_scheme = match scheme {
+        "mqtt" | "mqtts" | "tcp" | "ssl" | "quic" | "mqtt-quic" => true,
+        "ws" | "wss" => false,
         s => {
-            return Err(UsageError(format!(
-                "bad URL {shown:?}: unsupported scheme {s:?} (use mqtt, mqtts, ws, wss or quic)"
+            return Err(bad(format!(
+                "unsupported scheme {s:?} (use mqtt, mqtts, ws, wss or quic)"
             )))
         }
+    };
+    let (before_fragment, fragment) = match rest.split_once('#') {
+        Some((b, f)) => (b, Some(f)),
+        None => (rest, None),
+    };
+    let authority_end = before_fragment
+        .find(['/', '?'])
+        .unwrap_or(before_fragment.len());
+    let (authority, tail) = before_fragment.split_at(authority_end);
+    let (path, query) = match tail.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (tail, None),
+    };
+    let host_port = authority.rsplit('@').next().unwrap_or_default();
+    if host_port.is_empty() || host_port.starts_with(':') {
+        return Err(bad("no host".into()));
     }
-    if parsed.host_str().is_none_or(str::is_empty) {
-        return Err(UsageError(format!("bad URL {shown:?}: no host")));
+    if topic_scheme && (!matches!(path, "" | "/") || fragment.is_some()) {
+        let mut topic = percent_decode(path.trim_start_matches('/'));
+        if let Some(f) = fragment {
+            topic.push('#');
+            topic.push_str(&percent_decode(f));
+        }
+        let query = query.map(|q| format!("?{q}")).unwrap_or_default();
+        return Ok((format!("{scheme}://{authority}{query}"), Some(topic)));
     }
-    Ok(parsed)
+    Ok((url.to_string(), None))
 }
 
 impl ConnArgs {
@@ -267,31 +321,14 @@ impl ConnArgs {
 
     /// Applies every connection flag to a new [`ClientBuilder`].
     pub fn builder(&self) -> Result<Conn, UsageError> {
+        crate::debug::init(self.debug);
         let tls = self.tls_requested();
         let mut url_topic = None;
         let first = match &self.url {
             Some(u) => {
-                let parsed = check_url(u)?;
-                let mut u = u.clone();
-                if matches!(
-                    parsed.scheme(),
-                    "mqtt" | "mqtts" | "tcp" | "ssl" | "quic" | "mqtt-quic"
-                ) && (!matches!(parsed.path(), "" | "/") || parsed.fragment().is_some())
-                {
-                    // mosquitto's -L: mqtt(s)://host[:port]/topic.
-                    let mut topic = percent_decode(parsed.path().trim_start_matches('/'));
-                    if let Some(f) = parsed.fragment() {
-                        // `#` in a topic filter starts the URL's fragment.
-                        topic.push('#');
-                        topic.push_str(&percent_decode(f));
-                    }
-                    url_topic = Some(topic);
-                    let mut base = parsed.clone();
-                    base.set_path("");
-                    base.set_fragment(None);
-                    u = base.to_string();
-                }
-                u
+                let (base, topic) = split_url(u)?;
+                url_topic = topic;
+                base
             }
             None => {
                 let host = self.host.as_deref().unwrap_or("127.0.0.1");
@@ -305,8 +342,7 @@ impl ConnArgs {
                 };
                 let (scheme, default_port) = if tls { ("mqtts", 8883) } else { ("mqtt", 1883) };
                 let u = format!("{scheme}://{host}:{}", self.port.unwrap_or(default_port));
-                check_url(&u)?;
-                u
+                split_url(&u)?.0
             }
         };
         // Builder errors name servers with their passwords redacted.
@@ -390,8 +426,22 @@ impl ConnArgs {
             }
             if self.insecure {
                 o = o.danger_accept_invalid_certs(true);
+                // The library logs its warning; on the command line it is always shown.
+                warn_insecure();
             }
             b = b.tls(o);
+        }
+        if let Some(topic) = &self.will_topic {
+            steadfast::proto::topic::validate_name(topic)
+                .map_err(|e| UsageError(format!("--will-topic {topic:?}: {e}")))?;
+            let payload = self.will_payload.clone().unwrap_or_default().into_bytes();
+            b = b.will(
+                topic.clone(),
+                bytes::Bytes::from(payload),
+                self.will_qos,
+                self.will_retain,
+                None,
+            );
         }
         b = b.backoff(self.backoff_policy()?);
         if let Some(n) = self.max_inflight {
@@ -422,6 +472,17 @@ impl ConnArgs {
             }
         }
     }
+}
+
+/// `--insecure`: one warning line on stderr per process.
+fn warn_insecure() {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| {
+        eprintln!(
+            "steadfast: WARNING: TLS certificate verification is disabled (--insecure): the \
+             connection is encrypted, but the broker is not authenticated"
+        )
+    });
 }
 
 /// The tokio runtime the connecting subcommands run on.
@@ -480,10 +541,30 @@ pub async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
     }
 }
 
+/// `%XX` escapes decoded; a bad escape is kept as written, bytes that are not UTF-8 become
+/// U+FFFD.
 fn percent_decode(s: &str) -> String {
-    percent_encoding::percent_decode_str(s)
-        .decode_utf8_lossy()
-        .into_owned()
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let escaped = (b[i] == b'%')
+            .then(|| b.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match escaped {
+            Some(v) => {
+                out.push(v);
+                i += 3;
+            }
+            None => {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -499,6 +580,38 @@ mod tests {
         assert_eq!(parse_duration("0.5").unwrap(), Duration::from_millis(500));
         assert!(parse_duration("-1").is_err());
         assert!(parse_duration("fast").is_err());
+    }
+
+    #[test]
+    fn urls_split_into_server_and_topic() {
+        let split = |u: &str| split_url(u).map_err(|e| e.0);
+        assert_eq!(split("mqtt://h:1"), Ok(("mqtt://h:1".into(), None)));
+        assert_eq!(split("mqtt://h:1/"), Ok(("mqtt://h:1/".into(), None)));
+        assert_eq!(
+            split("mqtt://u:p%40ss@h/a%2Fb/c?client_id=x"),
+            Ok(("mqtt://u:p%40ss@h?client_id=x".into(), Some("a/b/c".into())))
+        );
+        assert_eq!(
+            split("mqtts://[::1]:8883/sensors/#"),
+            Ok(("mqtts://[::1]:8883".into(), Some("sensors/#".into())))
+        );
+        assert_eq!(
+            split("quic://h/a/%23"),
+            Ok(("quic://h".into(), Some("a/#".into())))
+        );
+        // WebSocket URLs keep their path: it is the HTTP path.
+        assert_eq!(split("ws://h/mqtt"), Ok(("ws://h/mqtt".into(), None)));
+        for (bad, why) in [
+            ("h:1883", "not a URL"),
+            ("http://h", "unsupported scheme"),
+            ("mqtt://", "no host"),
+            ("mqtt://u:secret@:1883", "no host"),
+            ("mqtt:///topic", "no host"),
+        ] {
+            let e = split(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+            assert!(!e.contains("secret"), "{e}");
+        }
     }
 
     #[test]

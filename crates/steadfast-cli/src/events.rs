@@ -1,8 +1,8 @@
 //! `--events`: lifecycle events as JSON lines on stderr, and what each event means for the
 //! process (keep going, or exit with which code and which one-line message).
 //!
-//! Every object has `"event"` (snake_case) and `"ts"` (Unix milliseconds), then exactly the
-//! fields of the CLI contract:
+//! Each line is an [`EventLine`] serialised with serde. Every object has `"event"` (snake_case)
+//! and `"ts"` (Unix milliseconds), then exactly the fields of the CLI contract, in this order:
 //!
 //! | event | fields |
 //! |---|---|
@@ -26,55 +26,10 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde_json::Value;
+use serde::Serialize;
 use steadfast::proto::CommandError;
 use steadfast::{Lifecycle, ProtocolVersion, Reason};
 
-/// A JSON object whose keys stay in the order they were added.
-#[derive(Debug, Default)]
-pub struct Obj(String);
-
-impl Obj {
-    /// An empty object.
-    pub fn new() -> Obj {
-        Obj(String::from("{"))
-    }
-
-    /// Adds `"key": value`.
-    pub fn field(mut self, key: &str, value: impl Into<Value>) -> Obj {
-        if self.0.len() > 1 {
-            self.0.push(',');
-        }
-        self.0.push_str(&Value::from(key).to_string());
-        self.0.push(':');
-        self.0.push_str(&value.into().to_string());
-        self
-    }
-
-    /// Adds `"key": <raw JSON>` (an object built with [`Obj`]).
-    pub fn raw(mut self, key: &str, json: String) -> Obj {
-        if self.0.len() > 1 {
-            self.0.push(',');
-        }
-        self.0.push_str(&Value::from(key).to_string());
-        self.0.push(':');
-        self.0.push_str(&json);
-        self
-    }
-
-    /// True when no field was added.
-    pub fn is_empty(&self) -> bool {
-        self.0.len() == 1
-    }
-
-    /// The finished JSON text.
-    pub fn finish(mut self) -> String {
-        self.0.push('}');
-        self.0
-    }
-}
-
-/// Unix milliseconds.
 /// Reports on stderr a client event that is neither a lifecycle event nor a message.
 pub fn report_other(ev: &steadfast::ClientEvent) {
     if let steadfast::ClientEvent::Lagged { missed } = ev {
@@ -82,6 +37,7 @@ pub fn report_other(ev: &steadfast::ClientEvent) {
     }
 }
 
+/// Unix milliseconds.
 pub fn unix_ms(at: SystemTime) -> u64 {
     at.duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -109,68 +65,192 @@ pub fn reason_code(reason: &Reason, protocol: ProtocolVersion) -> Option<u8> {
     Some(code as u8)
 }
 
-fn with_reason(obj: Obj, reason: &Reason, protocol: ProtocolVersion) -> Obj {
-    let obj = obj.field("reason", reason_text(reason));
-    match reason_code(reason, protocol) {
-        Some(c) => obj.field("reason_code", c),
-        None => obj,
+/// One `--events` line: `event` and `ts` first, then the fields of the event, in this order.
+#[derive(Debug, Serialize)]
+pub struct EventLine<'a> {
+    /// The event's snake_case name ([`Lifecycle::name`]).
+    pub event: &'static str,
+    /// When it happened, Unix milliseconds.
+    pub ts: u64,
+    /// The fields of this event.
+    #[serde(flatten)]
+    pub fields: EventFields<'a>,
+}
+
+/// The fields of each event (the table in the module docs and docs/cli.md). A field marked
+/// `?` there is left out when absent.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum EventFields<'a> {
+    /// `connecting`.
+    Connecting {
+        /// The attempt number.
+        attempt: u32,
+        /// The server, password shown as `***`.
+        server: String,
+    },
+    /// `connected`.
+    Connected {
+        /// The attempt number.
+        attempt: u32,
+        /// The server, password shown as `***`.
+        server: String,
+        /// The broker's Session Present flag.
+        session_present: bool,
+    },
+    /// `connect_failed`.
+    ConnectFailed {
+        /// The attempt number.
+        attempt: u32,
+        /// The cause ([`reason_text`]).
+        reason: String,
+        /// The broker's code, where there is one ([`reason_code`]).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason_code: Option<u8>,
+    },
+    /// `bad_server_reference` (printed as a plain line, not as JSON; see [`Tracker`]).
+    BadServerReference {
+        /// The reference, redacted.
+        reference: &'a str,
+        /// Why it does not parse.
+        error: String,
+    },
+    /// `connection_lost`.
+    ConnectionLost {
+        /// The cause.
+        reason: String,
+        /// The broker's code, where there is one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason_code: Option<u8>,
+        /// `local`, `library` or `remote`.
+        initiator: String,
+    },
+    /// `reconnecting`.
+    Reconnecting {
+        /// The number the next attempt will have.
+        attempt: u32,
+        /// The backoff delay before it.
+        delay_ms: u64,
+    },
+    /// `resubscribed`.
+    Resubscribed {
+        /// The filters the broker granted again.
+        filters: Vec<&'a str>,
+    },
+    /// `resubscribe_failed`.
+    ResubscribeFailed {
+        /// The filter.
+        filter: &'a str,
+        /// The SUBACK code's name, or why it was not sent.
+        reason: String,
+        /// The SUBACK code, when the broker refused it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason_code: Option<u8>,
+    },
+    /// `session_lost`.
+    SessionLost {
+        /// Unacknowledged messages published again.
+        republished: usize,
+    },
+    /// `dormant`.
+    Dormant {
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// `fatal`.
+    Fatal {
+        /// The cause.
+        reason: String,
+        /// The broker's code, where there is one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason_code: Option<u8>,
+    },
+    /// `disconnected`: no fields.
+    Disconnected {},
+}
+
+impl<'a> EventLine<'a> {
+    /// The line of a lifecycle event.
+    pub fn new(at: SystemTime, event: &'a Lifecycle, protocol: ProtocolVersion) -> EventLine<'a> {
+        let fields = match event {
+            Lifecycle::Connecting { attempt, server } => EventFields::Connecting {
+                attempt: *attempt,
+                server: server.to_string(),
+            },
+            Lifecycle::Connected {
+                attempt,
+                server,
+                session_present,
+                ..
+            } => EventFields::Connected {
+                attempt: *attempt,
+                server: server.to_string(),
+                session_present: *session_present,
+            },
+            Lifecycle::ConnectFailed { attempt, reason } => EventFields::ConnectFailed {
+                attempt: *attempt,
+                reason: reason_text(reason),
+                reason_code: reason_code(reason, protocol),
+            },
+            Lifecycle::BadServerReference { reference, error } => EventFields::BadServerReference {
+                reference: reference.as_str(),
+                error: error.to_string(),
+            },
+            Lifecycle::ConnectionLost { reason, .. } => EventFields::ConnectionLost {
+                reason: reason_text(reason),
+                reason_code: reason_code(reason, protocol),
+                initiator: reason.initiator().to_string(),
+            },
+            Lifecycle::Reconnecting { attempt, delay } => EventFields::Reconnecting {
+                attempt: *attempt,
+                delay_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+            },
+            Lifecycle::Resubscribed { filters, .. } => EventFields::Resubscribed {
+                filters: filters.iter().map(|f| f.as_str()).collect(),
+            },
+            Lifecycle::ResubscribeFailed { filter, error } => match error {
+                // The SUBACK code: its name, as for a refused connect, and its number.
+                CommandError::Refused(rc) => EventFields::ResubscribeFailed {
+                    filter: filter.as_str(),
+                    reason: rc.name().to_lowercase(),
+                    reason_code: Some(*rc as u8),
+                },
+                other => EventFields::ResubscribeFailed {
+                    filter: filter.as_str(),
+                    reason: other.to_string(),
+                    reason_code: None,
+                },
+            },
+            Lifecycle::SessionLost { republished } => EventFields::SessionLost {
+                republished: *republished,
+            },
+            Lifecycle::Dormant { attempts } => EventFields::Dormant {
+                attempts: *attempts,
+            },
+            Lifecycle::Fatal { reason } => EventFields::Fatal {
+                reason: reason_text(reason),
+                reason_code: reason_code(reason, protocol),
+            },
+            Lifecycle::Disconnected => EventFields::Disconnected {},
+        };
+        EventLine {
+            event: event.name(),
+            ts: unix_ms(at),
+            fields,
+        }
     }
+}
+
+/// Serialises a value made only of strings, numbers, booleans, options and sequences, which
+/// cannot fail; a failure would be a bug, reported in the line rather than as a panic.
+pub fn to_json(value: &impl Serialize) -> String {
+    serde_json::to_string(value)
+        .unwrap_or_else(|e| format!("{{\"error\":\"cannot serialise: {e}\"}}"))
 }
 
 /// The JSON line of a lifecycle event (without the newline).
 pub fn event_json(at: SystemTime, event: &Lifecycle, protocol: ProtocolVersion) -> String {
-    let o = Obj::new()
-        .field("event", event.name())
-        .field("ts", unix_ms(at));
-    let o = match event {
-        Lifecycle::Connecting { attempt, server } => o
-            .field("attempt", *attempt)
-            .field("server", server.to_string()),
-        Lifecycle::Connected {
-            attempt,
-            server,
-            session_present,
-            ..
-        } => o
-            .field("attempt", *attempt)
-            .field("server", server.to_string())
-            .field("session_present", *session_present),
-        Lifecycle::ConnectFailed { attempt, reason } => {
-            with_reason(o.field("attempt", *attempt), reason, protocol)
-        }
-        Lifecycle::BadServerReference { reference, error } => o
-            .field("reference", reference.as_str())
-            .field("error", error.to_string()),
-        Lifecycle::ConnectionLost { reason, .. } => {
-            with_reason(o, reason, protocol).field("initiator", reason.initiator().to_string())
-        }
-        Lifecycle::Reconnecting { attempt, delay } => o.field("attempt", *attempt).field(
-            "delay_ms",
-            u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-        ),
-        Lifecycle::Resubscribed { filters, .. } => o.field(
-            "filters",
-            filters
-                .iter()
-                .map(|f| Value::from(f.as_str()))
-                .collect::<Vec<_>>(),
-        ),
-        Lifecycle::ResubscribeFailed { filter, error } => {
-            let o = o.field("filter", filter.as_str());
-            match error {
-                // The SUBACK code: its name, as for a refused connect, and its number.
-                CommandError::Refused(rc) => o
-                    .field("reason", rc.name().to_lowercase())
-                    .field("reason_code", *rc as u8),
-                other => o.field("reason", other.to_string()),
-            }
-        }
-        Lifecycle::SessionLost { republished } => o.field("republished", *republished),
-        Lifecycle::Dormant { attempts } => o.field("attempts", *attempts),
-        Lifecycle::Fatal { reason } => with_reason(o, reason, protocol),
-        Lifecycle::Disconnected => o,
-    };
-    o.finish()
+    to_json(&EventLine::new(at, event, protocol))
 }
 
 /// How the process ends.
@@ -284,6 +364,7 @@ impl Tracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
     use std::time::Duration;
     use steadfast::proto::TransportError;
     use steadfast::ReasonCode;
@@ -429,9 +510,30 @@ mod tests {
     }
 
     #[test]
-    fn obj_keeps_order_and_escapes() {
-        let s = Obj::new().field("b", 1).field("a", "x\"y").finish();
-        assert_eq!(s, r#"{"b":1,"a":"x\"y"}"#);
-        assert_eq!(Obj::new().finish(), "{}");
+    fn lines_keep_the_documented_order() {
+        let at = UNIX_EPOCH + Duration::from_millis(1234);
+        let ev = Lifecycle::ConnectFailed {
+            attempt: 2,
+            reason: Reason::Refused {
+                code: ReasonCode::BadUserNameOrPassword,
+                reason_string: None,
+            },
+        };
+        assert_eq!(
+            event_json(at, &ev, ProtocolVersion::V5),
+            r#"{"event":"connect_failed","ts":1234,"attempt":2,"reason":"bad user name or password","reason_code":134}"#
+        );
+        assert_eq!(
+            event_json(at, &Lifecycle::Disconnected, ProtocolVersion::V5),
+            r#"{"event":"disconnected","ts":1234}"#
+        );
+        let ev = Lifecycle::Connecting {
+            attempt: 1,
+            server: "mqtt://u:secret@h:1".parse().unwrap(),
+        };
+        assert_eq!(
+            event_json(at, &ev, ProtocolVersion::V5),
+            r#"{"event":"connecting","ts":1234,"attempt":1,"server":"mqtt://u:***@h:1"}"#
+        );
     }
 }

@@ -2,9 +2,8 @@
 
 use std::io::Write;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use base64::Engine as _;
 use clap::{ArgAction, Args};
 use steadfast::proto::CommandError;
 use steadfast::{
@@ -17,17 +16,30 @@ use crate::conn::{
     parse_duration, parse_qos, sleep_until_opt, start_close, usage_exit, ConnArgs, Signals,
     UsageError,
 };
-use crate::events::{Obj, Outcome, Tracker};
+use crate::events::{Outcome, Tracker};
+use crate::output::{Format, Style};
 
 const AFTER_HELP: &str = "\
-Output (stdout, flushed per message):
-  default   one payload per line, like mosquitto_sub
+Output (stdout, flushed per message; each followed by a newline unless -N):
+  default   the payload, like mosquitto_sub
   -v        \"topic payload\"
   --json    one JSON object per message:
             {\"topic\",\"qos\",\"retain\",\"dup\",\"payload\"} (\"payload_b64\" instead of \"payload\"
             for bytes that are not UTF-8), plus \"properties\" when the MQTT 5 message has any:
             payload_format_indicator, message_expiry_interval, content_type, response_topic,
             correlation_data (base64), subscription_identifiers, user_properties ([[key, value], ...])
+  -F FMT    mosquitto_sub's format codes: %t topic, %p payload, %q QoS, %r retain (0/1),
+            %l payload length, %x / %X payload in hex, %I receive time (RFC 3339, UTC),
+            %U receive time (Unix seconds.nanoseconds), %j JSON (tst, topic, qos, retain,
+            payloadlen, payload), MQTT 5 properties %C content type, %D correlation data,
+            %E message expiry, %F payload format, %R response topic, %P user properties
+            (key:value ...), %% a %; escapes \\n \\t \\r \\0 \\a \\e \\v \\\\
+
+Which messages: -T FILTER leaves out messages whose topic matches it; -R leaves out retained
+ones (sent at subscription time, possibly stale); --retained-only prints retained ones only and
+exits 0 at the first message that is not retained. Left-out messages do not count for -C.
+-U FILTER unsubscribes (after the -t subscriptions; with -c, from the stored session).
+-E exits 0 once the broker has answered every subscribe and unsubscribe.
 
 The subscriber keeps running across outages: it reconnects with backoff and restores its
 subscriptions. Ctrl-C or SIGTERM disconnects gracefully and exits 0.
@@ -48,6 +60,13 @@ Examples:
 
   # Resume a persistent session across restarts
   steadfast sub -i worker-1 -c -q 1 -t jobs/#
+
+  # Register a persistent subscription and exit; later, remove it
+  steadfast sub -i worker-1 -c -q 1 -t jobs/# -E
+  steadfast sub -i worker-1 -c -U jobs/# -E
+
+  # Timestamped lines, without the heartbeat topic
+  steadfast sub -t 'sensors/#' -T sensors/heartbeat -F '%I %t %p'
 
   # Give up after 5 failed attempts (exit 4), retrying every 2 s
   steadfast sub -t x --backoff constant --reconnect-min 2s --max-attempts 5";
@@ -74,6 +93,28 @@ pub struct SubArgs {
     /// Print one JSON object per message.
     #[arg(long, conflicts_with = "verbose")]
     pub json: bool,
+    /// Print each message in this format (mosquitto_sub's % codes; see below).
+    #[arg(short = 'F', long = "format", value_name = "FORMAT", value_parser = Format::parse,
+          conflicts_with_all = ["verbose", "json"])]
+    pub format: Option<Format>,
+    /// No newline after each message.
+    #[arg(short = 'N', long = "no-newline")]
+    pub no_newline: bool,
+    /// Leave out messages whose topic matches FILTER (repeatable).
+    #[arg(short = 'T', long = "filter-out", value_name = "FILTER", action = ArgAction::Append)]
+    pub filter_out: Vec<String>,
+    /// Leave out retained messages (stale ones sent at subscription time).
+    #[arg(short = 'R', long = "no-retained")]
+    pub no_retained: bool,
+    /// Print retained messages only; exit 0 at the first message that is not retained.
+    #[arg(long = "retained-only", conflicts_with = "no_retained")]
+    pub retained_only: bool,
+    /// Unsubscribe from FILTER (repeatable), after the -t subscriptions.
+    #[arg(short = 'U', long = "unsubscribe", value_name = "FILTER", action = ArgAction::Append)]
+    pub unsubscribe: Vec<String>,
+    /// Exit 0 once the broker has answered every subscribe (and -U unsubscribe).
+    #[arg(short = 'E', long = "exit-on-subscribe")]
+    pub exit_on_subscribe: bool,
     /// Connection.
     #[command(flatten)]
     pub conn: ConnArgs,
@@ -87,79 +128,25 @@ pub fn run(args: SubArgs) -> ExitCode {
     }
 }
 
-fn qos_u8(q: QoS) -> u8 {
-    q as u8
-}
-
-fn b64(b: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(b)
-}
-
-/// The MQTT 5 properties of a message as a JSON object, or `None` when it has none.
-fn properties_json(p: &Properties) -> Option<String> {
-    let mut o = Obj::new();
-    if let Some(v) = p.payload_format_indicator {
-        o = o.field("payload_format_indicator", v);
-    }
-    if let Some(v) = p.message_expiry_interval {
-        o = o.field("message_expiry_interval", v);
-    }
-    if let Some(v) = &p.content_type {
-        o = o.field("content_type", v.as_str());
-    }
-    if let Some(v) = &p.response_topic {
-        o = o.field("response_topic", v.as_str());
-    }
-    if let Some(v) = &p.correlation_data {
-        o = o.field("correlation_data", b64(v));
-    }
-    if !p.subscription_identifiers.is_empty() {
-        o = o.field(
-            "subscription_identifiers",
-            p.subscription_identifiers.clone(),
-        );
-    }
-    if !p.user_properties.is_empty() {
-        let pairs: Vec<serde_json::Value> = p
-            .user_properties
-            .iter()
-            .map(|(k, v)| serde_json::json!([k.as_str(), v.as_str()]))
-            .collect();
-        o = o.field("user_properties", pairs);
-    }
-    (!o.is_empty()).then(|| o.finish())
-}
-
-/// The `--json` line of a message (without the newline).
-pub fn message_json(m: &Received) -> String {
-    let mut o = Obj::new()
-        .field("topic", m.topic())
-        .field("qos", qos_u8(m.qos()))
-        .field("retain", m.retain())
-        .field("dup", m.dup());
-    o = match std::str::from_utf8(m.payload()) {
-        Ok(s) => o.field("payload", s),
-        Err(_) => o.field("payload_b64", b64(m.payload())),
-    };
-    if let Some(p) = properties_json(&m.as_publish().properties) {
-        o = o.raw("properties", p);
-    }
-    o.finish()
-}
-
-fn format_message(args: &SubArgs, m: &Received) -> Vec<u8> {
-    let mut out = Vec::with_capacity(m.payload().len() + m.topic().len() + 2);
-    if args.json {
-        out.extend_from_slice(message_json(m).as_bytes());
-    } else {
-        if args.verbose {
-            out.extend_from_slice(m.topic().as_bytes());
-            out.push(b' ');
+impl SubArgs {
+    fn style(&self) -> Style {
+        match &self.format {
+            Some(f) => Style::Format(f.clone()),
+            None if self.json => Style::Json,
+            None if self.verbose => Style::Verbose,
+            None => Style::Payload,
         }
-        out.extend_from_slice(m.payload());
     }
-    out.push(b'\n');
-    out
+
+    /// Whether a message is printed (and counted for -C): not filtered out by -T or -R.
+    fn shown(&self, m: &Received) -> bool {
+        let stale = self.no_retained && m.retain();
+        let filtered = self
+            .filter_out
+            .iter()
+            .any(|f| steadfast::proto::topic::matches(f, m.topic()));
+        !stale && !filtered
+    }
 }
 
 async fn sub(args: SubArgs) -> ExitCode {
@@ -171,14 +158,22 @@ async fn sub(args: SubArgs) -> ExitCode {
     if let Some(t) = conn.url_topic.clone() {
         filters.push(t);
     }
-    if filters.is_empty() {
-        return usage_exit(UsageError("sub needs a topic filter: -t FILTER".into()));
+    if filters.is_empty() && args.unsubscribe.is_empty() {
+        return usage_exit(UsageError(
+            "sub needs a topic filter: -t FILTER (or -U FILTER to unsubscribe)".into(),
+        ));
     }
-    for f in &filters {
+    for (flag, f) in filters
+        .iter()
+        .map(|f| ("", f))
+        .chain(args.filter_out.iter().map(|f| ("-T ", f)))
+        .chain(args.unsubscribe.iter().map(|f| ("-U ", f)))
+    {
         if let Err(e) = steadfast::proto::topic::validate_filter(f) {
-            return usage_exit(UsageError(format!("bad topic filter {f:?}: {e}")));
+            return usage_exit(UsageError(format!("{flag}bad topic filter {f:?}: {e}")));
         }
     }
+    let style = args.style();
     if args.count == Some(0) {
         return usage_exit(UsageError("-C COUNT must be at least 1".into()));
     }
@@ -204,7 +199,7 @@ async fn sub(args: SubArgs) -> ExitCode {
     };
     let mut tracker = Tracker::new(args.conn.events, conn.protocol, args.conn.no_reconnect);
 
-    let subscribe = {
+    let subscribe = (!filters.is_empty()).then(|| {
         let client = client.clone();
         let list: Vec<SubscribeFilter> = filters
             .iter()
@@ -217,8 +212,22 @@ async fn sub(args: SubArgs) -> ExitCode {
             })
             .collect();
         tokio::spawn(async move { client.subscribe_with(list, Properties::default()).await })
+    });
+    let mut subscribe = subscribe;
+    // -U: sent once the subscriptions are answered (or at once without -t).
+    let unsubscribe_list = args.unsubscribe.clone();
+    let start_unsubscribe = |client: &steadfast::Client| {
+        (!unsubscribe_list.is_empty()).then(|| {
+            let client = client.clone();
+            let list = unsubscribe_list.clone();
+            tokio::spawn(async move { client.unsubscribe_many(list).await })
+        })
     };
-    let mut subscribe = Some(subscribe);
+    let mut unsubscribe = if subscribe.is_none() {
+        start_unsubscribe(&client)
+    } else {
+        None
+    };
     // The filters the broker granted and has not refused since (on a resubscription).
     let mut live: Vec<String> = Vec::new();
 
@@ -246,6 +255,10 @@ async fn sub(args: SubArgs) -> ExitCode {
                         if live.is_empty() && closing.is_none() {
                             closing = Some(start_close(&client, Outcome::Refused("every subscription was refused".into())));
                         }
+                        unsubscribe = start_unsubscribe(&client);
+                        if args.exit_on_subscribe && unsubscribe.is_none() && closing.is_none() {
+                            closing = Some(start_close(&client, Outcome::Ok));
+                        }
                     }
                     Ok(Err(ClientError::Command(CommandError::Invalid(e)))) => {
                         return usage_exit(UsageError(e.to_string()));
@@ -254,6 +267,30 @@ async fn sub(args: SubArgs) -> ExitCode {
                         if closing.is_none() {
                             closing = Some(start_close(&client, Outcome::Refused(format!("subscription refused: {}", rc_name(rc)))));
                         }
+                    }
+                    // The client closed: its lifecycle events say why.
+                    Ok(Err(_)) | Err(_) => {}
+                }
+                continue;
+            }
+            r = async { unsubscribe.as_mut().expect("guarded").await }, if unsubscribe.is_some() => {
+                unsubscribe = None;
+                match r {
+                    Ok(Ok(codes)) => {
+                        for (f, rc) in args.unsubscribe.iter().zip(&codes) {
+                            if !rc.is_success() {
+                                eprintln!("steadfast: unsubscribe from {f:?}: {}", rc_name(*rc));
+                            }
+                        }
+                        if args.exit_on_subscribe && closing.is_none() {
+                            closing = Some(start_close(&client, Outcome::Ok));
+                        }
+                    }
+                    Ok(Err(ClientError::Command(CommandError::Invalid(e)))) => {
+                        return usage_exit(UsageError(e.to_string()));
+                    }
+                    Ok(Err(ClientError::InvalidTopic(e))) => {
+                        return usage_exit(UsageError(format!("unsubscribe: {e}")));
                     }
                     // The client closed: its lifecycle events say why.
                     Ok(Err(_)) | Err(_) => {}
@@ -314,10 +351,20 @@ async fn sub(args: SubArgs) -> ExitCode {
                 }
             }
             Some(ClientEvent::Message(m)) => {
-                if closing.is_some() {
+                if closing.is_some() || !args.shown(&m) {
                     continue;
                 }
-                let line = format_message(&args, &m);
+                if args.retained_only && !m.retain() {
+                    // The retained messages have all arrived: done.
+                    closing = Some(start_close(&client, Outcome::Ok));
+                    continue;
+                }
+                let line = crate::output::render(
+                    &style,
+                    args.no_newline,
+                    m.as_publish(),
+                    SystemTime::now(),
+                );
                 let mut out = stdout.lock();
                 if out.write_all(&line).and_then(|_| out.flush()).is_err() {
                     // stdout is gone (a closed pipe): stop quietly.

@@ -1,6 +1,9 @@
 //! `steadfast demo` as a user runs it: the built binary, end to end, with the embedded broker,
 //! against a private Mosquitto (`--url`), and over QUIC (`--transport quic`, the embedded QUIC
 //! broker behind the UDP fault proxy). All use `--fast` (about 15 s instead of 35 s).
+//!
+//! Feature `demo` (on by default): the embedded brokers.
+#![cfg(feature = "demo")]
 
 use std::process::{Command, Output};
 

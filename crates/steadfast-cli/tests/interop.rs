@@ -32,6 +32,8 @@ fn restart(b: &mut BrokerProcess) {
         .unwrap_or_else(|e| panic!("cannot restart {}: {e}", b.name()));
 }
 
+/// `steadfast broker` (feature `demo`).
+#[cfg(feature = "demo")]
 fn rmqtt() -> std::io::Result<BrokerProcess> {
     BrokerProcess::command("rmqtt (steadfast broker)", BIN, |port| {
         vec!["broker".into(), "--port".into(), port.to_string()]
@@ -413,6 +415,7 @@ fn rabbitmq_v5_closed_before_connack_is_fatal() {
 // ---------------------------------------------------------------------------------------------
 // rmqtt (the demo's embedded broker as a process)
 
+#[cfg(feature = "demo")]
 #[test]
 fn rmqtt_round_trip_all_qos_both_versions() {
     run(Duration::from_secs(60), async {
@@ -424,6 +427,7 @@ fn rmqtt_round_trip_all_qos_both_versions() {
     });
 }
 
+#[cfg(feature = "demo")]
 #[test]
 fn rmqtt_restart_resubscribes() {
     run(Duration::from_secs(90), async {
@@ -434,6 +438,7 @@ fn rmqtt_restart_resubscribes() {
     });
 }
 
+#[cfg(feature = "demo")]
 #[test]
 fn rmqtt_session_resume() {
     run(Duration::from_secs(60), async {

@@ -17,6 +17,7 @@ use steadfast::Message;
 use steadfast_chaos::brokers::BrokerProcess;
 use support::*;
 
+#[cfg(feature = "demo")]
 const BIN: &str = env!("CARGO_BIN_EXE_steadfast");
 
 fn up(start: impl FnOnce() -> std::io::Result<BrokerProcess>) -> BrokerProcess {
@@ -63,6 +64,7 @@ fn nats_qos2_publish_is_failed_back() {
 /// 150 QoS 2 messages published at once over MQTT 3.1.1 to rmqtt (`steadfast broker` allows 64
 /// unreleased): every publish resolves Ok, the publisher's connection is never closed, and the
 /// subscriber gets each message exactly once.
+#[cfg(feature = "demo")]
 #[test]
 fn rmqtt_v311_qos2_burst_beyond_the_broker_limit() {
     run(Duration::from_secs(60), async {

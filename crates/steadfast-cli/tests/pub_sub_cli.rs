@@ -1325,3 +1325,412 @@ async fn quic_flags() {
     drop(bridge);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+// ---------------------------------------------------------------------------------------------
+// mosquitto_sub / mosquitto_pub flags: -F, -N, -T, -R, --retained-only, -E, -U, the will, -d
+
+#[tokio::test]
+async fn mosquitto_flags_usage_errors_exit_2() {
+    let cases: &[&[&str]] = &[
+        &["sub", "-U", "a/#/b"],
+        &["sub", "-t", "a", "-T", "a/#/b"],
+        &["sub", "-t", "a", "-F", "%m"],
+        &["sub", "-t", "a", "-F", "100%"],
+        &["sub", "-t", "a", "-F", "\\q"],
+        &["sub", "-t", "a", "-F", "%t", "--json"],
+        &["sub", "-t", "a", "-F", "%t", "-v"],
+        &["sub", "-t", "a", "-R", "--retained-only"],
+        &["pub", "-t", "a", "-m", "x", "--will-payload", "p"],
+        &["pub", "-t", "a", "-m", "x", "--will-retain"],
+        &["pub", "-t", "a", "-m", "x", "--will-topic", "w/+"],
+        &["sub", "-t", "a", "--will-topic", "w", "--will-qos", "3"],
+    ];
+    let dead = steadfast_chaos::free_port().to_string();
+    for args in cases {
+        let mut args: Vec<&str> = args.to_vec();
+        args.extend(["-p", &dead, "--no-reconnect"]);
+        let (code, stdout, stderr) = output(&args).await;
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(stdout.is_empty(), "{args:?}: {stdout}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sub_selects_and_formats_messages_like_mosquitto_sub() {
+    let broker = Mosquitto::start().unwrap();
+    let port = broker.port();
+    let ps = port_s(port);
+    mosquitto_pub(port, &["-t", "m/a", "-m", "one", "-r"]);
+    mosquitto_pub(port, &["-t", "m/b", "-m", "two", "-r", "-q", "1"]);
+
+    // -F: the % codes; the newline follows each message.
+    let (code, out, err) = output(&[
+        "sub",
+        "-p",
+        &ps,
+        "-t",
+        "m/#",
+        "-q",
+        "1",
+        "-C",
+        "2",
+        "-F",
+        "%t|%p|%q|%r|%l|%x|100%%",
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let mut lines: Vec<&str> = out.lines().collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        ["m/a|one|0|1|3|6f6e65|100%", "m/b|two|1|1|3|74776f|100%"]
+    );
+    assert!(out.ends_with('\n'));
+
+    // %j: mosquitto_sub's JSON fields.
+    let (code, out, err) = output(&["sub", "-p", &ps, "-t", "m/a", "-C", "1", "-F", "%j"]).await;
+    assert_eq!(code, 0, "{err}");
+    let j: Value = serde_json::from_str(out.trim_end()).unwrap();
+    assert_eq!(
+        keys(&j),
+        sorted(&["tst", "topic", "qos", "retain", "payloadlen", "payload"])
+    );
+    assert_eq!(j["topic"], "m/a");
+    assert_eq!(j["retain"], 1);
+    assert_eq!(j["payloadlen"], 3);
+
+    // -N: no newline.
+    let (code, out, _) = output(&["sub", "-p", &ps, "-t", "m/a", "-C", "1", "-N"]).await;
+    assert_eq!(code, 0);
+    assert_eq!(out, "one");
+    // -N with -F escapes: the format's own separator.
+    let (code, out, _) = output(&[
+        "sub", "-p", &ps, "-t", "m/#", "-C", "2", "-N", "-F", "%p\\t",
+    ])
+    .await;
+    assert_eq!(code, 0);
+    assert!(out == "one\ttwo\t" || out == "two\tone\t", "{out:?}");
+
+    // -T: m/b is left out (and not counted for -C).
+    let (code, out, _) = output(&["sub", "-p", &ps, "-t", "m/#", "-T", "m/b", "-C", "1"]).await;
+    assert_eq!(code, 0);
+    assert_eq!(out, "one\n");
+    let (code, out, _) = output(&["sub", "-p", &ps, "-t", "m/#", "-T", "m/+", "-W", "1"]).await;
+    assert_eq!(code, 0);
+    assert_eq!(out, "");
+
+    // -R: retained messages are left out; a live one is printed.
+    let mut sub = Run::start(&["sub", "-p", &ps, "-t", "m/#", "-R", "-C", "1"]);
+    let printed = {
+        let line = sub.line();
+        tokio::pin!(line);
+        loop {
+            tokio::select! {
+                l = &mut line => break l,
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                    mosquitto_pub(port, &["-t", "m/live", "-m", "live"]);
+                }
+            }
+        }
+    };
+    assert_eq!(printed, "live");
+    assert_eq!(sub.exit().await, 0);
+
+    // --retained-only: both retained ones, then exit 0 at the first live message, unprinted.
+    let mut sub = Run::start(&["sub", "-p", &ps, "-t", "m/#", "--retained-only"]);
+    let mut got = vec![sub.line().await, sub.line().await];
+    got.sort();
+    assert_eq!(got, ["one", "two"]);
+    mosquitto_pub(port, &["-t", "m/live", "-m", "live"]);
+    assert_eq!(sub.exit().await, 0);
+    assert_eq!(
+        tokio::time::timeout(T, sub.out.next_line())
+            .await
+            .unwrap()
+            .unwrap(),
+        None,
+        "nothing after the retained messages"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sub_exits_once_subscribed_and_unsubscribes_a_stored_session() {
+    let broker = Mosquitto::start().unwrap();
+    let port = broker.port();
+    let ps = port_s(port);
+    let id = format!("stf-e-{}", std::process::id());
+
+    // -E: subscribes (into a persistent session: -c) and exits 0 once the SUBACK is in.
+    let (code, out, err) = output(&[
+        "sub", "-p", &ps, "-i", &id, "-c", "-q", "1", "-t", "e/#", "-E",
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "");
+    // The session holds the subscription: a message published now waits for the client.
+    mosquitto_pub(port, &["-t", "e/x", "-m", "queued", "-q", "1"]);
+    let (code, out, err) = output(&[
+        "sub", "-p", &ps, "-i", &id, "-c", "-q", "1", "-t", "e/#", "-C", "1",
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "queued\n");
+
+    // -U with -E: unsubscribes from the stored session and exits.
+    let (code, out, err) = output(&["sub", "-p", &ps, "-i", &id, "-c", "-U", "e/#", "-E"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "");
+    mosquitto_pub(port, &["-t", "e/x", "-m", "after", "-q", "1"]);
+    let (code, out, err) = output(&[
+        "sub",
+        "-p",
+        &ps,
+        "-i",
+        &id,
+        "-c",
+        "-q",
+        "1",
+        "-t",
+        "unrelated/t",
+        "-W",
+        "1",
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "", "the unsubscribed filter no longer gets messages");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_will_is_published_when_the_client_dies_not_when_it_disconnects() {
+    let broker = Mosquitto::start().unwrap();
+    let ps = port_s(broker.port());
+    let will = |topic: &'static str| {
+        vec![
+            "--will-topic",
+            topic,
+            "--will-payload",
+            "gone",
+            "--will-qos",
+            "1",
+            "--will-retain",
+        ]
+    };
+    // SIGKILL: the connection ends without DISCONNECT, so the broker publishes the (retained)
+    // will.
+    let mut args = vec!["sub", "-p", &ps, "-t", "w/in", "--events"];
+    args.extend(will("w/killed"));
+    let mut sub = Run::start(&args);
+    sub.event("connected").await;
+    sub.signal("-KILL");
+    let (code, out, err) = output(&[
+        "sub", "-p", &ps, "-t", "w/killed", "-q", "1", "-v", "-C", "1",
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "w/killed gone\n");
+
+    // Ctrl-C: a graceful DISCONNECT, and no will.
+    let mut args = vec!["sub", "-p", &ps, "-t", "w/in", "--events"];
+    args.extend(will("w/clean"));
+    let mut sub = Run::start(&args);
+    sub.event("connected").await;
+    sub.signal("-INT");
+    sub.event("disconnected").await;
+    assert_eq!(sub.exit().await, 0);
+    let (code, out, _) = output(&["sub", "-p", &ps, "-t", "w/clean", "-W", "1"]).await;
+    assert_eq!(code, 0);
+    assert_eq!(out, "", "no will after a clean disconnect");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debug_prints_the_library_log_without_secrets() {
+    const SECRET: &str = "dbg-S3CRET-pw";
+    let broker = Mosquitto::builder()
+        .password("alice", SECRET)
+        .start()
+        .unwrap();
+    let url = format!("mqtt://alice:{SECRET}@127.0.0.1:{}", broker.port());
+    let (code, out, err) = output(&["sub", "-L", &url, "-t", "d/x", "-E", "-d"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "");
+    assert!(!err.contains(SECRET), "{err}");
+    assert!(
+        !err.contains('\x1b'),
+        "no colours when stderr is not a terminal: {err:?}"
+    );
+    let span = format!(
+        "connection{{attempt=1 server=mqtt://alice:***@127.0.0.1:{}}}",
+        broker.port()
+    );
+    for needle in [
+        " INFO ",
+        "connecting",
+        "connected",
+        "subscribe",
+        "disconnected",
+        &span,
+    ] {
+        assert!(err.contains(needle), "no {needle:?} in:\n{err}");
+    }
+    // A refusal is logged with its reason (and still ends the run with exit 3).
+    let bad = format!("mqtt://alice:wrong-{SECRET}@127.0.0.1:{}", broker.port());
+    let (code, _, err) = output(&["sub", "-L", &bad, "-t", "d/x", "-d"]).await;
+    assert_eq!(code, 3, "{err}");
+    assert!(!err.contains(SECRET), "{err}");
+    assert!(
+        err.contains("WARN") && err.contains("not authorized"),
+        "{err}"
+    );
+    // Without -d, nothing of it.
+    let (code, _, err) = output(&["sub", "-L", &url, "-t", "d/x", "-E"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(err, "");
+}
+
+#[tokio::test]
+async fn completions_man_page_and_help_come_from_the_flags() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let (code, out, err) = output(&["completions", shell]).await;
+        assert_eq!(code, 0, "{shell}: {err}");
+        for flag in ["will-topic", "retained-only", "filter-out", "no-reconnect"] {
+            assert!(out.contains(flag), "{shell} completions lack {flag}");
+        }
+    }
+    let (code, out, err) = output(&["man"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with(".ie") || out.contains(".TH steadfast 1"),
+        "{out}"
+    );
+    for word in ["pub", "sub", "chaos", "completions"] {
+        assert!(out.contains(word), "man page lacks {word}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, err) = output(&["man", "--dir", dir.path().to_str().unwrap()]).await;
+    assert_eq!(code, 0, "{err}");
+    let sub = std::fs::read_to_string(dir.path().join("steadfast-sub.1")).unwrap();
+    assert!(
+        sub.contains("retained\\-only") || sub.contains("retained-only"),
+        "{sub}"
+    );
+
+    // Every subcommand's one-line help is current (no "not implemented").
+    let (code, help, _) = output(&["--help"]).await;
+    assert_eq!(code, 0);
+    assert!(!help.contains("not implemented"), "{help}");
+    for cmd in [
+        "pub",
+        "sub",
+        "rr",
+        "bench",
+        "demo",
+        "chaos",
+        "completions",
+        "man",
+    ] {
+        assert!(help.contains(cmd), "--help lacks {cmd}");
+    }
+    assert!(
+        !help.lines().any(|l| l.trim_start().starts_with("broker ")),
+        "the hidden broker stays hidden: {help}"
+    );
+}
+
+/// A responder (the library): answers each request on `rr/req` on its Response Topic with
+/// "re:" + payload, first with a decoy of other Correlation Data, then with the request's.
+async fn responder(url: &str) -> steadfast::Client {
+    use steadfast::{ClientBuilder, ClientEvent, Message, QoS};
+    let (client, mut events) = ClientBuilder::from_url(url).unwrap().build().unwrap();
+    client
+        .subscribe("rr/req", QoS::AtLeastOnce)
+        .await
+        .expect("responder subscribed");
+    let c = client.clone();
+    tokio::spawn(async move {
+        while let Some(ev) = events.recv().await {
+            let ClientEvent::Message(m) = ev else {
+                continue;
+            };
+            let Some(to) = m.response_topic().map(str::to_string) else {
+                continue;
+            };
+            let reply = |corr: Option<bytes::Bytes>, payload: Vec<u8>| {
+                let reply = Message::new(to.as_str(), payload).qos(QoS::AtLeastOnce);
+                match corr {
+                    Some(corr) => reply.correlation_data(corr),
+                    None => reply,
+                }
+            };
+            let decoy = reply(Some(bytes::Bytes::from_static(b"nope")), b"decoy".to_vec());
+            let _ = c.send(decoy).await;
+            let mut answer = b"re:".to_vec();
+            answer.extend_from_slice(m.payload());
+            let _ = c.send(reply(m.correlation_data().cloned(), answer)).await;
+        }
+    });
+    client
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rr_prints_the_matching_response() {
+    let broker = Mosquitto::start().unwrap();
+    let ps = port_s(broker.port());
+    let _responder = responder(&broker.url()).await;
+    let resp = format!("rr/resp/{}", std::process::id());
+
+    let (code, out, err) = output(&[
+        "rr", "-p", &ps, "-t", "rr/req", "-e", &resp, "-m", "ping", "-q", "1", "-W", "10",
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out, "re:ping\n",
+        "the decoy (other correlation data) is ignored"
+    );
+
+    let (code, out, err) = output(&[
+        "rr", "-p", &ps, "-t", "rr/req", "-e", &resp, "-m", "json", "--json", "-W", "10",
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let m: Value = serde_json::from_str(out.trim_end()).unwrap();
+    assert_eq!(m["topic"], resp.as_str());
+    assert_eq!(m["payload"], "re:json");
+    // 16 hex digits, base64.
+    assert_eq!(
+        m["properties"]["correlation_data"].as_str().map(str::len),
+        Some(24)
+    );
+
+    // Nobody answers: exit 1 after -W.
+    let (code, out, err) = output(&[
+        "rr",
+        "-p",
+        &ps,
+        "-t",
+        "rr/nobody",
+        "-e",
+        &resp,
+        "-m",
+        "x",
+        "-W",
+        "500ms",
+    ])
+    .await;
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(out, "");
+    assert!(err.contains("no response within 500ms"), "{err}");
+
+    // MQTT 3.1.1 has no Response Topic; -e is a topic name, not a filter.
+    for args in [
+        &[
+            "rr", "-p", &ps, "-t", "rr/req", "-e", "r", "-m", "x", "-V", "311",
+        ][..],
+        &["rr", "-p", &ps, "-t", "rr/req", "-e", "r/#", "-m", "x"][..],
+        &["rr", "-p", &ps, "-t", "rr/req", "-m", "x"][..],
+    ] {
+        let (code, _, err) = output(args).await;
+        assert_eq!(code, 2, "{args:?}: {err}");
+    }
+}

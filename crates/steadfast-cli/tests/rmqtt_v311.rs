@@ -6,6 +6,9 @@
 //! The lines are queued while the broker is unreachable (the fault proxy refuses), so the
 //! client sends as many as its window lets it in one burst when the connection comes: without
 //! a bounded window that is all 200, and rmqtt cuts the connection every time.
+//!
+//! Feature `demo` (on by default): the embedded broker.
+#![cfg(feature = "demo")]
 
 use std::collections::HashSet;
 use std::net::SocketAddr;

@@ -15,7 +15,44 @@ use steadfast_proto::{
 
 use crate::client::{Client, Events};
 use crate::store::{SessionSnapshot, Store, StoreError};
-use crate::transport::{Connector, DefaultConnector, TlsConfigError};
+#[cfg(feature = "tls")]
+use crate::transport::TlsConfigError;
+use crate::transport::{Connector, DefaultConnector};
+
+/// Decodes an `application/x-www-form-urlencoded` query: `&`-separated `key=value` pairs, `+`
+/// for a space, `%XX` escapes (a bad escape is kept as written; bytes that are not UTF-8
+/// become U+FFFD). A pair without `=` has an empty value; empty pairs are skipped.
+fn form_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    fn decode(s: &str) -> String {
+        let b = s.as_bytes();
+        let mut out = Vec::with_capacity(b.len());
+        let mut i = 0;
+        while i < b.len() {
+            match b[i] {
+                b'+' => out.push(b' '),
+                b'%' => {
+                    let hex = b
+                        .get(i + 1..i + 3)
+                        .and_then(|h| core::str::from_utf8(h).ok())
+                        .and_then(|h| u8::from_str_radix(h, 16).ok());
+                    if let Some(v) = hex {
+                        out.push(v);
+                        i += 3;
+                        continue;
+                    }
+                    out.push(b'%');
+                }
+                c => out.push(c),
+            }
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+    query.split('&').filter(|p| !p.is_empty()).map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (decode(k), decode(v))
+    })
+}
 
 /// Why [`ClientBuilder::from_url`] or [`ClientBuilder::build`] failed: a URL or an option that
 /// cannot be used. The cause is kept ([`std::error::Error::source`]) where there is one.
@@ -42,8 +79,9 @@ pub enum BuildError {
     UnknownUrlOption(String),
     /// No server is configured.
     NoServer,
-    /// A `quic://` server, with a build made without the `quic` feature.
-    QuicFeatureMissing,
+    /// A server whose scheme needs a cargo feature this build was made without (`mqtts://`
+    /// needs `tls`, `ws://` needs `ws`, `quic://` needs `quic`); the message names it.
+    FeatureMissing(&'static str),
     /// An option that needs MQTT 5, with the protocol set to MQTT 3.1.1.
     NeedsV5 {
         /// The option (`"session expiry"`, `"user properties"`, ...).
@@ -54,6 +92,7 @@ pub enum BuildError {
     /// The session store could not be loaded (the source is the [`StoreError`]).
     Store(StoreError),
     /// The TLS settings cannot be used (the source is the [`TlsConfigError`]).
+    #[cfg(feature = "tls")]
     Tls(TlsConfigError),
     /// [`ClientBuilder::build`] was called outside a tokio runtime.
     NoRuntime,
@@ -66,7 +105,7 @@ impl core::fmt::Display for BuildError {
             BuildError::BadUrlOption { option, value } => write!(f, "bad {option} {value:?}"),
             BuildError::UnknownUrlOption(o) => write!(f, "unknown URL option {o:?}"),
             BuildError::NoServer => f.write_str("no server configured"),
-            BuildError::QuicFeatureMissing => f.write_str(crate::transport::NO_QUIC),
+            BuildError::FeatureMissing(what) => f.write_str(what),
             BuildError::NeedsV5 { option } => {
                 write!(f, "{option} needs MQTT 5, but the protocol is MQTT 3.1.1")
             }
@@ -74,6 +113,7 @@ impl core::fmt::Display for BuildError {
                 "MQTT 3.1.1 needs a client id to resume a session (clean_start false)",
             ),
             BuildError::Store(e) => write!(f, "session store: {e}"),
+            #[cfg(feature = "tls")]
             BuildError::Tls(e) => write!(f, "TLS settings: {e}"),
             BuildError::NoRuntime => f.write_str(
                 "build() must be called inside a tokio runtime (the client's driver is a tokio task)",
@@ -87,6 +127,7 @@ impl std::error::Error for BuildError {
         match self {
             BuildError::Url(e) => Some(e),
             BuildError::Store(e) => Some(e),
+            #[cfg(feature = "tls")]
             BuildError::Tls(e) => Some(e),
             _ => None,
         }
@@ -119,6 +160,7 @@ pub struct ClientBuilder {
     pub(crate) custom_connector: bool,
     pub(crate) seed_pinned: bool,
     pub(crate) event_capacity: usize,
+    #[cfg(feature = "tls")]
     pub(crate) tls: Option<crate::transport::TlsOptions>,
     pub(crate) store: Option<Box<dyn Store>>,
     pub(crate) clean_start_explicit: bool,
@@ -169,6 +211,7 @@ impl ClientBuilder {
             custom_connector: false,
             seed_pinned: false,
             event_capacity: 1024,
+            #[cfg(feature = "tls")]
             tls: None,
             store: None,
             clean_start_explicit: false,
@@ -191,10 +234,9 @@ impl ClientBuilder {
         };
         let server = ServerAddr::parse_url(base).map_err(BuildError::Url)?;
         b.config.servers = vec![server];
-        let query = query.unwrap_or_default().as_bytes();
-        for (k, v) in url::form_urlencoded::parse(query) {
-            match &*k {
-                "client_id" | "clientId" => b = b.client_id(v.to_string()),
+        for (k, v) in form_pairs(query.unwrap_or_default()) {
+            match k.as_str() {
+                "client_id" | "clientId" => b = b.client_id(v),
                 "keep_alive" => {
                     let s: u64 = v.parse().map_err(|_| BuildError::BadUrlOption {
                         option: k.to_string(),
@@ -202,7 +244,7 @@ impl ClientBuilder {
                     })?;
                     b = b.keep_alive(Duration::from_secs(s));
                 }
-                "clean_start" | "clean" => b = b.clean_start(matches!(&*v, "true" | "1")),
+                "clean_start" | "clean" => b = b.clean_start(matches!(v.as_str(), "true" | "1")),
                 "version" | "protocol" => {
                     b = b.protocol(parse_version(&v).ok_or_else(|| BuildError::BadUrlOption {
                         option: k.to_string(),
@@ -592,12 +634,17 @@ impl ClientBuilder {
         if c.servers.is_empty() {
             return Err(BuildError::NoServer);
         }
-        if !cfg!(feature = "quic")
-            && c.servers
-                .iter()
-                .any(|s| s.scheme() == steadfast_proto::server::Scheme::Quic)
+        // The default connector has a transport for each scheme whose feature is compiled in;
+        // a connector of the application's own may have others (unless TLS options set here
+        // replace it with the default one).
+        let default_transports = !self.custom_connector || self.tls_set();
+        if let Some(missing) = c
+            .servers
+            .iter()
+            .find_map(|s| crate::transport::missing_feature(s.scheme()))
+            .filter(|_| default_transports)
         {
-            return Err(BuildError::QuicFeatureMissing);
+            return Err(BuildError::FeatureMissing(missing));
         }
         if c.protocol == ProtocolVersion::V311 {
             let v5_only = [
@@ -655,12 +702,12 @@ impl ClientBuilder {
         let ws_max = usize::try_from(self.config.maximum_packet_size).unwrap_or(usize::MAX);
         // QUIC's idle timeout stays above the MQTT keep-alive, which decides liveness.
         let quic_idle = quic_idle_for(self.config.keep_alive);
-        if let Some(tls) = self.tls.take() {
-            let connector = DefaultConnector::with_tls(tls)
-                .map_err(BuildError::Tls)?
-                .websocket_max_message_size(ws_max)
-                .quic_idle_timeout(quic_idle);
-            self.connector = Arc::new(connector);
+        if let Some(connector) = self.tls_connector()? {
+            self.connector = Arc::new(
+                connector
+                    .websocket_max_message_size(ws_max)
+                    .quic_idle_timeout(quic_idle),
+            );
         } else if !self.custom_connector {
             let shared = shared_default_connector();
             if shared.websocket_max_message() != ws_max || shared.quic_idle() != quic_idle {
@@ -678,6 +725,37 @@ impl ClientBuilder {
             return Err(BuildError::NoRuntime);
         }
         Ok(crate::driver::spawn(self))
+    }
+}
+
+impl ClientBuilder {
+    /// Whether TLS options were set on this builder.
+    fn tls_set(&self) -> bool {
+        #[cfg(feature = "tls")]
+        {
+            self.tls.is_some()
+        }
+        #[cfg(not(feature = "tls"))]
+        {
+            false
+        }
+    }
+
+    /// The connector of the TLS options set on this builder, if any.
+    #[cfg(feature = "tls")]
+    fn tls_connector(&mut self) -> Result<Option<DefaultConnector>, BuildError> {
+        match self.tls.take() {
+            Some(tls) => DefaultConnector::with_tls(tls)
+                .map(Some)
+                .map_err(BuildError::Tls),
+            None => Ok(None),
+        }
+    }
+
+    /// Without the `tls` feature there are no TLS options.
+    #[cfg(not(feature = "tls"))]
+    fn tls_connector(&mut self) -> Result<Option<DefaultConnector>, BuildError> {
+        Ok(None)
     }
 }
 
@@ -747,6 +825,75 @@ mod tests {
         }
     }
 
+    /// Each scheme whose feature is not compiled in is refused by `build`, naming the feature.
+    #[tokio::test]
+    async fn schemes_need_their_features() {
+        let cases = [
+            ("mqtts://127.0.0.1:9", cfg!(feature = "tls"), "`tls`"),
+            ("ws://127.0.0.1:9", cfg!(feature = "ws"), "`ws`"),
+            (
+                "wss://127.0.0.1:9",
+                cfg!(all(feature = "ws", feature = "tls")),
+                "`ws` and `tls`",
+            ),
+            ("mqtt://127.0.0.1:9", true, ""),
+        ];
+        for (url, available, feature) in cases {
+            let built = ClientBuilder::from_url(url).expect("parses").build();
+            match (available, built) {
+                (true, Ok(_)) => {}
+                (false, Err(e)) => assert!(e.to_string().contains(feature), "{url}: {e}"),
+                (true, Err(e)) => panic!("{url}: {e}"),
+                (false, Ok(_)) => panic!("{url} accepted without its feature"),
+            }
+        }
+    }
+
+    /// A connector of the application's own decides for itself which schemes it serves.
+    #[tokio::test]
+    async fn a_custom_connector_may_serve_any_scheme() {
+        struct Refuses;
+        impl Connector for Refuses {
+            fn connect(&self, _: &ServerAddr) -> crate::transport::ConnectFuture {
+                Box::pin(async { Err(steadfast_proto::TransportError::Closed) })
+            }
+        }
+        for url in [
+            "ws://127.0.0.1:9",
+            "wss://127.0.0.1:9",
+            "quic://127.0.0.1:9",
+        ] {
+            let built = ClientBuilder::from_url(url)
+                .expect("parses")
+                .connector(Refuses)
+                .build();
+            assert!(built.is_ok(), "{url}: {:?}", built.err());
+        }
+    }
+
+    /// The query of `from_url`: form-encoded (`+` is a space, `%XX` escapes), unknown keys
+    /// refused.
+    #[test]
+    fn url_query_options() {
+        let b = ClientBuilder::from_url(
+            "mqtt://h?client_id=a+b%2Fc&keep_alive=7&clean_start=0&version=311",
+        )
+        .unwrap();
+        assert_eq!(b.config().client_id.as_str(), "a b/c");
+        assert_eq!(b.config().keep_alive, Duration::from_secs(7));
+        assert!(!b.config().clean_start);
+        assert_eq!(b.config().protocol, ProtocolVersion::V311);
+        let b = ClientBuilder::from_url("mqtt://h?clientId=%zz&").unwrap();
+        assert_eq!(b.config().client_id.as_str(), "%zz");
+        for bad in [
+            "mqtt://h?keep_alive=soon",
+            "mqtt://h?version=6",
+            "mqtt://h?colour=red",
+        ] {
+            assert!(ClientBuilder::from_url(bad).is_err(), "{bad}");
+        }
+    }
+
     /// Each refusal is its own variant, and a refusal with a cause keeps it as its source.
     #[test]
     fn build_errors_are_typed_and_keep_their_cause() {
@@ -795,12 +942,15 @@ mod tests {
             v311().clean_start(false).build().unwrap_err(),
             BuildError::SessionNeedsClientId
         );
-        let tls = ClientBuilder::new()
-            .ca_file("/nonexistent/steadfast-ca.pem")
-            .build()
-            .unwrap_err();
-        assert!(matches!(tls, BuildError::Tls(_)), "{tls:?}");
-        assert!(tls.source().is_some_and(|s| s.is::<TlsConfigError>()));
+        #[cfg(feature = "tls")]
+        {
+            let tls = ClientBuilder::new()
+                .ca_file("/nonexistent/steadfast-ca.pem")
+                .build()
+                .unwrap_err();
+            assert!(matches!(tls, BuildError::Tls(_)), "{tls:?}");
+            assert!(tls.source().is_some_and(|s| s.is::<TlsConfigError>()));
+        }
     }
 
     #[test]

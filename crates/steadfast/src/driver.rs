@@ -3,6 +3,14 @@
 //! It feeds the sans-IO [`Connection`] with bytes, time and commands, writes what it transmits,
 //! opens and closes transports when it asks, and sleeps until its earliest deadline. A reconnect
 //! is not a special path here: the core asks for a new transport and the same session goes on.
+//!
+//! It also logs, through `tracing` (target `steadfast`): a span `connection` per connect
+//! attempt (fields `attempt`, `server`, shown with `user:***@` at most), and in it an event per
+//! lifecycle change: INFO for attempts, connections, backoff delays, resubscriptions and the
+//! application's disconnect; WARN for failed attempts (refusals included, with their reason),
+//! lost connections with their reason, refused resubscriptions, session loss and going
+//! dormant; ERROR for fatal refusals and store failures; DEBUG for the transport opening and
+//! the application's commands. No event carries a password, authentication data or a payload.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -135,6 +143,7 @@ fn new_driver(mut b: ClientBuilder) -> (Box<Driver>, Client, Events) {
         reauth: None,
         wake_requested: wake_requested.clone(),
         acks: Vec::new(),
+        span: tracing::Span::none(),
     });
     (
         driver,
@@ -184,6 +193,9 @@ struct Driver {
     wake_requested: Arc<std::sync::atomic::AtomicBool>,
     /// Manual acknowledgements taken, answered once the store commit after them is done.
     acks: Vec<Reply<()>>,
+    /// The span of the current connect attempt and the connection it makes (see the module
+    /// docs); entered only while logging, never across an await.
+    span: tracing::Span,
 }
 
 #[allow(clippy::large_enum_variant)] // short-lived, one per loop turn
@@ -333,6 +345,9 @@ impl Driver {
             match wake {
                 Wake::Connected(Ok(t)) => {
                     connecting = None;
+                    self.span.in_scope(
+                        || tracing::debug!(target: "steadfast", "transport open, sending CONNECT"),
+                    );
                     transport = Some(t);
                     wbuf = Bytes::new();
                     self.conn.handle_transport_open(now);
@@ -451,6 +466,9 @@ impl Driver {
                     reply,
                 } = *cmd;
                 let names: Vec<String> = filters.iter().map(|f| f.filter.to_string()).collect();
+                self.span.in_scope(
+                    || tracing::debug!(target: "steadfast", filters = ?names, "subscribe"),
+                );
                 match self.conn.subscribe(filters, properties, now) {
                     Ok(token) => {
                         // Handles of a filter share it: every one of them keeps receiving
@@ -493,6 +511,10 @@ impl Driver {
                     properties,
                     reply,
                 } = *cmd;
+                self.span.in_scope(|| {
+                    let names: Vec<&str> = filters.iter().map(|f| f.as_str()).collect();
+                    tracing::debug!(target: "steadfast", filters = ?names, "unsubscribe")
+                });
                 for f in &filters {
                     self.routes.retain(|r| r.filter != f.as_str());
                 }
@@ -507,6 +529,8 @@ impl Driver {
             }
             Command::Disconnect(cmd) => {
                 let (options, reply) = *cmd;
+                self.span
+                    .in_scope(|| tracing::debug!(target: "steadfast", "disconnect requested"));
                 if self.conn.state() == State::Closed {
                     let _ = reply.send(());
                 } else {
@@ -514,7 +538,11 @@ impl Driver {
                     self.conn.disconnect(options, now);
                 }
             }
-            Command::ReconnectNow => self.conn.reconnect_now(now),
+            Command::ReconnectNow => {
+                self.span
+                    .in_scope(|| tracing::debug!(target: "steadfast", "reconnect_now requested"));
+                self.conn.reconnect_now(now)
+            }
             Command::Ack(cmd) => {
                 let (token, reply) = *cmd;
                 match self.conn.ack(token, now) {
@@ -631,6 +659,8 @@ impl Driver {
     }
 
     async fn store_failed(&mut self, e: crate::store::StoreError) {
+        self.span
+            .in_scope(|| tracing::error!(error = %e, "the session store failed: the client stops"));
         let at = SystemTime::now();
         let event = steadfast_proto::Lifecycle::Fatal {
             reason: steadfast_proto::Reason::Storage(e.to_string()),
@@ -656,6 +686,7 @@ impl Driver {
         {
             match ev {
                 Event::Lifecycle { at, event } => {
+                    self.log(&event);
                     let at = self.to_system(at);
                     self.lifecycle.0.push(self.sent, at, event);
                 }
@@ -695,6 +726,88 @@ impl Driver {
                 }
                 Event::Store(_) => {}
             }
+        }
+    }
+
+    /// Logs a lifecycle event (see the module docs); a `Connecting` starts a new span.
+    fn log(&mut self, event: &steadfast_proto::Lifecycle) {
+        use steadfast_proto::Lifecycle as L;
+        use tracing::{error, info, warn};
+        if let L::Connecting { attempt, server } = event {
+            self.span = tracing::info_span!(
+                target: "steadfast",
+                "connection",
+                attempt = *attempt,
+                server = %server
+            );
+        }
+        let _in = self.span.enter();
+        let ms = |d: &Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        match event {
+            L::Connecting { .. } => info!(target: "steadfast", "connecting"),
+            L::Connected {
+                session_present,
+                granted,
+                ..
+            } => info!(
+                target: "steadfast",
+                session_present = *session_present,
+                keep_alive_s = granted.keep_alive.as_secs(),
+                receive_maximum = granted.receive_maximum,
+                "connected"
+            ),
+            L::ConnectFailed { reason, .. } => {
+                warn!(target: "steadfast", %reason, "connect attempt failed")
+            }
+            L::BadServerReference { reference, error } => warn!(
+                target: "steadfast",
+                reference = %reference,
+                %error,
+                "ignored a Server Reference that does not parse"
+            ),
+            L::ConnectionLost { reason, uptime } => warn!(
+                target: "steadfast",
+                %reason,
+                initiator = %reason.initiator(),
+                uptime_ms = ms(uptime),
+                "connection lost"
+            ),
+            L::Reconnecting { attempt, delay } => info!(
+                target: "steadfast",
+                next_attempt = *attempt,
+                delay_ms = ms(delay),
+                "reconnecting after the backoff delay"
+            ),
+            L::Resubscribed { filters, granted } => {
+                let filters: Vec<&str> = filters.iter().map(|f| f.as_str()).collect();
+                let granted: Vec<u8> = granted.iter().map(|c| *c as u8).collect();
+                info!(
+                    target: "steadfast",
+                    filters = ?filters,
+                    granted = ?granted,
+                    "resubscribed"
+                )
+            }
+            L::ResubscribeFailed { filter, error } => warn!(
+                target: "steadfast",
+                filter = filter.as_str(),
+                %error,
+                "resubscription failed"
+            ),
+            L::SessionLost { republished } => warn!(
+                target: "steadfast",
+                republished = *republished,
+                "the broker lost the session"
+            ),
+            L::Dormant { attempts } => warn!(
+                target: "steadfast",
+                attempts = *attempts,
+                "dormant: no more attempts until woken"
+            ),
+            L::Fatal { reason } => {
+                error!(target: "steadfast", %reason, "fatal: no more attempts")
+            }
+            L::Disconnected => info!(target: "steadfast", "disconnected"),
         }
     }
 

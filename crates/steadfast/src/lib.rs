@@ -53,6 +53,7 @@ mod message;
 mod received;
 mod ring;
 pub mod store;
+#[cfg(feature = "tls")]
 mod tls_options;
 pub mod transport;
 

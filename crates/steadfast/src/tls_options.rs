@@ -79,8 +79,9 @@ impl ClientBuilder {
         self.tls_with(|o| o.client_cert_pem(cert, key))
     }
 
-    /// Accepts any server certificate (tests only): prints
-    /// `WARNING: TLS certificate verification is disabled` to stderr once. See
+    /// Accepts any server certificate (tests only): logs the warning
+    /// `WARNING: TLS certificate verification is disabled` (a `tracing` event at level WARN)
+    /// once per process. See
     /// [`TlsOptions::danger_accept_invalid_certs`].
     pub fn danger_accept_invalid_certs(self, on: bool) -> Self {
         self.tls_with(|o| o.danger_accept_invalid_certs(on))

@@ -13,6 +13,9 @@
 //! - `manual_acks_with_a_store_process_each_qos2_message_once_across_a_kill`: a consumer with
 //!   manual acks killed while it holds a message unacknowledged gets that one again after the
 //!   restart, and none of those it acknowledged.
+//!
+//! Feature `durable-store`.
+#![cfg(feature = "durable-store")]
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};

@@ -1,5 +1,8 @@
 //! The durable store refuses what it must not use, with a clear error and never a panic:
 //! another client's store, another format version, damaged or foreign files.
+//!
+//! Feature `durable-store`.
+#![cfg(feature = "durable-store")]
 
 use std::time::Duration;
 

@@ -2,6 +2,9 @@
 //! run time: a good certificate, an expired one, one for another host, one from an unknown
 //! CA, mutual TLS with and without a client certificate, insecure mode, reconnection after
 //! a broker crash, and no password in any `Debug` output.
+//!
+//! Feature `tls` (on by default).
+#![cfg(feature = "tls")]
 
 mod transport_support;
 
@@ -328,7 +331,8 @@ fn bad_tls_files_fail_at_build() {
 }
 
 /// The insecure-mode test runs in a child process (this test binary, filtered to
-/// `insecure_child`) so that its stderr can be checked for the warning.
+/// `insecure_child`) so that its log can be checked for the warning: the child sends the
+/// library's `tracing` events to its stderr.
 #[test]
 fn insecure_mode_connects_to_wrong_host_and_warns_once() {
     let pki = Pki::generate();
@@ -363,6 +367,10 @@ fn insecure_child() {
     let Ok(url) = std::env::var("STEADFAST_INSECURE_CHILD_URL") else {
         return;
     };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
     run(Duration::from_secs(20), async move {
         for _ in 0..2 {
             let topic = uid("tls/insecure");

@@ -1,6 +1,9 @@
 //! `ws://` and `wss://` through a WebSocket-to-TCP bridge in front of a private Mosquitto
 //! (Mosquitto here cannot listen on WebSockets): round trips, large and many small packets,
 //! and reconnection after the broker or the bridge goes away.
+//!
+//! Features `ws` and `tls`.
+#![cfg(all(feature = "ws", feature = "tls"))]
 
 mod transport_support;
 

@@ -13,7 +13,6 @@ use steadfast_chaos::mosquitto::Mosquitto;
 
 use super::util::{self, get_header, ns_since, put_header, quantile};
 use super::BenchArgs;
-use crate::events::Obj;
 
 /// How long a client may take to connect (and subscribe).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -252,24 +251,24 @@ pub async fn run(args: &BenchArgs) -> Result<ExitCode, String> {
     println!("latency p50 {p50:.0} us, p99 {p99:.0} us, p99.9 {p999:.0} us, max {max:.0} us");
     if args.json {
         let round = |x: f64| (x * 10.0).round() / 10.0;
-        let line = Obj::new()
-            .field("qos", qos as u8)
-            .field("count", args.count)
-            .field("payload_size", args.payload_size as u64)
-            .field("publishers", p_count as u64)
-            .field("subscribers", s_count as u64)
-            .field("elapsed_s", (elapsed.as_secs_f64() * 1e6).round() / 1e6)
-            .field("msgs_per_s", rate.round())
-            .field("sent", total_sent)
-            .field("received", got)
-            .field("expected", expected)
-            .field("lost", lost)
-            .field("duplicates", dups)
-            .field("p50_us", round(p50))
-            .field("p99_us", round(p99))
-            .field("p999_us", round(p999))
-            .field("max_us", round(max))
-            .finish();
+        let line = crate::events::to_json(&Report {
+            qos: qos as u8,
+            count: args.count,
+            payload_size: args.payload_size as u64,
+            publishers: p_count as u64,
+            subscribers: s_count as u64,
+            elapsed_s: (elapsed.as_secs_f64() * 1e6).round() / 1e6,
+            msgs_per_s: rate.round(),
+            sent: total_sent,
+            received: got,
+            expected,
+            lost,
+            duplicates: dups,
+            p50_us: round(p50),
+            p99_us: round(p99),
+            p999_us: round(p999),
+            max_us: round(max),
+        });
         println!("{line}");
     }
     Ok(if pub_errors.is_empty() {
@@ -277,6 +276,27 @@ pub async fn run(args: &BenchArgs) -> Result<ExitCode, String> {
     } else {
         ExitCode::from(crate::exit::RUNTIME)
     })
+}
+
+/// The `--json` line of a throughput run (the fields of the help text, in that order).
+#[derive(serde::Serialize)]
+struct Report {
+    qos: u8,
+    count: u64,
+    payload_size: u64,
+    publishers: u64,
+    subscribers: u64,
+    elapsed_s: f64,
+    msgs_per_s: f64,
+    sent: u64,
+    received: u64,
+    expected: u64,
+    lost: u64,
+    duplicates: u64,
+    p50_us: f64,
+    p99_us: f64,
+    p999_us: f64,
+    max_us: f64,
 }
 
 /// Reads (and drops) a client's events; messages go to the subscription handles.

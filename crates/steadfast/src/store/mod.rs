@@ -10,15 +10,18 @@
 //!
 //! Batches are group commits: while one commit runs, further commands accumulate into the next.
 //!
-//! Two stores come with the crate: [`DurableStore`] (an SQLite database in a directory; survives
-//! a crash and a reboot) and [`MemoryStore`] (this process only; for tests).
+//! Two stores come with the crate: `DurableStore` (feature `durable-store`: an SQLite database in
+//! a directory; survives a crash and a reboot) and [`MemoryStore`] (this process only; for
+//! tests). An application can implement [`Store`] over its own storage.
 
+#[cfg(feature = "durable-store")]
 mod durable;
 mod memory;
 
 use std::future::Future;
 use std::pin::Pin;
 
+#[cfg(feature = "durable-store")]
 pub use durable::{DurableStore, DB_FILE, FORMAT_VERSION};
 pub use memory::MemoryStore;
 pub use steadfast_proto::session::persist::{

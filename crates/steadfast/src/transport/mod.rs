@@ -7,24 +7,33 @@
 //! | scheme | transport | default port |
 //! |---|---|---|
 //! | `mqtt://`, `tcp://` | TCP | 1883 |
-//! | `mqtts://`, `ssl://` | TLS over TCP (rustls) | 8883 |
-//! | `ws://` | WebSocket (subprotocol `mqtt`, path default `/mqtt`) | 80 |
-//! | `wss://` | WebSocket over TLS | 443 |
+//! | `mqtts://`, `ssl://` | TLS over TCP (rustls; feature `tls`) | 8883 |
+//! | `ws://` | WebSocket (subprotocol `mqtt`, path default `/mqtt`; feature `ws`) | 80 |
+//! | `wss://` | WebSocket over TLS (features `ws` and `tls`) | 443 |
 //! | `quic://`, `mqtt-quic://` | MQTT over QUIC (feature `quic`; ALPN `mqtt`, one bidirectional stream) | UDP 14567 |
+//!
+//! A scheme whose feature is not compiled in is refused by
+//! [`ClientBuilder::build`](crate::ClientBuilder::build) with an error that names the feature
+//! (unless the application gives a [`Connector`] of its own, which serves what it serves);
+//! when such a server comes from a broker's redirect, [`DefaultConnector`] fails the attempt
+//! with [`TransportError::Io`] naming the feature, and the client goes on with its servers.
 //!
 //! Every handshake (TCP, TLS, WebSocket, QUIC) happens inside the connect future, so the core's
 //! connect timeout covers all of it. Certificate problems come back as
-//! [`TransportError::TlsFatal`], which the core never retries; see [`TlsOptions`] for the
-//! TLS settings.
+//! [`TransportError::TlsFatal`], which the core never retries; see `TlsOptions` (feature
+//! `tls`) for the TLS settings.
 
 #[cfg(feature = "quic")]
 mod quic;
 mod tcp;
+#[cfg(feature = "tls")]
 mod tls;
+#[cfg(feature = "ws")]
 mod ws;
 
 use std::future::Future;
 use std::pin::Pin;
+#[cfg(feature = "tls")]
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -34,16 +43,34 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 /// The rustls version this crate is built with, for
 /// [`TlsOptions::client_config`] and [`ClientBuilder::tls_client_config`](crate::ClientBuilder::tls_client_config).
+#[cfg(feature = "tls")]
 pub use rustls;
 
 #[cfg(feature = "quic")]
 pub use quic::quic_idle_timeout;
 pub use tcp::TcpConnector;
+#[cfg(feature = "tls")]
 pub use tls::{TlsConfigError, TlsOptions};
 
-/// Why a `quic://` server cannot be used by a build without the `quic` feature.
-pub(crate) const NO_QUIC: &str =
-    "quic:// needs the `quic` feature of steadfast, and this build was made without it";
+/// Why a server of this scheme cannot be used by this build: the cargo feature it needs is not
+/// compiled in. `None` when the scheme is available.
+pub(crate) fn missing_feature(scheme: Scheme) -> Option<&'static str> {
+    const NO_TLS: &str =
+        "mqtts:// and ssl:// need the `tls` feature of steadfast, and this build was made without it";
+    const NO_WS: &str =
+        "ws:// needs the `ws` feature of steadfast, and this build was made without it";
+    const NO_WSS: &str =
+        "wss:// needs the `ws` and `tls` features of steadfast, and this build was made without them";
+    const NO_QUIC: &str =
+        "quic:// needs the `quic` feature of steadfast, and this build was made without it";
+    match scheme {
+        Scheme::Mqtt => None,
+        Scheme::Mqtts => (!cfg!(feature = "tls")).then_some(NO_TLS),
+        Scheme::Ws => (!cfg!(feature = "ws")).then_some(NO_WS),
+        Scheme::Wss => (!cfg!(all(feature = "ws", feature = "tls"))).then_some(NO_WSS),
+        Scheme::Quic => (!cfg!(feature = "quic")).then_some(NO_QUIC),
+    }
+}
 
 /// A bidirectional byte stream to a broker.
 pub trait Transport: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
@@ -66,10 +93,11 @@ pub trait Connector: Send + Sync + 'static {
 /// TCP, TLS, WebSocket, WebSocket over TLS or QUIC from each server URL's scheme (see the
 /// [module docs](self)), so failover between, say, `mqtts://` and `wss://` servers works.
 ///
-/// TLS settings come from [`TlsOptions`]. Without any, TLS verifies the server against the
-/// operating system's root certificates, which are loaded at the first TLS connect.
+/// TLS settings come from `TlsOptions` (feature `tls`). Without any, TLS verifies the server
+/// against the operating system's root certificates, which are loaded at the first TLS connect.
 ///
 /// ```
+/// # #[cfg(feature = "tls")] {
 /// use steadfast::transport::{DefaultConnector, TlsOptions};
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -83,10 +111,13 @@ pub trait Connector: Send + Sync + 'static {
 /// let tls = DefaultConnector::with_tls(TlsOptions::new().ca_file(&ca));
 /// assert!(tls.is_err());
 /// # Ok(()) }
+/// # }
 /// ```
 #[derive(Clone)]
 pub struct DefaultConnector {
+    #[cfg(feature = "tls")]
     options: Arc<TlsOptions>,
+    #[cfg(feature = "tls")]
     tls: Arc<OnceLock<Result<Arc<tls::TlsContext>, TlsConfigError>>>,
     /// The largest WebSocket message or frame accepted from a server.
     ws_max_message: usize,
@@ -108,7 +139,9 @@ const DEFAULT_QUIC_IDLE: Duration = Duration::from_secs(120);
 impl Default for DefaultConnector {
     fn default() -> Self {
         DefaultConnector {
+            #[cfg(feature = "tls")]
             options: Arc::default(),
+            #[cfg(feature = "tls")]
             tls: Arc::default(),
             ws_max_message: DEFAULT_WS_MAX_MESSAGE,
             quic_idle: Some(DEFAULT_QUIC_IDLE),
@@ -120,16 +153,17 @@ impl Default for DefaultConnector {
 
 impl core::fmt::Debug for DefaultConnector {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("DefaultConnector")
-            .field("tls", &*self.options)
-            .field("ws_max_message", &self.ws_max_message)
+        let mut d = f.debug_struct("DefaultConnector");
+        #[cfg(feature = "tls")]
+        d.field("tls", &*self.options);
+        d.field("ws_max_message", &self.ws_max_message)
             .field("quic_idle", &self.quic_idle)
             .finish()
     }
 }
 
 impl DefaultConnector {
-    /// A connector with default TLS settings (system roots, full verification).
+    /// A connector with default settings (with feature `tls`: system roots, full verification).
     pub fn new() -> Self {
         DefaultConnector::default()
     }
@@ -138,7 +172,8 @@ impl DefaultConnector {
     /// and checked now, so a bad path or a key that does not match its certificate is an error
     /// here rather than at every connect attempt. With
     /// [`danger_accept_invalid_certs`](TlsOptions::danger_accept_invalid_certs) this prints a
-    /// warning to stderr (once per process).
+    /// warning (once per process) through `tracing`. Feature `tls`.
+    #[cfg(feature = "tls")]
     pub fn with_tls(options: TlsOptions) -> Result<Self, TlsConfigError> {
         let context = tls::TlsContext::new(&options)?;
         let cell = OnceLock::new();
@@ -155,6 +190,7 @@ impl DefaultConnector {
 
     /// The largest WebSocket message (and frame) accepted from a `ws://` or `wss://` server, in
     /// bytes; a larger one ends the connection with an I/O error instead of being buffered.
+    /// Without the `ws` feature it is kept and unused.
     /// The default is 16 MiB, the client's default maximum packet size, and
     /// [`ClientBuilder::build`](crate::ClientBuilder::build) sets it to the builder's
     /// [`maximum_packet_size`](crate::ClientBuilder::maximum_packet_size) unless a connector
@@ -195,11 +231,13 @@ impl DefaultConnector {
         self.quic_sockets.rebind()
     }
 
-    /// The TLS settings.
+    /// The TLS settings. Feature `tls`.
+    #[cfg(feature = "tls")]
     pub fn tls_options(&self) -> &TlsOptions {
         &self.options
     }
 
+    #[cfg(feature = "tls")]
     fn tls_context(&self) -> Result<Arc<tls::TlsContext>, TransportError> {
         self.tls
             .get_or_init(|| tls::TlsContext::new(&self.options).map(Arc::new))
@@ -211,17 +249,24 @@ impl DefaultConnector {
 impl Connector for DefaultConnector {
     fn connect(&self, server: &ServerAddr) -> ConnectFuture {
         let url = server.clone();
+        #[cfg_attr(not(any(feature = "tls", feature = "ws")), allow(unused_variables))]
         let this = self.clone();
         Box::pin(async move {
+            if let Some(missing) = missing_feature(url.scheme()) {
+                return Err(TransportError::Io(missing.into()));
+            }
             match url.scheme() {
                 Scheme::Mqtt => {
                     Ok(Box::new(tcp::connect_tcp(url.host(), url.port()).await?) as BoxTransport)
                 }
+                #[cfg(feature = "tls")]
                 Scheme::Mqtts => this.tls_context()?.connect(url.host(), url.port()).await,
+                #[cfg(feature = "ws")]
                 Scheme::Ws => {
                     let tcp = tcp::connect_tcp(url.host(), url.port()).await?;
                     ws::connect(Box::new(tcp), &url, this.ws_max_message).await
                 }
+                #[cfg(all(feature = "ws", feature = "tls"))]
                 Scheme::Wss => {
                     let stream = this.tls_context()?.connect(url.host(), url.port()).await?;
                     ws::connect(stream, &url, this.ws_max_message).await
@@ -237,8 +282,11 @@ impl Connector for DefaultConnector {
                     )
                     .await
                 }
-                #[cfg(not(feature = "quic"))]
-                Scheme::Quic => Err(TransportError::io(std::io::ErrorKind::Unsupported, NO_QUIC)),
+                #[allow(unreachable_patterns)] // every scheme is compiled in
+                other => Err(TransportError::io(
+                    std::io::ErrorKind::Unsupported,
+                    format!("{other:?}: no transport in this build"),
+                )),
             }
         })
     }

@@ -58,7 +58,8 @@ const ACCEPTED_SERVERS: usize = 32;
 /// TLS sessions remembered for resumption, per connector.
 const SESSION_CACHE: usize = 32;
 
-/// The text printed (once per process) when certificate verification is turned off.
+/// The warning logged (once per process, through `tracing`) when certificate verification is
+/// turned off.
 pub(crate) const INSECURE_WARNING: &str = "WARNING: TLS certificate verification is disabled \
      (danger_accept_invalid_certs): the connection is encrypted, but the server is not authenticated";
 
@@ -239,8 +240,8 @@ impl TlsOptions {
 
     /// Accepts any server certificate: expired, self-signed, for another name. The connection
     /// is still encrypted but anyone in the path can impersonate the broker. For tests only;
-    /// turning it on prints `WARNING: TLS certificate verification is disabled` to stderr
-    /// (once per process) when the connector is built.
+    /// turning it on logs `WARNING: TLS certificate verification is disabled` (a `tracing`
+    /// event at level WARN, once per process) when the connector is built.
     pub fn danger_accept_invalid_certs(mut self, on: bool) -> Self {
         self.accept_invalid_certs = on;
         self
@@ -358,7 +359,7 @@ impl TlsContext {
         let (verifier, trust): (Arc<dyn ServerCertVerifier>, String) =
             if options.accept_invalid_certs {
                 static WARN: Once = Once::new();
-                WARN.call_once(|| eprintln!("{INSECURE_WARNING}"));
+                WARN.call_once(|| tracing::warn!("{INSECURE_WARNING}"));
                 (
                     Arc::new(AcceptAnyCert(provider.clone())),
                     "nothing (verification is off)".to_string(),
