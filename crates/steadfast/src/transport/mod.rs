@@ -35,7 +35,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 #[cfg(feature = "quic")]
 pub use quic::quic_idle_timeout;
 pub use tcp::TcpConnector;
-pub use tls::{TlsConfigError, TlsOptions};
+pub use tls::{TlsConfigError, TlsHandshakes, TlsOptions};
 
 /// Why a `quic://` server cannot be used by a build without the `quic` feature.
 pub(crate) const NO_QUIC: &str =
@@ -189,6 +189,26 @@ impl DefaultConnector {
     #[cfg(feature = "quic")]
     pub fn rebind_quic(&self) -> std::io::Result<usize> {
         self.quic_sockets.rebind()
+    }
+
+    /// How many TLS handshakes this connector and its clones completed (over TCP for
+    /// `mqtts://` and `wss://`, and inside QUIC), full and resumed: compare two readings to
+    /// tell whether the connects between them resumed a TLS session. All zero before the
+    /// first TLS connect.
+    ///
+    /// Reconnects resume: the connector keeps its TLS configurations and the session tickets
+    /// the broker sent, so a reconnect to a broker that issued a ticket (and still knows it)
+    /// makes a resumed handshake (TLS 1.3 PSK with a new key exchange, or a TLS 1.2 session),
+    /// which skips the certificates. Over TCP and QUIC alike this is 1-RTT resumption; 0-RTT
+    /// early data is never sent, since a replayed CONNECT or PUBLISH is not harmless. The
+    /// tickets live in the connector: a client built with a clone of it (or
+    /// [`ClientBuilder::connector`](crate::ClientBuilder::connector)) resumes sessions that
+    /// another made.
+    pub fn tls_handshakes(&self) -> TlsHandshakes {
+        match self.tls.get() {
+            Some(Ok(t)) => t.handshakes(),
+            _ => TlsHandshakes::default(),
+        }
     }
 
     /// The TLS settings.
