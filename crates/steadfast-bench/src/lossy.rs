@@ -610,6 +610,9 @@ fn report(a: &LossyArgs, cells: &[(f64, &str, Cell)], rc: &[reconnect::Row]) -> 
     md
 }
 
+/// A plot: file name, title, y axis, the value drawn.
+type Figure = (&'static str, String, &'static str, fn(&Cell) -> f64);
+
 fn plots(a: &LossyArgs, cells: &[(f64, &str, Cell)]) {
     let _ = std::fs::create_dir_all(&a.img);
     let groups: Vec<String> = a.losses.iter().map(|l| format!("{l}% loss")).collect();
@@ -632,7 +635,7 @@ fn plots(a: &LossyArgs, cells: &[(f64, &str, Cell)]) {
             })
             .collect()
     };
-    let figs: [(&str, String, &str, fn(&Cell) -> f64); 3] = [
+    let figs: [Figure; 3] = [
         (
             "lossy-latency-p99.svg",
             format!(
@@ -700,9 +703,11 @@ pub async fn child(a: NetChildArgs) -> Result<(), String> {
                 &a.url,
                 &connector,
                 &a.run_id,
-                a.rate,
-                a.seconds,
-                a.payload,
+                transport::Pace {
+                    rate: a.rate,
+                    secs: a.seconds,
+                    payload: a.payload,
+                },
                 Duration::from_secs(60),
                 || {
                     if outage {

@@ -162,18 +162,32 @@ pub struct Paced {
     pub duplicates: u64,
 }
 
-/// QoS 1 messages of `payload` bytes at `rate` per second for `secs`, then waits (at most
-/// `grace`) until all have arrived. `on_start` runs once publishing has begun.
+/// What a fixed-rate run sends.
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    /// Messages per second.
+    pub rate: f64,
+    /// For this long.
+    pub secs: f64,
+    /// Payload bytes (at least the 16-byte header).
+    pub payload: usize,
+}
+
+/// QoS 1 messages at `pace`, then waits (at most `grace`) until all have arrived. `on_start`
+/// runs once publishing has begun.
 pub async fn paced(
     url: &str,
     connector: &DefaultConnector,
     run_id: &str,
-    rate: f64,
-    secs: f64,
-    payload: usize,
+    pace: Pace,
     grace: Duration,
     on_start: impl FnOnce(),
 ) -> Result<Paced, String> {
+    let Pace {
+        rate,
+        secs,
+        payload,
+    } = pace;
     let (publisher, sub, mut stream, topic) = pair(url, connector, run_id).await?;
     let count = (rate * secs).round() as u64;
     let receiver = tokio::spawn(async move {
