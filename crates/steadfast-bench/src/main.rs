@@ -3,6 +3,8 @@
 //! ```text
 //! cargo run --release -p steadfast-bench -- all    # the whole comparison (about 15 minutes)
 //! cargo run --release -p steadfast-bench -- e2e    # 1 pub, 1 sub, 64 B, QoS 0/1/2
+//! cargo run --release -p steadfast-bench -- reconnect   # reconnect time, TCP / TLS / QUIC
+//! sudo cargo run --release -p steadfast-bench -- lossy  # TCP / TLS / QUIC on a lossy link
 //! ```
 //!
 //! Every measurement runs one client library in a child process of its own (this binary,
@@ -20,8 +22,12 @@ use serde_json::json;
 
 mod clients;
 mod common;
+mod lossy;
+mod net;
 mod plot;
+mod reconnect;
 mod report;
+mod transport;
 
 use clients::CLIENTS;
 use common::{Measured, Scenario};
@@ -44,6 +50,23 @@ enum Cmd {
     /// The e2e bench: 1 publisher, 1 subscriber, 64 B, QoS 0/1/2: msgs/s (flood) and p50/p99
     /// latency (at a fixed 5,000 msg/s).
     E2e(RunArgs),
+    /// steadfast alone: reconnect time (transport start to CONNACK) over TCP, TLS over TCP and
+    /// QUIC, with full and resumed TLS handshakes, on loopback through one Mosquitto.
+    Reconnect {
+        /// Connects per case.
+        #[arg(long, default_value_t = 200)]
+        count: usize,
+        /// Where reconnect.md goes.
+        #[arg(long, default_value = "target/steadfast-bench")]
+        out: PathBuf,
+    },
+    /// steadfast alone: TCP, TLS and QUIC on a link with 100 ms RTT and 0, 2 and 5% loss, in a
+    /// network namespace this creates (needs root): QoS 1 latency at 50 msg/s, throughput,
+    /// recovery after a 3 s outage, reconnect time.
+    Lossy(lossy::LossyArgs),
+    /// Internal: one measurement of `lossy`, run inside the client namespace.
+    #[command(hide = true)]
+    NetChild(lossy::NetChildArgs),
     /// Redraws the plots (and prints the report) from a results.json of `all`.
     Replot {
         /// The results file.
@@ -161,6 +184,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Cmd::Child(a) => child(a),
+        Cmd::Reconnect { count, out } => on_runtime(async move {
+            let md = reconnect::run(count, &out).await?;
+            println!("{md}");
+            Ok(())
+        }),
+        Cmd::Lossy(a) => lossy::run(a),
+        Cmd::NetChild(a) => on_runtime(lossy::child(a)),
         Cmd::Replot { from, img } => replot(&from, &img),
         Cmd::All(a) => {
             let mut cases = throughput_cases(a.scale_down.max(1));
@@ -177,6 +207,37 @@ fn main() -> ExitCode {
                 .collect();
             cases.extend(latency_cases(a.scale_down.max(1)));
             compare(&a, cases, false)
+        }
+    }
+}
+
+/// Runs `f` on a 2-worker tokio runtime; an error is printed.
+fn on_runtime(
+    f: impl std::future::Future<Output = Result<(), String>> + Send + 'static,
+) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let r = rt.block_on(async move {
+        match tokio::spawn(f).await {
+            Ok(r) => r,
+            Err(e) => Err(format!("panicked: {e}")),
+        }
+    });
+    rt.shutdown_timeout(Duration::from_secs(1));
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
         }
     }
 }

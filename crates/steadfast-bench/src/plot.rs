@@ -134,3 +134,65 @@ pub fn latency_svg(
         |m| m.p99_us,
     )
 }
+
+/// Grouped bars from plain values: `values[g][s]` is series `s` in group `g`.
+pub fn grouped_bars(
+    path: &Path,
+    title: &str,
+    y_desc: &str,
+    groups: &[String],
+    series: &[String],
+    values: &[Vec<f64>],
+) -> Result<(), Box<dyn std::error::Error>> {
+    let width = series.len() as f64 + 1.0;
+    let y_max = values.iter().flatten().fold(1.0f64, |a, &b| a.max(b)) * 1.15;
+    let root = SVGBackend::new(path, (860, 460)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let x_max = groups.len() as f64 * width;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 17))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(80)
+        .build_cartesian_2d(0f64..x_max, 0f64..y_max)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(groups.len() * 4)
+        .x_label_formatter(&|x| {
+            let g = (x / width).floor() as usize;
+            let centre = g as f64 * width + width / 2.0;
+            if (x - centre).abs() < width / 8.0 {
+                groups.get(g).cloned().unwrap_or_default()
+            } else {
+                String::new()
+            }
+        })
+        .y_label_formatter(&|y| format!("{y:.0}"))
+        .y_desc(y_desc)
+        .draw()?;
+    for (k, name) in series.iter().enumerate() {
+        let color = COLORS[k % COLORS.len()];
+        let rects: Vec<Rectangle<(f64, f64)>> = values
+            .iter()
+            .enumerate()
+            .map(|(g, vals)| {
+                let x0 = g as f64 * width + 0.5 + k as f64;
+                let v = vals.get(k).copied().unwrap_or(0.0);
+                Rectangle::new([(x0, 0.0), (x0 + 0.9, v)], color.filled())
+            })
+            .collect();
+        chart
+            .draw_series(rects)?
+            .label(name.as_str())
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.3))
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}

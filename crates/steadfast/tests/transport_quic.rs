@@ -958,3 +958,81 @@ fn quic_delivers_every_qos1_message_through_5_percent_loss() {
         broker.stop().await;
     });
 }
+
+/// Another client connects with `id` to `url` (MQTT 3.1.1, no reconnects) and leaves: the
+/// broker ends the connection of the client that had `id` before.
+async fn take_over(url: &str, id: &str, ca: &std::path::Path) {
+    let (c, events) = quick(ClientBuilder::from_url(url).unwrap())
+        .protocol(ProtocolVersion::V311)
+        .client_id(id)
+        .auto_reconnect(false)
+        .ca_file(ca)
+        .build()
+        .unwrap();
+    Log::new(events).connected().await;
+    let _ = c.disconnect().await;
+}
+
+/// Reconnects over QUIC resume the TLS session (1-RTT; no 0-RTT): the first connect verifies
+/// the broker's certificate, each reconnect of the same client after the broker ended its
+/// connection (another client took its client identifier over) resumes from a session
+/// ticket and verifies nothing (`DefaultConnector::tls_handshakes`). With the mqtt5 broker's
+/// QUIC listener and with Mosquitto behind the QUIC bridge (quinn); messages still flow.
+#[test]
+fn quic_reconnects_resume_the_tls_session() {
+    use steadfast::transport::TlsHandshakes;
+    run(Duration::from_secs(60), async {
+        let pki = Pki::generate();
+        let mqtt5 = mqtt5_quic_broker(&pki, 0).await;
+        let mosquitto = tcp_broker();
+        let bridge = start_bridge(mosquitto.addr(), &pki.server).await;
+        let mqtt5_url = format!("quic://127.0.0.1:{}", mqtt5.addr.port());
+        let cases = [
+            ("mqtt5 broker", mqtt5_url.clone(), mqtt5_url),
+            ("Mosquitto behind the bridge", bridge.url(), mosquitto.url()),
+        ];
+        for (what, url, takeover_url) in cases {
+            let connector = DefaultConnector::with_tls(TlsOptions::new().ca_file(&pki.ca)).unwrap();
+            let id = uid("resume");
+            let topic = uid("quic/resume");
+            let (c, events) = quick(ClientBuilder::from_url(&url).unwrap())
+                .protocol(ProtocolVersion::V311)
+                .client_id(id.as_str())
+                .connector(connector.clone())
+                .build()
+                .unwrap();
+            let mut log = Log::new(events);
+            log.connected().await;
+            assert_eq!(
+                connector.tls_handshakes(),
+                TlsHandshakes {
+                    full: 1,
+                    resumed: 0
+                },
+                "{what}: the first connect is a full handshake"
+            );
+            c.subscribe(topic.as_str(), QoS::AtLeastOnce).await.unwrap();
+            log.sync(&c, &topic).await;
+            for n in 1..=2 {
+                take_over(&takeover_url, &id, &pki.ca).await;
+                log.lifecycle("ConnectionLost", T, |e| {
+                    matches!(e, Lifecycle::ConnectionLost { .. })
+                })
+                .await;
+                log.connected().await;
+                assert_eq!(
+                    connector.tls_handshakes(),
+                    TlsHandshakes {
+                        full: 1,
+                        resumed: n
+                    },
+                    "{what}: reconnect {n} resumed"
+                );
+                log.sync(&c, &topic).await;
+            }
+            c.disconnect().await.unwrap();
+            eprintln!("{what}: {:?}", connector.tls_handshakes());
+        }
+        mqtt5.stop().await;
+    });
+}

@@ -665,3 +665,111 @@ fn own_rustls_config_mixed_with_file_options_fails_at_build() {
         );
     }
 }
+
+/// Cuts the client's TCP connection (a reset at a fault proxy in front of the broker) and
+/// waits until the client has reconnected by itself.
+async fn cut_and_reconnect(proxy: &steadfast_chaos::Proxy, log: &mut Log) {
+    assert_eq!(
+        proxy.handle().reset(),
+        1,
+        "one connection through the proxy"
+    );
+    log.lifecycle("ConnectionLost", T, |e| {
+        matches!(e, Lifecycle::ConnectionLost { .. })
+    })
+    .await;
+    log.connected().await;
+}
+
+/// Reconnects resume the TLS session (Mosquitto's OpenSSL sends session tickets): the first
+/// connect is a full handshake, each reconnect of the same client after its link was cut is a
+/// resumed one, as rustls reports it (`HandshakeKind::Resumed`, counted by
+/// `DefaultConnector::tls_handshakes`). With mutual TLS too (no verdict wait on a resumed
+/// connect: the broker asks for no certificate), over TLS 1.3 and TLS 1.2, and a client built
+/// with a clone of the connector resumes a session another client made once that client's
+/// connection is closed. Messages still flow over the resumed connections.
+#[test]
+fn reconnects_resume_the_tls_session() {
+    use steadfast::transport::{DefaultConnector, TlsHandshakes};
+    run(Duration::from_secs(60), async {
+        let pki = Pki::generate();
+        let cases = [
+            ("TLS 1.3", tls_broker(&pki, &pki.server, false), false),
+            ("TLS 1.3, mutual", tls_broker(&pki, &pki.server, true), true),
+            (
+                "TLS 1.2",
+                tls_broker_with(&pki, &pki.server, false, "tls_version tlsv1.2\n"),
+                false,
+            ),
+        ];
+        for (what, broker, mutual) in cases {
+            let proxy =
+                steadfast_chaos::Proxy::start("127.0.0.1:0".parse().unwrap(), broker.addr())
+                    .await
+                    .unwrap();
+            let mut tls = TlsOptions::new().ca_file(&pki.ca);
+            if mutual {
+                tls = tls.client_cert_files(&pki.client.cert, &pki.client.key);
+            }
+            let connector = DefaultConnector::with_tls(tls).unwrap();
+            let url = format!("mqtts://127.0.0.1:{}", proxy.local_addr().port());
+            let topic = uid("tls/resume");
+            let (client, events) = quick(ClientBuilder::from_url(&url).unwrap())
+                .connector(connector.clone())
+                .build()
+                .unwrap();
+            let mut log = Log::new(events);
+            log.connected().await;
+            assert_eq!(
+                connector.tls_handshakes(),
+                TlsHandshakes {
+                    full: 1,
+                    resumed: 0
+                },
+                "{what}: the first connect is a full handshake"
+            );
+            client
+                .subscribe(topic.as_str(), QoS::AtLeastOnce)
+                .await
+                .unwrap();
+            log.sync(&client, &topic).await;
+            for n in 1..=2 {
+                cut_and_reconnect(&proxy, &mut log).await;
+                assert_eq!(
+                    connector.tls_handshakes(),
+                    TlsHandshakes {
+                        full: 1,
+                        resumed: n
+                    },
+                    "{what}: reconnect {n} resumed; broker log:\n{}",
+                    broker.log()
+                );
+                log.sync(&client, &topic).await;
+            }
+            // Once this client's connection is closed, another client with a clone of the
+            // connector uses the tickets that connection received.
+            client.disconnect().await.unwrap();
+            let (other, events) = quick(ClientBuilder::from_url(&url).unwrap())
+                .connector(connector.clone())
+                .build()
+                .unwrap();
+            let mut other_log = Log::new(events);
+            other_log.connected().await;
+            assert_eq!(
+                connector.tls_handshakes(),
+                TlsHandshakes {
+                    full: 1,
+                    resumed: 3
+                },
+                "{what}: a second client resumed"
+            );
+            other
+                .subscribe(topic.as_str(), QoS::AtLeastOnce)
+                .await
+                .unwrap();
+            other_log.sync(&other, &topic).await;
+            other.disconnect().await.unwrap();
+            eprintln!("{what}: {:?}", connector.tls_handshakes());
+        }
+    });
+}

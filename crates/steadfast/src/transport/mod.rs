@@ -50,7 +50,7 @@ pub use rustls;
 pub use quic::quic_idle_timeout;
 pub use tcp::TcpConnector;
 #[cfg(feature = "tls")]
-pub use tls::{TlsConfigError, TlsOptions};
+pub use tls::{TlsConfigError, TlsHandshakes, TlsOptions};
 
 /// Why a server of this scheme cannot be used by this build: the cargo feature it needs is not
 /// compiled in. `None` when the scheme is available.
@@ -229,6 +229,27 @@ impl DefaultConnector {
     #[cfg(feature = "quic")]
     pub fn rebind_quic(&self) -> std::io::Result<usize> {
         self.quic_sockets.rebind()
+    }
+
+    /// How many TLS handshakes this connector and its clones completed (over TCP for
+    /// `mqtts://` and `wss://`, and inside QUIC), full and resumed: compare two readings to
+    /// tell whether the connects between them resumed a TLS session. All zero before the
+    /// first TLS connect.
+    ///
+    /// Reconnects resume: the connector keeps its TLS configurations and the session tickets
+    /// the broker sent, so a reconnect to a broker that issued a ticket (and still knows it)
+    /// makes a resumed handshake (TLS 1.3 PSK with a new key exchange, or a TLS 1.2 session),
+    /// which skips the certificates. Over TCP and QUIC alike this is 1-RTT resumption; 0-RTT
+    /// early data is never sent, since a replayed CONNECT or PUBLISH is not harmless. The
+    /// tickets live in the connector: a client built with a clone of it (or
+    /// [`ClientBuilder::connector`](crate::ClientBuilder::connector)) resumes sessions that
+    /// another made.
+    #[cfg(feature = "tls")]
+    pub fn tls_handshakes(&self) -> TlsHandshakes {
+        match self.tls.get() {
+            Some(Ok(t)) => t.handshakes(),
+            _ => TlsHandshakes::default(),
+        }
     }
 
     /// The TLS settings. Feature `tls`.

@@ -28,7 +28,7 @@ use quinn::{ConnectError, Connection, ConnectionError, Endpoint, IdleTimeout, Va
 use steadfast_proto::TransportError;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::tls::{quic_verdict_wait, QuicHandshakeWatch, TlsContext};
+use super::tls::{quic_verdict_wait, SlotGuard, TlsContext};
 use super::BoxTransport;
 
 /// When a host name resolves to several addresses, the longest handshake tried with each but
@@ -108,8 +108,10 @@ async fn connect_addr(
     };
     let endpoint = Endpoint::client(bind)
         .map_err(|e| TransportError::io_with(format!("cannot open a UDP socket on {bind}"), e))?;
-    let watch = QuicHandshakeWatch::default();
-    let crypto = QuicClientConfig::try_from(tls.quic_config(&watch)).map_err(|e| {
+    // The same rustls configuration as earlier connects when one is free: only with it can
+    // the session tickets they received be used (1-RTT resumption).
+    let slot = tls.quic_slot();
+    let crypto = QuicClientConfig::try_from(slot.config()).map_err(|e| {
         TransportError::TlsFatal(format!("the TLS settings cannot be used for QUIC: {e}"))
     })?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
@@ -135,14 +137,15 @@ async fn connect_addr(
     let started = tokio::time::Instant::now();
     let conn = connecting
         .await
-        .map_err(|e| handshake_error(tls, &watch, name, addr, e))?;
-    if watch.client_cert_requested() {
+        .map_err(|e| handshake_error(tls, &slot, name, addr, e))?;
+    tls.count_quic_handshake(&slot);
+    if slot.client_cert_requested() {
         // TLS 1.3: the server checks our certificate (or its absence) after our side of the
         // handshake is done, and a refusal closes the connection with a TLS alert. Wait for
         // it briefly so that a refusal is fatal and named, not a lost connection retried.
         let wait = quic_verdict_wait(started.elapsed());
         if let Ok(reason) = tokio::time::timeout(wait, conn.closed()).await {
-            return Err(handshake_error(tls, &watch, name, addr, reason));
+            return Err(handshake_error(tls, &slot, name, addr, reason));
         }
     }
     let (send, recv) = conn.open_bi().await.map_err(|e| {
@@ -162,13 +165,14 @@ async fn connect_addr(
         conn,
         endpoint,
         finished: false,
+        _tls: slot,
     }))
 }
 
 /// A failed QUIC handshake as a transport error.
 fn handshake_error(
     tls: &TlsContext,
-    watch: &QuicHandshakeWatch,
+    slot: &SlotGuard,
     host: &str,
     addr: SocketAddr,
     e: ConnectionError,
@@ -198,7 +202,7 @@ fn handshake_error(
             ));
         }
     }
-    if let Some(tls_error) = tls.quic_handshake_error(watch, host, alert) {
+    if let Some(tls_error) = tls.quic_handshake_error(slot, host, alert) {
         return tls_error;
     }
     match e {
@@ -294,6 +298,9 @@ struct QuicStream {
     endpoint: Arc<Endpoint>,
     /// The client finished its sending side (after DISCONNECT).
     finished: bool,
+    /// The TLS configuration the connection was made with, given back for the next connect
+    /// (with the session tickets the connection received) when the stream is dropped.
+    _tls: SlotGuard,
 }
 
 impl QuicStream {

@@ -10,7 +10,7 @@ use std::future::poll_fn;
 use std::io;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Once};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -25,8 +25,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::sign::CertifiedKey;
 use rustls::{
-    AlertDescription, CertificateError, ClientConfig, DigitallySignedStruct, InconsistentKeys,
-    NamedGroup, RootCertStore, SignatureScheme,
+    AlertDescription, CertificateError, ClientConfig, DigitallySignedStruct, HandshakeKind,
+    InconsistentKeys, NamedGroup, RootCertStore, SignatureScheme,
 };
 use steadfast_proto::TransportError;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -55,8 +55,12 @@ const VERDICT_WAIT_MIN: Duration = Duration::from_millis(100);
 /// Servers remembered as having accepted our client certificate, per connector.
 const ACCEPTED_SERVERS: usize = 32;
 
-/// TLS sessions remembered for resumption, per connector.
+/// TLS sessions remembered for resumption, per reusable configuration ([`Slot`]).
 const SESSION_CACHE: usize = 32;
+
+/// Reusable configurations kept while no connection holds them, per connector and transport
+/// (one per connection that was open at the same time as others, beyond which they are freed).
+const FREE_SLOTS: usize = 8;
 
 /// The warning logged (once per process, through `tracing`) when certificate verification is
 /// turned off.
@@ -170,9 +174,9 @@ impl TlsOptions {
     /// [`server_name`](Self::server_name) still applies, and
     /// [`alpn_protocols`](Self::alpn_protocols), when set, replaces the config's.
     ///
-    /// What steadfast changes on its copy of the config for each connect: the session
-    /// resumption store (the connector's own cache, so that it can see whether the server
-    /// accepted a client certificate), and the client certificate resolver is wrapped (same
+    /// What steadfast changes on its copies of the config: the session resumption store (the
+    /// connector's own, so that reconnects resume and it can see whether the server accepted
+    /// a client certificate), and the client certificate resolver is wrapped (same
     /// certificates) to note when the server asks for one. Over QUIC the ALPN is `mqtt`, and
     /// a certificate the config's verifier refuses is fatal like any other refusal, but named
     /// by its TLS alert rather than in the words of the file options (that verifier cannot be
@@ -302,11 +306,14 @@ pub(crate) struct TlsContext {
     identity: Option<Arc<CertifiedKey>>,
     /// The client certificate resolver of a config of the application's own.
     own_resolver: Option<Arc<dyn ResolvesClientCert>>,
-    sessions: Arc<dyn ClientSessionStore>,
-    /// TLS sessions of QUIC connections, apart from TLS over TCP (their tickets carry QUIC
-    /// transport parameters).
+    /// Configurations for TLS over TCP, reused so that sessions resume.
+    tcp_slots: Arc<SlotPool>,
+    /// Configurations for QUIC, apart from TLS over TCP (their tickets carry QUIC transport
+    /// parameters).
     #[cfg_attr(not(feature = "quic"), allow(dead_code))]
-    quic_sessions: Arc<dyn ClientSessionStore>,
+    quic_slots: Arc<SlotPool>,
+    /// Handshakes completed, full and resumed.
+    handshakes: Arc<HandshakeCounters>,
     server_name: Option<ServerName<'static>>,
     /// What the server is verified against, for messages ("CA file /x/ca.pem").
     trust: String,
@@ -343,8 +350,153 @@ impl Verdicts {
     }
 }
 
-fn lock(v: &Mutex<Verdicts>) -> std::sync::MutexGuard<'_, Verdicts> {
+fn lock<T>(v: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     v.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// How many TLS handshakes a [`DefaultConnector`](super::DefaultConnector) (with its clones)
+/// completed, over TCP (`mqtts://`, `wss://`) and inside QUIC (`quic://`), and how many of
+/// them resumed an earlier session from a TLS 1.3 session ticket (or a TLS 1.2 session)
+/// instead of a full handshake. Read it before and after a connect to tell whether that
+/// connect resumed (see [`DefaultConnector::tls_handshakes`](super::DefaultConnector::tls_handshakes)).
+///
+/// A resumed handshake skips the server's certificate and its verification (the session was
+/// verified when it was made), and the server does not ask for a client certificate again;
+/// it still takes one round trip. 0-RTT (early data) is never used.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TlsHandshakes {
+    /// Full handshakes: the server's certificate was sent and verified.
+    pub full: u64,
+    /// Handshakes that resumed an earlier session.
+    pub resumed: u64,
+}
+
+/// The connector's handshake counts (see [`TlsHandshakes`]).
+#[derive(Debug, Default)]
+struct HandshakeCounters {
+    full: AtomicU64,
+    resumed: AtomicU64,
+}
+
+impl HandshakeCounters {
+    fn count(&self, resumed: bool) {
+        let c = if resumed { &self.resumed } else { &self.full };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A client configuration kept from connect to connect. rustls resumes a session only with
+/// the very certificate verifier and client-certificate resolver (the same `Arc`s) of the
+/// connection that received its ticket, so a configuration made per connect would never
+/// resume. Each slot has its own resolver, ticket store and probe: a connect takes a free one
+/// (or makes one), and its connection holds it until it is dropped, so that no other
+/// handshake reports into that probe meanwhile.
+struct Slot {
+    config: Arc<ClientConfig>,
+    probe: Arc<HandshakeProbe>,
+}
+
+/// The free slots of one transport of a connector.
+#[derive(Default)]
+struct SlotPool(Mutex<Vec<Slot>>);
+
+impl SlotPool {
+    /// A free slot (the one given back last: its tickets are the freshest), or a new one.
+    fn take(self: &Arc<Self>, make: impl FnOnce() -> Slot) -> SlotGuard {
+        let slot = lock(&self.0).pop().unwrap_or_else(make);
+        slot.probe.reset();
+        SlotGuard {
+            config: slot.config,
+            probe: slot.probe,
+            pool: self.clone(),
+        }
+    }
+}
+
+/// A slot taken by one connect and then its connection; given back to its pool when dropped
+/// (at most [`FREE_SLOTS`] are kept).
+pub(crate) struct SlotGuard {
+    config: Arc<ClientConfig>,
+    probe: Arc<HandshakeProbe>,
+    pool: Arc<SlotPool>,
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        let mut free = lock(&self.pool.0);
+        if free.len() < FREE_SLOTS {
+            free.push(Slot {
+                config: self.config.clone(),
+                probe: self.probe.clone(),
+            });
+        }
+    }
+}
+
+#[cfg(feature = "quic")]
+impl SlotGuard {
+    /// The rustls configuration, for QUIC.
+    pub(crate) fn config(&self) -> Arc<ClientConfig> {
+        self.config.clone()
+    }
+
+    /// The server asked for a client certificate: its verdict comes after our handshake.
+    pub(crate) fn client_cert_requested(&self) -> bool {
+        self.probe.requested.load(Ordering::Relaxed)
+    }
+
+    /// The handshake resumed a session: the server's certificate was not verified (QUIC
+    /// exposes no handshake kind; a resumed TLS 1.3 handshake has no certificate to verify).
+    pub(crate) fn resumed(&self) -> bool {
+        !self.probe.verified.load(Ordering::Relaxed)
+    }
+}
+
+/// A TLS stream holding the configuration it was made with.
+struct Held<S> {
+    inner: S,
+    #[allow(dead_code)] // held for its `Drop`
+    slot: SlotGuard,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Held<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Held<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 impl TlsContext {
@@ -419,8 +571,9 @@ impl TlsContext {
             verifier: Some(verifier),
             identity,
             own_resolver: None,
-            sessions: Arc::new(ClientSessionMemoryCache::new(SESSION_CACHE)),
-            quic_sessions: Arc::new(ClientSessionMemoryCache::new(SESSION_CACHE)),
+            tcp_slots: Arc::default(),
+            quic_slots: Arc::default(),
+            handshakes: Arc::default(),
             server_name,
             trust,
             verdicts: Arc::default(),
@@ -460,8 +613,9 @@ impl TlsContext {
             verifier: None,
             identity: None,
             own_resolver,
-            sessions: Arc::new(ClientSessionMemoryCache::new(SESSION_CACHE)),
-            quic_sessions: Arc::new(ClientSessionMemoryCache::new(SESSION_CACHE)),
+            tcp_slots: Arc::default(),
+            quic_slots: Arc::default(),
+            handshakes: Arc::default(),
             server_name,
             trust: "the application's rustls ClientConfig".to_string(),
             verdicts: Arc::default(),
@@ -481,11 +635,36 @@ impl TlsContext {
     }
 
     /// Hands out the client certificate, noting in `probe` that the server asked for one.
-    fn identity_resolver(&self, probe: Arc<ClientAuthProbe>) -> Arc<IdentityResolver> {
+    fn identity_resolver(&self, probe: Arc<HandshakeProbe>) -> Arc<IdentityResolver> {
         Arc::new(IdentityResolver {
             identity: self.identity.clone(),
             own: self.own_resolver.clone(),
             probe,
+        })
+    }
+
+    /// The handshakes completed so far with this context.
+    pub(crate) fn handshakes(&self) -> TlsHandshakes {
+        TlsHandshakes {
+            full: self.handshakes.full.load(Ordering::Relaxed),
+            resumed: self.handshakes.resumed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// A configuration for TLS over TCP, reused from earlier connects when one is free.
+    fn tcp_slot(&self) -> SlotGuard {
+        self.tcp_slots.take(|| {
+            let probe = Arc::new(HandshakeProbe::default());
+            let mut config = (*self.config).clone();
+            config.client_auth_cert_resolver = self.identity_resolver(probe.clone());
+            config.resumption = Resumption::store(Arc::new(TicketWatch {
+                inner: Arc::new(ClientSessionMemoryCache::new(SESSION_CACHE)),
+                probe: probe.clone(),
+            }));
+            Slot {
+                config: Arc::new(config),
+                probe,
+            }
         })
     }
 
@@ -505,21 +684,25 @@ impl TlsContext {
             })?,
         };
         let tcp = super::tcp::connect_tcp(host, port).await?;
-        let probe = Arc::new(ClientAuthProbe::default());
-        let mut config = (*self.config).clone();
-        config.client_auth_cert_resolver = self.identity_resolver(probe.clone());
-        config.resumption = Resumption::store(Arc::new(TicketWatch {
-            inner: self.sessions.clone(),
-            probe: probe.clone(),
-        }));
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let slot = self.tcp_slot();
+        let probe = slot.probe.clone();
+        let connector = tokio_rustls::TlsConnector::from(slot.config.clone());
         let started = tokio::time::Instant::now();
         let stream = connector
             .connect(name.clone(), tcp)
             .await
             .map_err(|e| self.map_error(&e, &name, &probe))?;
         let handshake = started.elapsed();
-        let tls13 = stream.get_ref().1.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3);
+        self.handshakes
+            .count(stream.get_ref().1.handshake_kind() == Some(HandshakeKind::Resumed));
+        // The connection keeps its configuration until it is dropped: tickets that arrive
+        // later are the ones the next connect resumes with.
+        let stream = Held {
+            inner: stream,
+            slot,
+        };
+        let tls13 =
+            stream.inner.get_ref().1.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3);
         if probe.requested.load(Ordering::Relaxed) && tls13 {
             let server = format!("{}:{port}", name_str(&name));
             let wait = {
@@ -566,9 +749,9 @@ impl TlsContext {
     /// makes the next connects wait the whole [`CLIENT_AUTH_VERDICT_WAIT`].
     async fn await_client_auth_verdict(
         &self,
-        mut stream: TlsStream<TcpStream>,
+        mut stream: Held<TlsStream<TcpStream>>,
         name: &ServerName<'static>,
-        probe: &ClientAuthProbe,
+        probe: &HandshakeProbe,
         wait: Duration,
         server: String,
     ) -> Result<BoxTransport, TransportError> {
@@ -621,7 +804,7 @@ impl TlsContext {
         &self,
         e: &io::Error,
         name: &ServerName<'_>,
-        probe: &ClientAuthProbe,
+        probe: &HandshakeProbe,
     ) -> TransportError {
         let host = name_str(name);
         let Some(err) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) else {
@@ -662,23 +845,37 @@ impl TlsContext {
         }
     }
 
-    /// The rustls configuration of one QUIC connect: the same trust, client certificate and
-    /// verification as TLS over TCP, ALPN `mqtt` only, its own session cache. What the
-    /// handshake learns goes to `watch`, for [`quic_handshake_error`](Self::quic_handshake_error).
-    pub(crate) fn quic_config(&self, watch: &QuicHandshakeWatch) -> ClientConfig {
-        let mut config = (*self.config).clone();
-        if let Some(verifier) = &self.verifier {
-            config
-                .dangerous()
-                .set_certificate_verifier(Arc::new(RecordingVerifier {
-                    inner: verifier.clone(),
-                    refused: watch.refused.clone(),
-                }));
-        }
-        config.client_auth_cert_resolver = self.identity_resolver(watch.probe.clone());
-        config.resumption = Resumption::store(self.quic_sessions.clone());
-        config.alpn_protocols = vec![b"mqtt".to_vec()];
-        config
+    /// A rustls configuration for QUIC, reused from earlier connects when one is free: the
+    /// same trust, client certificate and verification as TLS over TCP, ALPN `mqtt` only, its
+    /// own session cache, no early data (0-RTT). What the handshake learns goes to the slot's
+    /// probe, for [`quic_handshake_error`](Self::quic_handshake_error).
+    pub(crate) fn quic_slot(&self) -> SlotGuard {
+        self.quic_slots.take(|| {
+            let probe = Arc::new(HandshakeProbe::default());
+            let mut config = (*self.config).clone();
+            if let Some(verifier) = &self.verifier {
+                config
+                    .dangerous()
+                    .set_certificate_verifier(Arc::new(RecordingVerifier {
+                        inner: verifier.clone(),
+                        probe: probe.clone(),
+                    }));
+            }
+            config.client_auth_cert_resolver = self.identity_resolver(probe.clone());
+            config.resumption =
+                Resumption::store(Arc::new(ClientSessionMemoryCache::new(SESSION_CACHE)));
+            config.alpn_protocols = vec![b"mqtt".to_vec()];
+            config.enable_early_data = false;
+            Slot {
+                config: Arc::new(config),
+                probe,
+            }
+        })
+    }
+
+    /// Counts a completed QUIC handshake, full or resumed.
+    pub(crate) fn count_quic_handshake(&self, slot: &SlotGuard) {
+        self.handshakes.count(slot.resumed());
     }
 
     /// A failed QUIC handshake as a TLS error, when TLS was the cause: our verifier refused
@@ -686,15 +883,11 @@ impl TlsContext {
     /// handshake with TLS alert `alert` (fatal when it is about our client certificate).
     pub(crate) fn quic_handshake_error(
         &self,
-        watch: &QuicHandshakeWatch,
+        slot: &SlotGuard,
         host: &str,
         alert: Option<u8>,
     ) -> Option<TransportError> {
-        let refused = watch
-            .refused
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
+        let refused = lock(&slot.probe.refused).clone();
         if let Some(e) = refused {
             return Some(TransportError::TlsFatal(describe_certificate_error(
                 &e,
@@ -706,27 +899,10 @@ impl TlsContext {
             classify_alert(
                 AlertDescription::from(a),
                 host,
-                watch.probe.requested.load(Ordering::Relaxed),
+                slot.probe.requested.load(Ordering::Relaxed),
                 self.has_cert(),
             )
         })
-    }
-}
-
-/// What one QUIC handshake learned: why the server's certificate was refused, whether the
-/// server asked for ours.
-#[cfg(feature = "quic")]
-#[derive(Debug, Default)]
-pub(crate) struct QuicHandshakeWatch {
-    refused: Arc<Mutex<Option<CertificateError>>>,
-    probe: Arc<ClientAuthProbe>,
-}
-
-#[cfg(feature = "quic")]
-impl QuicHandshakeWatch {
-    /// The server asked for a client certificate: its verdict comes after our handshake.
-    pub(crate) fn client_cert_requested(&self) -> bool {
-        self.probe.requested.load(Ordering::Relaxed)
     }
 }
 
@@ -746,7 +922,7 @@ pub(crate) fn quic_verdict_wait(handshake: Duration) -> Duration {
 #[derive(Debug)]
 struct RecordingVerifier {
     inner: Arc<dyn ServerCertVerifier>,
-    refused: Arc<Mutex<Option<CertificateError>>>,
+    probe: Arc<HandshakeProbe>,
 }
 
 #[cfg(feature = "quic")]
@@ -759,6 +935,7 @@ impl ServerCertVerifier for RecordingVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        self.probe.verified.store(true, Ordering::Relaxed);
         let r = self.inner.verify_server_cert(
             end_entity,
             intermediates,
@@ -767,10 +944,7 @@ impl ServerCertVerifier for RecordingVerifier {
             now,
         );
         if let Err(rustls::Error::InvalidCertificate(e)) = &r {
-            *self
-                .refused
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e.clone());
+            *lock(&self.probe.refused) = Some(e.clone());
         }
         r
     }
@@ -960,13 +1134,29 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     )
 }
 
-/// What one handshake learned about client authentication.
+/// What the latest handshake of a [`Slot`] learned; reset when a connect takes the slot.
 #[derive(Debug, Default)]
-struct ClientAuthProbe {
+struct HandshakeProbe {
     /// The server sent a CertificateRequest.
     requested: AtomicBool,
     /// The server sent a TLS 1.3 session ticket (it accepted the handshake).
     ticket: AtomicBool,
+    /// The server's certificate was verified (QUIC only): a full handshake.
+    #[cfg_attr(not(feature = "quic"), allow(dead_code))]
+    verified: AtomicBool,
+    /// Why the server's certificate was refused (QUIC only: QUIC reports the refusal only as
+    /// a TLS alert code).
+    #[cfg_attr(not(feature = "quic"), allow(dead_code))]
+    refused: Mutex<Option<CertificateError>>,
+}
+
+impl HandshakeProbe {
+    fn reset(&self) {
+        self.requested.store(false, Ordering::Relaxed);
+        self.ticket.store(false, Ordering::Relaxed);
+        self.verified.store(false, Ordering::Relaxed);
+        *lock(&self.refused) = None;
+    }
 }
 
 /// Hands out the configured client certificate and notes that the server asked for one.
@@ -974,7 +1164,7 @@ struct IdentityResolver {
     identity: Option<Arc<CertifiedKey>>,
     /// The resolver of the application's own config, asked when `identity` is `None`.
     own: Option<Arc<dyn ResolvesClientCert>>,
-    probe: Arc<ClientAuthProbe>,
+    probe: Arc<HandshakeProbe>,
 }
 
 impl fmt::Debug for IdentityResolver {
@@ -1008,7 +1198,7 @@ impl ResolvesClientCert for IdentityResolver {
 #[derive(Debug)]
 struct TicketWatch {
     inner: Arc<dyn ClientSessionStore>,
-    probe: Arc<ClientAuthProbe>,
+    probe: Arc<HandshakeProbe>,
 }
 
 impl ClientSessionStore for TicketWatch {
