@@ -20,6 +20,7 @@ use crate::conn::{parse_duration, parse_qos, usage_exit, ConnArgs, UsageError};
 mod fleet;
 mod plot;
 mod shard;
+mod sim;
 mod throughput;
 mod util;
 
@@ -59,14 +60,29 @@ pub enum PolicyKind {
     None,
     /// A fixed interval (--fixed-interval).
     Fixed,
+    /// Uniform random in [--reconnect-min, --reconnect-max] on every attempt (Paho's style).
+    Uniform,
+    /// Exponential with full jitter: uniform in [min, min x 2^(attempt - 1)], capped at max.
+    Full,
 }
 
 impl PolicyKind {
+    /// Every policy, in the order the simulator runs them.
+    pub const ALL: [PolicyKind; 5] = [
+        PolicyKind::Default,
+        PolicyKind::Uniform,
+        PolicyKind::Full,
+        PolicyKind::Fixed,
+        PolicyKind::None,
+    ];
+
     fn name(self) -> &'static str {
         match self {
             PolicyKind::Default => "default",
             PolicyKind::None => "none",
             PolicyKind::Fixed => "fixed",
+            PolicyKind::Uniform => "uniform",
+            PolicyKind::Full => "full",
         }
     }
 }
@@ -145,6 +161,37 @@ pub struct BenchArgs {
     /// Render the connection attempts per second of each policy as an SVG plot to FILE.
     #[arg(long, value_name = "FILE", help_heading = "Fleet")]
     pub storm_svg: Option<std::path::PathBuf>,
+
+    /// Simulate a fleet of N clients on virtual time instead of opening sockets: N real
+    /// connection cores against a broker model (see "Simulated fleet" below).
+    #[arg(long, value_name = "N", help_heading = "Simulated fleet", conflicts_with = "clients")]
+    pub simulate: Option<usize>,
+    /// After the restart the simulated broker admits at most R CONNECTs in any one-second
+    /// window and refuses the rest (0: no limit).
+    #[arg(long, value_name = "R", default_value_t = 0, help_heading = "Simulated fleet")]
+    pub admit_rate: u32,
+    /// From a CONNECT's arrival at the simulated broker to its CONNACK (or refusal).
+    #[arg(long, value_name = "DUR", default_value = "5ms", value_parser = parse_duration,
+          help_heading = "Simulated fleet")]
+    pub connack_latency: Duration,
+    /// The simulated network's round trip (a TCP connect takes one).
+    #[arg(long, value_name = "DUR", default_value = "1ms", value_parser = parse_duration,
+          help_heading = "Simulated fleet")]
+    pub rtt: Duration,
+    /// Seed of the simulated clients' generators.
+    #[arg(long, value_name = "SEED", default_value_t = 1, help_heading = "Simulated fleet")]
+    pub sim_seed: u64,
+    /// Stop a policy's run once the fleet made this many attempts per client on average.
+    #[arg(long, value_name = "A", default_value_t = 40.0, help_heading = "Simulated fleet")]
+    pub sim_max_attempts: f64,
+    /// How slow-down refusals (0x89, 0x97, 0x9F) raise the delay: `core` (the library's rule)
+    /// or `jittered` (the same floors, drawn over [floor, 2 x floor]; applied by the simulator).
+    #[arg(long, value_name = "RULE", default_value = "core", value_parser = parse_floor,
+          help_heading = "Simulated fleet")]
+    pub slow_floor: sim::FloorRule,
+    /// A real storm's --storm-json to draw next to the simulated curves in --storm-svg.
+    #[arg(long, value_name = "FILE", help_heading = "Simulated fleet")]
+    pub compare_json: Option<std::path::PathBuf>,
     /// Internal: run as a proxy shard in front of ADDR (a child process of the bench).
     #[arg(long, value_name = "ADDR", hide = true)]
     pub proxy_shard: Option<std::net::SocketAddr>,
@@ -157,6 +204,15 @@ pub fn run(args: BenchArgs) -> ExitCode {
     }
     if let Err(e) = check(&args) {
         return usage_exit(e);
+    }
+    if let Some(n) = args.simulate {
+        return match sim::run(&args, n) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("steadfast bench: {e}");
+                ExitCode::from(crate::exit::RUNTIME)
+            }
+        };
     }
     util::raise_nofile_limit();
     let rt = match crate::conn::runtime() {
@@ -178,6 +234,14 @@ pub fn run(args: BenchArgs) -> ExitCode {
             eprintln!("steadfast bench: {e}");
             ExitCode::from(crate::exit::RUNTIME)
         }
+    }
+}
+
+fn parse_floor(s: &str) -> Result<sim::FloorRule, String> {
+    match s {
+        "core" => Ok(sim::FloorRule::Core),
+        "jittered" => Ok(sim::FloorRule::Jittered),
+        _ => Err(format!("unknown slow-down floor rule {s:?} (core, jittered)")),
     }
 }
 
@@ -208,6 +272,17 @@ fn check(args: &BenchArgs) -> Result<(), UsageError> {
     }
     if args.clients == Some(0) {
         return Err(UsageError("--clients must be at least 1".into()));
+    }
+    if args.simulate == Some(0) {
+        return Err(UsageError("--simulate must be at least 1".into()));
+    }
+    if args.simulate.is_some() && args.rtt.is_zero() {
+        return Err(UsageError(
+            "--rtt must be above zero (an attempt takes time)".into(),
+        ));
+    }
+    if !(args.sim_max_attempts.is_finite() && args.sim_max_attempts >= 1.0) {
+        return Err(UsageError("--sim-max-attempts must be at least 1".into()));
     }
     if args.connect_concurrency == 0 {
         return Err(UsageError(
