@@ -64,12 +64,16 @@ pub enum PolicyKind {
     Uniform,
     /// Exponential with full jitter: uniform in [min, min x 2^(attempt - 1)], capped at max.
     Full,
+    /// Exponential with rising decorrelated jitter: uniform in [prev, 3 x prev], capped at max
+    /// (the first draw as the default's, then never shrinking).
+    Rising,
 }
 
 impl PolicyKind {
     /// Every policy, in the order the simulator runs them.
-    pub const ALL: [PolicyKind; 5] = [
+    pub const ALL: [PolicyKind; 6] = [
         PolicyKind::Default,
+        PolicyKind::Rising,
         PolicyKind::Uniform,
         PolicyKind::Full,
         PolicyKind::Fixed,
@@ -83,6 +87,7 @@ impl PolicyKind {
             PolicyKind::Fixed => "fixed",
             PolicyKind::Uniform => "uniform",
             PolicyKind::Full => "full",
+            PolicyKind::Rising => "rising",
         }
     }
 }

@@ -322,6 +322,10 @@ pub(super) fn make_policy(args: &BenchArgs, policy: PolicyKind) -> Result<Box<dy
         PolicyKind::Full => Box::new(
             Exponential::new(args.conn.reconnect_min, args.conn.reconnect_max).jitter(Jitter::Full),
         ),
+        PolicyKind::Rising => Box::new(
+            Exponential::new(args.conn.reconnect_min, args.conn.reconnect_max)
+                .jitter(Jitter::Rising),
+        ),
     })
 }
 
@@ -357,6 +361,11 @@ pub(super) fn describe_policy(args: &BenchArgs, policy: PolicyKind) -> String {
         ),
         PolicyKind::Full => format!(
             "exponential {}..{}, full jitter",
+            d(args.conn.reconnect_min),
+            d(args.conn.reconnect_max)
+        ),
+        PolicyKind::Rising => format!(
+            "exponential {}..{}, rising decorrelated jitter",
             d(args.conn.reconnect_min),
             d(args.conn.reconnect_max)
         ),

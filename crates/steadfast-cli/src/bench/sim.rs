@@ -1031,7 +1031,7 @@ mod tests {
         }
     }
 
-    fn default_backoff(_: usize) -> Box<dyn BackoffPolicy> {
+    fn library_default(_: usize) -> Box<dyn BackoffPolicy> {
         Box::new(default_policy())
     }
 
@@ -1067,7 +1067,7 @@ mod tests {
     #[test]
     fn default_policy_mqtt5_is_capped_and_everyone_comes_back() {
         let sc = scenario(ProtocolVersion::V5, FloorRule::Core, 1);
-        let out = simulate(&sc, &default_backoff).unwrap();
+        let out = simulate(&sc, &library_default).unwrap();
         check(&sc, &out);
         // 400 clients at 25/s: some were refused, and the 0x9F floor (15 s) keeps each one's
         // refusals few.
@@ -1084,13 +1084,13 @@ mod tests {
     #[test]
     fn the_output_is_deterministic_for_a_seed() {
         let sc = scenario(ProtocolVersion::V5, FloorRule::Core, 7);
-        let a = simulate(&sc, &default_backoff).unwrap();
-        let b = simulate(&sc, &default_backoff).unwrap();
+        let a = simulate(&sc, &library_default).unwrap();
+        let b = simulate(&sc, &library_default).unwrap();
         assert_eq!(a.attempts, b.attempts);
         assert_eq!(a.back, b.back);
         assert_eq!(a.admitted, b.admitted);
         assert_eq!(a.attempts_fine, b.attempts_fine);
-        let c = simulate(&scenario(ProtocolVersion::V5, FloorRule::Core, 8), &default_backoff)
+        let c = simulate(&scenario(ProtocolVersion::V5, FloorRule::Core, 8), &library_default)
             .unwrap();
         assert_ne!(a.back, c.back);
     }
@@ -1098,7 +1098,7 @@ mod tests {
     #[test]
     fn mqtt311_refusals_close_and_the_fleet_still_recovers() {
         let sc = scenario(ProtocolVersion::V311, FloorRule::Core, 3);
-        let out = simulate(&sc, &default_backoff).unwrap();
+        let out = simulate(&sc, &library_default).unwrap();
         check(&sc, &out);
         assert!(out.refused.iter().sum::<u32>() > 0);
     }
@@ -1106,7 +1106,7 @@ mod tests {
     #[test]
     fn jittered_floor_keeps_the_properties() {
         let sc = scenario(ProtocolVersion::V5, FloorRule::Jittered, 1);
-        let out = simulate(&sc, &default_backoff).unwrap();
+        let out = simulate(&sc, &library_default).unwrap();
         check(&sc, &out);
     }
 
