@@ -720,7 +720,11 @@ mod tests {
         for (k, sum) in sums.iter().enumerate() {
             let mean = sum / runs as f64;
             let want = 2f64.powi(k as i32 + 1);
-            assert!((mean - want).abs() < want * 0.03, "attempt {}: mean {mean}", k + 1);
+            assert!(
+                (mean - want).abs() < want * 0.03,
+                "attempt {}: mean {mean}",
+                k + 1
+            );
         }
     }
 

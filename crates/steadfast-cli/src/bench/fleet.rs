@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use steadfast::{
-    BackoffPolicy, Client, ClientEvent, Constant, Exponential, Jitter, Lifecycle, QoS, UniformRandom,
+    BackoffPolicy, Client, ClientEvent, Constant, Exponential, Jitter, Lifecycle, QoS,
+    UniformRandom,
 };
 use tokio::sync::Semaphore;
 
@@ -296,7 +297,7 @@ pub async fn run(args: &BenchArgs, n: usize) -> Result<ExitCode, String> {
                 ideal,
                 &format!("ideal uniform spread ({ideal:.0}/s)"),
             )
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         }
     }
     if json_out {
@@ -310,7 +311,10 @@ pub async fn run(args: &BenchArgs, n: usize) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub(super) fn make_policy(args: &BenchArgs, policy: PolicyKind) -> Result<Box<dyn BackoffPolicy>, String> {
+pub(super) fn make_policy(
+    args: &BenchArgs,
+    policy: PolicyKind,
+) -> Result<Box<dyn BackoffPolicy>, String> {
     Ok(match policy {
         PolicyKind::Default => args.conn.backoff_policy().map_err(|e| e.0)?,
         PolicyKind::None => Box::new(Constant::new(Duration::ZERO)),

@@ -40,6 +40,9 @@ use steadfast::proto::{
     ReasonCode, ServerAddr, SubAck, SubscribeFilter, SubscriptionOptions, TransportError,
 };
 
+/// A curve: (seconds since the kill, attempts per second) points.
+type Curve = Vec<(f64, f64)>;
+
 /// Width of the fine buckets (peaks over one-second windows are computed from these).
 const FINE_NS: u64 = 100_000_000;
 /// Fine buckets per second.
@@ -294,7 +297,11 @@ impl Sim {
     fn reschedule(&mut self, i: usize) {
         let c = &self.clients[i];
         let net = c.net.first().map(|e| e.0).unwrap_or(u64::MAX);
-        let timer = c.conn.poll_timeout().map(|d| self.ns(d)).unwrap_or(u64::MAX);
+        let timer = c
+            .conn
+            .poll_timeout()
+            .map(|d| self.ns(d))
+            .unwrap_or(u64::MAX);
         let wake = net.min(timer);
         if wake != self.clients[i].wake {
             self.clients[i].wake = wake;
@@ -324,7 +331,10 @@ impl Sim {
                         if t >= self.kill {
                             c.attempts = c.attempts.saturating_add(1);
                             self.total_attempts += 1;
-                            bump(&mut self.attempts_fine, ((t - self.kill) / FINE_NS) as usize);
+                            bump(
+                                &mut self.attempts_fine,
+                                ((t - self.kill) / FINE_NS) as usize,
+                            );
                         }
                         let ev = if self.broker.up(t) {
                             Net::Open
@@ -343,7 +353,7 @@ impl Sim {
             while let Some(bytes) = self.clients[i].conn.poll_transmit() {
                 progressed = true;
                 if self.clients[i].link {
-                    self.to_broker(i, t, bytes)?;
+                    self.send_to_broker(i, t, bytes)?;
                 }
             }
             while let Some(ev) = self.clients[i].conn.poll_event() {
@@ -369,7 +379,7 @@ impl Sim {
     }
 
     /// The broker reads what client `i` wrote at `t`.
-    fn to_broker(&mut self, i: usize, t: u64, bytes: Bytes) -> Result<(), String> {
+    fn send_to_broker(&mut self, i: usize, t: u64, bytes: Bytes) -> Result<(), String> {
         let mut buf = BytesMut::from(&bytes[..]);
         while !buf.is_empty() {
             let packet = Packet::decode(&mut buf, self.protocol, u32::MAX)
@@ -452,7 +462,11 @@ impl Sim {
             self.drain(i, t)?;
         }
         let now = self.at(t);
-        if self.clients[i].conn.poll_timeout().is_some_and(|d| d <= now) {
+        if self.clients[i]
+            .conn
+            .poll_timeout()
+            .is_some_and(|d| d <= now)
+        {
             self.clients[i].conn.handle_timeout(now);
             self.drain(i, t)?;
         }
@@ -461,7 +475,11 @@ impl Sim {
     }
 
     /// Runs events until `until` (exclusive) or until `stop` holds.
-    fn run_until(&mut self, until: u64, stop: &mut dyn FnMut(&Sim) -> Option<String>) -> Result<Option<String>, String> {
+    fn run_until(
+        &mut self,
+        until: u64,
+        stop: &mut dyn FnMut(&Sim) -> Option<String>,
+    ) -> Result<Option<String>, String> {
         while let Some(&Reverse((t, i))) = self.heap.peek() {
             if t >= until {
                 return Ok(None);
@@ -677,7 +695,10 @@ pub fn peak_admitted(admitted: &[u64]) -> usize {
 
 /// How a lone client whose link drops (the broker up) comes back under a policy: the delay of
 /// its first retry, over `samples` fresh policies (mean, p99, max), in seconds.
-pub fn lone_client(make: &dyn Fn(usize) -> Box<dyn BackoffPolicy>, samples: usize) -> (f64, f64, f64) {
+pub fn lone_client(
+    make: &dyn Fn(usize) -> Box<dyn BackoffPolicy>,
+    samples: usize,
+) -> (f64, f64, f64) {
     let mut rng = Xoshiro256::seed_from_u64(7);
     let mut d: Vec<u64> = (0..samples)
         .map(|i| {
@@ -730,13 +751,19 @@ impl Outcome {
             .enumerate()
             .map(|(k, c)| {
                 let secs = (k * per) as f64 * FINE_NS as f64 / 1e9;
-                (secs, c.iter().sum::<u64>() as f64 / (per as f64 * FINE_NS as f64 / 1e9))
+                (
+                    secs,
+                    c.iter().sum::<u64>() as f64 / (per as f64 * FINE_NS as f64 / 1e9),
+                )
             })
             .collect();
         let mut m = serde_json::Map::new();
         m.insert("attempts".into(), json!(attempts));
         m.insert("attempts_while_down".into(), json!(while_down));
-        m.insert("attempts_after_restart".into(), json!(attempts - while_down));
+        m.insert(
+            "attempts_after_restart".into(),
+            json!(attempts - while_down),
+        );
         m.insert("attempts_per_client".into(), json!(r3(attempts as f64 / n)));
         m.insert(
             "attempts_per_client_max".into(),
@@ -748,14 +775,26 @@ impl Outcome {
             "refused_per_client_max".into(),
             json!(self.refused.iter().max().copied().unwrap_or(0)),
         );
-        m.insert("peak_attempts_per_s".into(), json!(peak_per_s(&self.attempts_fine, 0)));
+        m.insert(
+            "peak_attempts_per_s".into(),
+            json!(peak_per_s(&self.attempts_fine, 0)),
+        );
         m.insert("peak_after_restart_per_s".into(), json!(peak_after));
         m.insert("peak_after_first_minute_per_s".into(), json!(after_minute));
-        m.insert("peak_refused_per_s".into(), json!(peak_per_s(&self.refused_fine, 0)));
-        m.insert("peak_admitted_per_s".into(), json!(peak_admitted(&self.admitted)));
+        m.insert(
+            "peak_refused_per_s".into(),
+            json!(peak_per_s(&self.refused_fine, 0)),
+        );
+        m.insert(
+            "peak_admitted_per_s".into(),
+            json!(peak_admitted(&self.admitted)),
+        );
         if let Some(r) = rate {
             let r = f64::from(r);
-            m.insert("peak_after_restart_over_rate".into(), json!(r3(peak_after as f64 / r)));
+            m.insert(
+                "peak_after_restart_over_rate".into(),
+                json!(r3(peak_after as f64 / r)),
+            );
             m.insert(
                 "peak_after_first_minute_over_rate".into(),
                 json!(r3(after_minute as f64 / r)),
@@ -768,7 +807,10 @@ impl Outcome {
             "back".into(),
             json!(self.back.iter().filter(|b| b.is_some()).count()),
         );
-        m.insert("restart_at_s".into(), json!(r3(self.restart_ns as f64 / 1e9)));
+        m.insert(
+            "restart_at_s".into(),
+            json!(r3(self.restart_ns as f64 / 1e9)),
+        );
         m.insert("cut".into(), json!(self.cut));
         m.insert("sim_events".into(), json!(self.events));
         m.insert("sim_wall_s".into(), json!(r3(self.wall.as_secs_f64())));
@@ -790,7 +832,7 @@ pub fn run(args: &super::BenchArgs, n: usize) -> Result<std::process::ExitCode, 
             policies.push(p);
         }
     }
-    let rate = (args.admit_rate > 0).then_some(args.admit_rate);
+    let rate = (args.sim.admit_rate > 0).then_some(args.sim.admit_rate);
     let sc = Scenario {
         clients: n,
         protocol: args.conn.protocol,
@@ -798,12 +840,12 @@ pub fn run(args: &super::BenchArgs, n: usize) -> Result<std::process::ExitCode, 
         kill: Duration::from_secs(5),
         outage: args.outage,
         admit_rate: rate,
-        connack_latency: args.connack_latency,
-        rtt: args.rtt,
-        seed: args.sim_seed,
-        max_attempts_per_client: args.sim_max_attempts,
+        connack_latency: args.sim.connack_latency,
+        rtt: args.sim.rtt,
+        seed: args.sim.sim_seed,
+        max_attempts_per_client: args.sim.sim_max_attempts,
         timeout: args.fleet_timeout,
-        floor: args.slow_floor,
+        floor: args.sim.slow_floor,
     };
     let lower_bound = rate.map(|r| n as f64 / f64::from(r));
     if !args.json {
@@ -881,15 +923,18 @@ pub fn run(args: &super::BenchArgs, n: usize) -> Result<std::process::ExitCode, 
                 .map(|(name, c)| (name.clone(), json!(c)))
                 .collect(),
         );
-        std::fs::write(path, serde_json::to_string_pretty(&full).unwrap_or_default())
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        std::fs::write(
+            path,
+            serde_json::to_string_pretty(&full).unwrap_or_default(),
+        )
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
     if let Some(path) = &args.storm_svg {
-        let mut plotted: Vec<(String, Vec<(f64, f64)>)> = curves
+        let mut plotted: Vec<(String, Curve)> = curves
             .iter()
             .map(|(name, c)| (format!("simulated: {name}"), c.clone()))
             .collect();
-        if let Some(real) = &args.compare_json {
+        if let Some(real) = &args.sim.compare_json {
             plotted.extend(real_curves(real)?);
         }
         let title = format!(
@@ -986,13 +1031,16 @@ fn print_report(r: &Value, rate: Option<u32>) {
 }
 
 /// The curves of a real storm report (`--storm-json` of a socket run), named "real: <policy>".
-fn real_curves(path: &std::path::Path) -> Result<Vec<(String, Vec<(f64, f64)>)>, String> {
+fn real_curves(path: &std::path::Path) -> Result<Vec<(String, Curve)>, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let doc: Value = serde_json::from_str(&text)
         .map_err(|e| format!("{} is not a storm report: {e}", path.display()))?;
     let Some(curves) = doc["curves"].as_object() else {
-        return Err(format!("{} has no curves (written by --storm-json?)", path.display()));
+        return Err(format!(
+            "{} has no curves (written by --storm-json?)",
+            path.display()
+        ));
     };
     let mut out = Vec::new();
     for (name, c) in curves {
@@ -1041,14 +1089,20 @@ mod tests {
         let rate = sc.admit_rate.unwrap_or(u32::MAX) as usize;
         assert_eq!(out.cut, None);
         // Every client ends connected and resubscribed, after the restart.
-        assert!(out.back.iter().all(|b| b.is_some_and(|t| t > out.restart_ns)));
+        assert!(out
+            .back
+            .iter()
+            .all(|b| b.is_some_and(|t| t > out.restart_ns)));
         // The broker admitted each client exactly once, never more than R in any second.
         assert_eq!(out.admitted.len(), n);
         assert!(out.admitted.windows(2).all(|w| w[0] <= w[1]));
         assert!(peak_admitted(&out.admitted) <= rate);
         // It takes at least N / R for the fleet to be admitted.
         let last = out.admitted[n - 1] - out.restart_ns;
-        assert!(last as f64 / 1e9 >= (n / rate) as f64 - 1.0, "last admitted {last}");
+        assert!(
+            last as f64 / 1e9 >= (n / rate) as f64 - 1.0,
+            "last admitted {last}"
+        );
         // The counts add up: every attempt after the restart was refused or admitted, and the
         // per-client counts sum to the curve.
         let attempts: u64 = out.attempts.iter().map(|&a| u64::from(a)).sum();
@@ -1073,7 +1127,11 @@ mod tests {
         // refusals few.
         let refused: u32 = out.refused.iter().sum();
         assert!(refused > 0);
-        assert!(out.refused.iter().all(|&r| r <= 4), "{:?}", out.refused.iter().max());
+        assert!(
+            out.refused.iter().all(|&r| r <= 4),
+            "{:?}",
+            out.refused.iter().max()
+        );
         // Decorrelated jitter's first retry comes 1 s to 3 s after the kill, for everyone (some
         // make their second one by then too).
         let first_3s: u64 = out.attempts_fine.iter().take(31).sum();
@@ -1090,8 +1148,11 @@ mod tests {
         assert_eq!(a.back, b.back);
         assert_eq!(a.admitted, b.admitted);
         assert_eq!(a.attempts_fine, b.attempts_fine);
-        let c = simulate(&scenario(ProtocolVersion::V5, FloorRule::Core, 8), &library_default)
-            .unwrap();
+        let c = simulate(
+            &scenario(ProtocolVersion::V5, FloorRule::Core, 8),
+            &library_default,
+        )
+        .unwrap();
         assert_ne!(a.back, c.back);
     }
 
@@ -1115,8 +1176,7 @@ mod tests {
         let mut sc = scenario(ProtocolVersion::V5, FloorRule::Core, 1);
         sc.clients = 50;
         sc.max_attempts_per_client = 10.0;
-        let out = simulate(&sc, &|_| Box::new(steadfast::Constant::new(Duration::ZERO)))
-            .unwrap();
+        let out = simulate(&sc, &|_| Box::new(steadfast::Constant::new(Duration::ZERO))).unwrap();
         assert!(out.cut.as_deref().is_some_and(|c| c.starts_with("cut off")));
         let attempts: u32 = out.attempts.iter().sum();
         assert!(attempts as f64 > 10.0 * 50.0 && attempts <= 10 * 50 + 50);
