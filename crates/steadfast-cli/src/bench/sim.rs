@@ -502,7 +502,7 @@ impl Sim {
 /// Runs the scenario with the policy `make(i)` builds for client `i`.
 pub fn simulate(
     sc: &Scenario,
-    make: &dyn Fn(usize) -> Box<dyn BackoffPolicy>,
+    make: &dyn Fn(usize) -> Result<Box<dyn BackoffPolicy>, String>,
 ) -> Result<Outcome, String> {
     let n = sc.clients;
     if n == 0 || n > u32::MAX as usize {
@@ -554,7 +554,7 @@ pub fn simulate(
             rng_seed: mix(sc.seed, i as u64),
             ..Config::default()
         };
-        let mut policy = make(i);
+        let mut policy = make(i)?;
         let slowed = Arc::new(AtomicBool::new(false));
         if sc.floor == FloorRule::Jittered {
             policy = Box::new(JitteredFloor {
@@ -696,24 +696,23 @@ pub fn peak_admitted(admitted: &[u64]) -> usize {
 /// How a lone client whose link drops (the broker up) comes back under a policy: the delay of
 /// its first retry, over `samples` fresh policies (mean, p99, max), in seconds.
 pub fn lone_client(
-    make: &dyn Fn(usize) -> Box<dyn BackoffPolicy>,
+    make: &dyn Fn(usize) -> Result<Box<dyn BackoffPolicy>, String>,
     samples: usize,
-) -> (f64, f64, f64) {
+) -> Result<(f64, f64, f64), String> {
     let mut rng = Xoshiro256::seed_from_u64(7);
-    let mut d: Vec<u64> = (0..samples)
-        .map(|i| {
-            let mut p = make(i);
-            u64::try_from(p.next_delay(1, &mut rng).as_nanos()).unwrap_or(u64::MAX)
-        })
-        .collect();
+    let mut d: Vec<u64> = Vec::with_capacity(samples);
+    for i in 0..samples {
+        let mut p = make(i)?;
+        d.push(u64::try_from(p.next_delay(1, &mut rng).as_nanos()).unwrap_or(u64::MAX));
+    }
     d.sort_unstable();
     let mean = d.iter().map(|&x| x as f64).sum::<f64>() / d.len().max(1) as f64;
     let s = |x: u64| x as f64 / 1e9;
-    (
+    Ok((
         mean / 1e9,
         s(super::util::quantile(&d, 0.99)),
         s(d.last().copied().unwrap_or(0)),
-    )
+    ))
 }
 
 impl Outcome {
@@ -873,15 +872,10 @@ pub fn run(args: &super::BenchArgs, n: usize) -> Result<std::process::ExitCode, 
     let mut reports = Vec::new();
     let mut curves = Vec::new();
     for &policy in &policies {
-        let make = |_: usize| -> Box<dyn BackoffPolicy> {
-            super::fleet::make_policy(args, policy)
-                .unwrap_or_else(|_| Box::new(steadfast::Constant::new(Duration::ZERO)))
-        };
-        // The flags were checked up front; a policy that fails to build here is a bug.
-        super::fleet::make_policy(args, policy)?;
+        let make = |_: usize| super::fleet::make_policy(args, policy);
         let out = simulate(&sc, &make)?;
         let (summary, curve) = out.summarize(rate, super::fleet::BUCKET);
-        let (lone_mean, lone_p99, lone_max) = lone_client(&make, 100_000);
+        let (lone_mean, lone_p99, lone_max) = lone_client(&make, 100_000)?;
         let mut report = json!({
             "policy": policy.name(),
             "backoff": super::fleet::describe_policy(args, policy),
@@ -1079,8 +1073,8 @@ mod tests {
         }
     }
 
-    fn library_default(_: usize) -> Box<dyn BackoffPolicy> {
-        Box::new(default_policy())
+    fn library_default(_: usize) -> Result<Box<dyn BackoffPolicy>, String> {
+        Ok(Box::new(default_policy()))
     }
 
     /// The properties every run must have, whatever the policy.
@@ -1176,7 +1170,10 @@ mod tests {
         let mut sc = scenario(ProtocolVersion::V5, FloorRule::Core, 1);
         sc.clients = 50;
         sc.max_attempts_per_client = 10.0;
-        let out = simulate(&sc, &|_| Box::new(steadfast::Constant::new(Duration::ZERO))).unwrap();
+        let out = simulate(&sc, &|_| {
+            Ok(Box::new(steadfast::Constant::new(Duration::ZERO)))
+        })
+        .unwrap();
         assert!(out.cut.as_deref().is_some_and(|c| c.starts_with("cut off")));
         let attempts: u32 = out.attempts.iter().sum();
         assert!(attempts as f64 > 10.0 * 50.0 && attempts <= 10 * 50 + 50);
