@@ -55,6 +55,9 @@ pub enum JitterKind {
     Equal,
     /// min(max, uniform[min, 3 x previous delay]) (AWS "decorrelated jitter").
     Decorrelated,
+    /// min(max, uniform[previous delay, 3 x previous delay]): decorrelated jitter whose lower
+    /// bound climbs (the library's default; see docs/lifecycle.md).
+    Rising,
 }
 
 /// The connection flags (see the CLI contract).
@@ -125,7 +128,7 @@ pub struct ConnArgs {
     /// Backoff policy.
     #[arg(long, value_name = "POLICY", value_enum, default_value_t = BackoffKind::Exponential)]
     pub backoff: BackoffKind,
-    /// Jitter of the exponential (and stepped) policy [default: decorrelated].
+    /// Jitter of the exponential (and stepped) policy [default: rising].
     #[arg(long, value_name = "MODE", value_enum)]
     pub jitter: Option<JitterKind>,
     /// Give up (exit 4) after N consecutive failed attempts, the first included; 0 = never.
@@ -282,7 +285,7 @@ impl ConnArgs {
                 humantime::format_duration(max)
             )));
         }
-        let jitter = self.jitter.unwrap_or(JitterKind::Decorrelated);
+        let jitter = self.jitter.unwrap_or(JitterKind::Rising);
         if self.jitter.is_some()
             && matches!(self.backoff, BackoffKind::Random | BackoffKind::Constant)
         {
@@ -296,6 +299,7 @@ impl ConnArgs {
                 JitterKind::Full => Jitter::Full,
                 JitterKind::Equal => Jitter::Equal,
                 JitterKind::Decorrelated => Jitter::Decorrelated,
+                JitterKind::Rising => Jitter::Rising,
             })),
             BackoffKind::Random => Box::new(UniformRandom::new(min, max)),
             BackoffKind::Constant => Box::new(Constant::new(min)),

@@ -4,7 +4,7 @@
 //! policies are provided, matching the "Backoff" section of the reconnect spec:
 //!
 //! - [`Exponential`] from `min` to `max`, with a [`Jitter`] mode (the default, via
-//!   [`default_policy`]: decorrelated jitter, 1 s to 60 s);
+//!   [`default_policy`]: rising decorrelated jitter, 1 s to 60 s);
 //! - [`UniformRandom`] in `[min, max]` (Paho's style);
 //! - [`Stepped`]: a list of delays, each with +/- a jitter fraction;
 //! - [`Constant`].
@@ -105,7 +105,10 @@ impl<P: BackoffPolicy + ?Sized> BackoffPolicy for Box<P> {
 }
 
 /// The policy steadfast uses unless configured otherwise: [`Exponential`] with
-/// [`Jitter::Decorrelated`], `min` 1 s and `max` 60 s.
+/// [`Jitter::Rising`], `min` 1 s and `max` 60 s. A client whose link drops alone retries after
+/// 1 s to 3 s (as with [`Jitter::Decorrelated`], the previous default); a fleet cut off by a
+/// long outage makes about a third fewer attempts, and comes back sooner against a broker that
+/// limits its connection rate (the evidence: the fleet simulation in `docs/lifecycle.md`).
 ///
 /// ```
 /// use steadfast_proto::backoff::{default_policy, BackoffPolicy, Jitter};
@@ -114,10 +117,10 @@ impl<P: BackoffPolicy + ?Sized> BackoffPolicy for Box<P> {
 /// let p = default_policy();
 /// assert_eq!(p.min_delay(), Duration::from_secs(1));
 /// assert_eq!(p.max_delay(), Duration::from_secs(60));
-/// assert_eq!(p.jitter_mode(), Jitter::Decorrelated);
+/// assert_eq!(p.jitter_mode(), Jitter::Rising);
 /// ```
 pub fn default_policy() -> Exponential {
-    Exponential::new(Duration::from_secs(1), Duration::from_secs(60))
+    Exponential::new(Duration::from_secs(1), Duration::from_secs(60)).jitter(Jitter::Rising)
 }
 
 /// The jitter modes of the AWS architecture note "Exponential Backoff And Jitter", adapted so
@@ -138,8 +141,21 @@ pub enum Jitter {
     /// As in the AWS formula, once `3 * prev` exceeds `max` a share of the delays is exactly
     /// `max`. A fleet still does not fall into lock-step: each client's retry instants are sums
     /// of its own earlier random delays.
+    ///
+    /// The default of [`Exponential::new`]. The library's [`default_policy`] uses
+    /// [`Jitter::Rising`] instead.
     #[default]
     Decorrelated,
+    /// `min(max, uniform[prev, prev * 3])`, where `prev` is the previous delay (starting at
+    /// `min`): decorrelated jitter whose lower bound climbs with the previous delay, so a delay
+    /// never shrinks until `reset()`. The first delay is drawn exactly as
+    /// [`Jitter::Decorrelated`]'s (from `[min, 3 x min]`, with the same generator call), so a
+    /// client whose link drops alone comes back as fast; after that the mean delay doubles per
+    /// attempt instead of growing about 1.5x, so a fleet cut off by a long outage makes fewer
+    /// attempts while the broker is down (see the fleet simulation in `docs/lifecycle.md`).
+    /// Stateful like `Decorrelated`; `reset()` starts it over. The jitter of
+    /// [`default_policy`].
+    Rising,
 }
 
 /// Growth base used when `min` is zero: a zero base would never grow.
@@ -169,7 +185,7 @@ pub struct Exponential {
     max: Duration,
     factor: f64,
     jitter: Jitter,
-    /// The previous delay, for [`Jitter::Decorrelated`].
+    /// The previous delay, for [`Jitter::Decorrelated`] and [`Jitter::Rising`].
     prev: Duration,
 }
 
@@ -255,6 +271,13 @@ impl BackoffPolicy for Exponential {
                 let upper = self.prev.saturating_mul(3).max(self.min);
                 let d = rng.duration_between(self.min, upper).min(self.max);
                 // Never let the state fall to zero (it would never grow again).
+                self.prev = d.max(self.growth_base());
+                d
+            }
+            Jitter::Rising => {
+                let lower = self.prev.max(self.min).min(self.max);
+                let upper = self.prev.saturating_mul(3).max(lower);
+                let d = rng.duration_between(lower, upper).min(self.max);
                 self.prev = d.max(self.growth_base());
                 d
             }
@@ -467,11 +490,12 @@ mod tests {
     use super::*;
     use crate::rng::Xoshiro256;
 
-    const ALL_JITTER: [Jitter; 4] = [
+    const ALL_JITTER: [Jitter; 5] = [
         Jitter::None,
         Jitter::Full,
         Jitter::Equal,
         Jitter::Decorrelated,
+        Jitter::Rising,
     ];
 
     fn secs(s: u64) -> Duration {
@@ -662,6 +686,46 @@ mod tests {
         }
         let v: Vec<Duration> = (0..10_000).map(|_| p.next_delay(30, &mut rng)).collect();
         assert_deciles(&v, secs(30), secs(60));
+    }
+
+    #[test]
+    fn rising_starts_like_decorrelated_never_shrinks_and_doubles_on_average() {
+        // The first delay is the same draw as Decorrelated's, from the same generator state.
+        for seed in 0..200 {
+            let mut a = exp(Jitter::Rising);
+            let mut b = exp(Jitter::Decorrelated);
+            let first = a.next_delay(1, &mut Xoshiro256::seed_from_u64(seed));
+            assert_eq!(first, b.next_delay(1, &mut Xoshiro256::seed_from_u64(seed)));
+            assert!(secs(1) <= first && first <= secs(3));
+        }
+        let mut p = exp(Jitter::Rising);
+        let mut rng = Xoshiro256::seed_from_u64(11);
+        let mut sums = [0f64; 3];
+        let runs = 20_000;
+        for _ in 0..runs {
+            p.reset();
+            let mut prev = Duration::ZERO;
+            for k in 1..=40 {
+                let d = p.next_delay(k, &mut rng);
+                assert!(d >= prev, "attempt {k}: {d:?} after {prev:?}");
+                assert!(secs(1) <= d && d <= secs(60));
+                if let Some(sum) = sums.get_mut(k as usize - 1) {
+                    *sum += d.as_secs_f64();
+                }
+                prev = d;
+            }
+            assert_eq!(prev, secs(60), "40 attempts reach max");
+        }
+        // The mean of attempt k is 2^k s (2, 4, 8) while no draw can reach the cap.
+        for (k, sum) in sums.iter().enumerate() {
+            let mean = sum / runs as f64;
+            let want = 2f64.powi(k as i32 + 1);
+            assert!(
+                (mean - want).abs() < want * 0.03,
+                "attempt {}: mean {mean}",
+                k + 1
+            );
+        }
     }
 
     #[test]
@@ -861,9 +925,12 @@ mod tests {
                 *per_second.entry(t.as_secs()).or_insert(0usize) += 1;
             }
             let worst = per_second.values().copied().max().unwrap();
+            // Once a client's delay reaches max it stays exactly max (rising jitter never
+            // shrinks), so its phase is kept: the spread stops widening there, and the busiest
+            // second may gain a client or two by chance, but it never bunches up.
             assert!(
-                worst <= previous_worst,
-                "attempt {attempt}: spread contracted"
+                worst <= previous_worst.saturating_add(5),
+                "attempt {attempt}: spread contracted ({previous_worst} -> {worst})"
             );
             if attempt >= 5 {
                 assert!(

@@ -214,7 +214,7 @@ fn full_jitter_distribution_once_capped() {
 }
 
 #[test]
-fn decorrelated_default_grows_from_min() {
+fn the_default_grows_from_min() {
     let mut h = harness(Box::new(steadfast_proto::backoff::default_policy()), 11);
     let d = fail_attempts(&mut h, 2000);
     assert!(

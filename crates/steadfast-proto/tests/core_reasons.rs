@@ -331,7 +331,7 @@ fn slow_down_jumps_to_a_quarter_of_max_and_grows() {
 fn slow_down_floor_applies_with_jitter_too() {
     let mut c = config(V5);
     c.rng_seed = 99;
-    let mut h = Harness::new(c); // default: decorrelated, 1 s .. 60 s
+    let mut h = Harness::new(c); // default: rising decorrelated, 1 s .. 60 s
     h.start();
     let mut prev = Duration::ZERO;
     for i in 0..3 {

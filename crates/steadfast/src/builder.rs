@@ -343,7 +343,8 @@ impl ClientBuilder {
         self
     }
 
-    /// The backoff policy (default: exponential with decorrelated jitter, 1 s to 60 s).
+    /// The backoff policy (default: exponential with rising decorrelated jitter, 1 s to 60 s,
+    /// [`backoff::default_policy`](crate::backoff::default_policy)).
     pub fn backoff(mut self, policy: impl BackoffPolicy + 'static) -> Self {
         self.backoff = Some(Box::new(policy));
         self

@@ -7,7 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use steadfast::{BackoffPolicy, Client, ClientEvent, Constant, Lifecycle, QoS};
+use steadfast::{
+    BackoffPolicy, Client, ClientEvent, Constant, Exponential, Jitter, Lifecycle, QoS,
+    UniformRandom,
+};
 use tokio::sync::Semaphore;
 
 use super::shard::Shard;
@@ -286,8 +289,15 @@ pub async fn run(args: &BenchArgs, n: usize) -> Result<ExitCode, String> {
                 "Reconnect storm: {n} clients, broker down {} s (CONNECTs seen per second)",
                 args.outage.as_secs_f64()
             );
-            super::plot::storm_svg(path, &title, &curves, args.outage.as_secs_f64(), ideal)
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            super::plot::storm_svg(
+                path,
+                &title,
+                &curves,
+                args.outage.as_secs_f64(),
+                ideal,
+                &format!("ideal uniform spread ({ideal:.0}/s)"),
+            )
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         }
     }
     if json_out {
@@ -301,15 +311,29 @@ pub async fn run(args: &BenchArgs, n: usize) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn make_policy(args: &BenchArgs, policy: PolicyKind) -> Result<Box<dyn BackoffPolicy>, String> {
+pub(super) fn make_policy(
+    args: &BenchArgs,
+    policy: PolicyKind,
+) -> Result<Box<dyn BackoffPolicy>, String> {
     Ok(match policy {
         PolicyKind::Default => args.conn.backoff_policy().map_err(|e| e.0)?,
         PolicyKind::None => Box::new(Constant::new(Duration::ZERO)),
         PolicyKind::Fixed => Box::new(Constant::new(args.fixed_interval)),
+        PolicyKind::Uniform => Box::new(UniformRandom::new(
+            args.conn.reconnect_min,
+            args.conn.reconnect_max,
+        )),
+        PolicyKind::Full => Box::new(
+            Exponential::new(args.conn.reconnect_min, args.conn.reconnect_max).jitter(Jitter::Full),
+        ),
+        PolicyKind::Rising => Box::new(
+            Exponential::new(args.conn.reconnect_min, args.conn.reconnect_max)
+                .jitter(Jitter::Rising),
+        ),
     })
 }
 
-fn describe_policy(args: &BenchArgs, policy: PolicyKind) -> String {
+pub(super) fn describe_policy(args: &BenchArgs, policy: PolicyKind) -> String {
     let d = |d: Duration| humantime::format_duration(d).to_string();
     match policy {
         PolicyKind::Default => {
@@ -317,9 +341,7 @@ fn describe_policy(args: &BenchArgs, policy: PolicyKind) -> String {
                 crate::conn::BackoffKind::Exponential | crate::conn::BackoffKind::Stepped => {
                     format!(
                         ", jitter {:?}",
-                        args.conn
-                            .jitter
-                            .unwrap_or(crate::conn::JitterKind::Decorrelated)
+                        args.conn.jitter.unwrap_or(crate::conn::JitterKind::Rising)
                     )
                 }
                 _ => String::new(),
@@ -334,6 +356,21 @@ fn describe_policy(args: &BenchArgs, policy: PolicyKind) -> String {
         }
         PolicyKind::None => "constant 0 (immediate)".into(),
         PolicyKind::Fixed => format!("constant {}", d(args.fixed_interval)),
+        PolicyKind::Uniform => format!(
+            "uniform random {}..{}",
+            d(args.conn.reconnect_min),
+            d(args.conn.reconnect_max)
+        ),
+        PolicyKind::Full => format!(
+            "exponential {}..{}, full jitter",
+            d(args.conn.reconnect_min),
+            d(args.conn.reconnect_max)
+        ),
+        PolicyKind::Rising => format!(
+            "exponential {}..{}, rising decorrelated jitter",
+            d(args.conn.reconnect_min),
+            d(args.conn.reconnect_max)
+        ),
     }
 }
 

@@ -4,22 +4,27 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-const COLORS: [RGBColor; 5] = [
+const COLORS: [RGBColor; 8] = [
     RGBColor(31, 119, 180),
     RGBColor(214, 39, 40),
     RGBColor(44, 160, 44),
     RGBColor(255, 127, 14),
     RGBColor(140, 86, 75),
+    RGBColor(23, 190, 207),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
 ];
 
 /// Writes an SVG: x = seconds since the broker was killed, y = CONNECTs per second (log
-/// scale), a dashed line at the restart and one at the ideal uniform rate.
+/// scale), a dashed line at the restart and one at a reference rate (the ideal uniform
+/// spread, or a simulated broker's admission cap), labelled `ideal_label`.
 pub fn storm_svg(
     path: &Path,
     title: &str,
     curves: &[(String, Vec<(f64, f64)>)],
     restart_s: f64,
     ideal: f64,
+    ideal_label: &str,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let x_max = curves
         .iter()
@@ -67,7 +72,7 @@ pub fn storm_svg(
             3,
             RGBColor(148, 103, 189).stroke_width(2),
         ))?
-        .label(format!("ideal uniform spread ({ideal:.0}/s)"))
+        .label(ideal_label)
         .legend(|(x, y)| {
             PathElement::new(
                 vec![(x, y), (x + 20, y)],

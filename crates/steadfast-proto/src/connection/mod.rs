@@ -241,7 +241,8 @@ const PROTOCOL_MAX_REMAINING: u32 = 268_435_455;
 /// Permanent redirects never grow the server list beyond this.
 const MAX_SERVERS: usize = 64;
 impl Connection {
-    /// A connection in state `Idle` with the spec's default backoff (exponential, decorrelated
+    /// A connection in state `Idle` with the default backoff
+    /// ([`default_policy`](crate::backoff::default_policy): exponential, rising decorrelated
     /// jitter, 1 s to 60 s).
     pub fn new(config: Config, _now: Instant) -> Self {
         Self::with_backoff(config, Box::new(crate::backoff::default_policy()))
