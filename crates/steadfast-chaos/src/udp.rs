@@ -41,6 +41,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
+use steadfast_proto::rng::{Draw, Xoshiro256};
 use tokio::net::UdpSocket;
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
@@ -162,27 +163,10 @@ impl Drop for Flow {
     }
 }
 
-/// SplitMix64: small, fast, and the same sequence for the same seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 struct State {
     faults: Faults,
-    rng: Rng,
+    /// The loss and jitter draws: the project's seeded generator.
+    rng: Xoshiro256,
     flows: HashMap<SocketAddr, Flow>,
     stats: UdpStats,
     events: VecDeque<FaultRecord>,
@@ -235,8 +219,8 @@ impl Inner {
             Way::Down => st.stats.datagrams_down += 1,
         }
         let f = st.faults;
-        let lost =
-            f.blackholed(way, Instant::now()) || (f.drop_rate > 0.0 && st.rng.unit() < f.drop_rate);
+        let lost = f.blackholed(way, Instant::now())
+            || (f.drop_rate > 0.0 && st.rng.next_f64() < f.drop_rate);
         if lost {
             match way {
                 Way::Up => st.stats.dropped_up += 1,
@@ -250,7 +234,7 @@ impl Inner {
         let extra = if f.jitter.is_zero() {
             Duration::ZERO
         } else {
-            f.jitter.mul_f64(st.rng.unit())
+            f.jitter.mul_f64(st.rng.next_f64())
         };
         Verdict::SendAfter(f.delay + extra)
     }
@@ -319,7 +303,7 @@ impl UdpProxy {
             outside: outside.clone(),
             state: Mutex::new(State {
                 faults: Faults::default(),
-                rng: Rng(DEFAULT_SEED),
+                rng: Xoshiro256::seed_from_u64(DEFAULT_SEED),
                 flows: HashMap::new(),
                 stats: UdpStats::default(),
                 events: VecDeque::new(),
@@ -381,7 +365,7 @@ impl UdpProxyHandle {
     /// Restarts the loss and jitter generator from `seed`: the same seed gives the same
     /// sequence of rolls (in the order the datagrams arrive).
     pub fn seed(&self, seed: u64) {
-        self.inner.state().rng = Rng(seed);
+        self.inner.state().rng = Xoshiro256::seed_from_u64(seed);
         self.inner.log(format!("seed {seed}"));
     }
 
@@ -503,9 +487,7 @@ impl UdpProxyHandle {
     pub fn clear(&self) {
         {
             let mut st = self.inner.state();
-            let seed_state = st.rng.0;
             st.faults = Faults::default();
-            st.rng = Rng(seed_state);
             st.blackhole_gen += 1;
         }
         self.inner.log("clear".to_string());

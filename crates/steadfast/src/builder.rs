@@ -96,6 +96,9 @@ pub enum BuildError {
     Tls(TlsConfigError),
     /// [`ClientBuilder::build`] was called outside a tokio runtime.
     NoRuntime,
+    /// [`ClientBuilder::build_blocking`] could not start the client's runtime (the source is
+    /// the operating system's error, for example no more threads).
+    Runtime(steadfast_proto::IoError),
 }
 
 impl core::fmt::Display for BuildError {
@@ -116,8 +119,9 @@ impl core::fmt::Display for BuildError {
             #[cfg(feature = "tls")]
             BuildError::Tls(e) => write!(f, "TLS settings: {e}"),
             BuildError::NoRuntime => f.write_str(
-                "build() must be called inside a tokio runtime (the client's driver is a tokio task)",
+                "build() must be called inside a tokio runtime (the client's driver is a tokio task); without one, use build_blocking()",
             ),
+            BuildError::Runtime(e) => write!(f, "cannot start the client's runtime: {e}"),
         }
     }
 }
@@ -129,6 +133,7 @@ impl std::error::Error for BuildError {
             BuildError::Store(e) => Some(e),
             #[cfg(feature = "tls")]
             BuildError::Tls(e) => Some(e),
+            BuildError::Runtime(e) => Some(e),
             _ => None,
         }
     }

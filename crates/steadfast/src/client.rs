@@ -69,6 +69,9 @@ pub enum ClientError {
     Ack(AckError),
     /// The client's driver task has ended (the client was closed).
     Closed,
+    /// A [`blocking`](crate::blocking) call was made from inside an async runtime, where it
+    /// would block a runtime thread; use the async [`Client`] there.
+    BlockingInRuntime,
 }
 
 impl core::fmt::Display for ClientError {
@@ -81,6 +84,9 @@ impl core::fmt::Display for ClientError {
             ClientError::Reauthentication(r) => write!(f, "re-authentication failed: {r}"),
             ClientError::Ack(e) => write!(f, "acknowledgement not sent: {e}"),
             ClientError::Closed => f.write_str("client is closed"),
+            ClientError::BlockingInRuntime => f.write_str(
+                "a steadfast::blocking call was made inside an async runtime; use steadfast::Client there",
+            ),
         }
     }
 }
@@ -93,6 +99,7 @@ impl std::error::Error for ClientError {
             ClientError::Command(e) => Some(e),
             ClientError::Reauthentication(r) => Some(r),
             ClientError::Ack(e) => Some(e),
+            ClientError::BlockingInRuntime => None,
             ClientError::Refused(_) | ClientError::Closed => None,
         }
     }

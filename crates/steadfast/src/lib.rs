@@ -46,6 +46,7 @@
 //! driver (the only code that touches sockets and the clock), its transports and the API.
 #![deny(missing_docs)]
 
+pub mod blocking;
 mod builder;
 mod client;
 mod driver;
