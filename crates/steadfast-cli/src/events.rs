@@ -167,6 +167,8 @@ pub enum EventFields<'a> {
     },
     /// `disconnected`: no fields.
     Disconnected {},
+    /// An event of a newer library that this CLI does not know: its name only.
+    Other {},
 }
 
 impl<'a> EventLine<'a> {
@@ -232,6 +234,7 @@ impl<'a> EventLine<'a> {
                 reason_code: reason_code(reason, protocol),
             },
             Lifecycle::Disconnected => EventFields::Disconnected {},
+            _ => EventFields::Other {},
         };
         EventLine {
             event: event.name(),

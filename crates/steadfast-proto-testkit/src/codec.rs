@@ -49,6 +49,9 @@ pub fn check_decode_roundtrip(data: &[u8]) {
                         let _ = m.reason_code();
                         break;
                     }
+                    Err(other) => {
+                        panic!("a decode error these checks do not know: {other:?}");
+                    }
                 }
             }
         }
@@ -115,6 +118,7 @@ fn decode_stream(
                     return (packets, End::TooLarge { size, max })
                 }
                 Err(DecodeError::Malformed(m)) => return (packets, End::Malformed(m)),
+                Err(other) => panic!("a decode error these checks do not know: {other:?}"),
             }
         }
     }

@@ -128,6 +128,7 @@ pub fn default_policy() -> Exponential {
 ///
 /// Below, `exp` is the un-jittered delay `min * factor^(attempt - 1)`, capped at `max`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
 pub enum Jitter {
     /// No jitter: exactly `exp`.
     None,

@@ -203,6 +203,7 @@ impl std::error::Error for TransportError {
 
 /// Why a connect attempt failed or a connection ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Reason {
     /// The transport failed.
     Transport(TransportError),

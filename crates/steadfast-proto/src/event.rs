@@ -79,6 +79,7 @@ pub struct Granted {
 
 /// A lifecycle transition. Each carries the time it happened (the `now` the core was given).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Lifecycle {
     /// A connect attempt starts. `attempt` is 1 for the first try after a success or start.
     Connecting {
@@ -203,6 +204,7 @@ pub struct PublishOutcome {
 
 /// Everything the core reports, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Event {
     /// A lifecycle transition and when it happened.
     Lifecycle {

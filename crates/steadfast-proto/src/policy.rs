@@ -33,6 +33,7 @@ use crate::packet::ReasonCode;
 
 /// How the client reacts to a reason code in a CONNACK refusal or a server's DISCONNECT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ReasonClass {
     /// The broker will keep refusing (bad credentials, not authorized, banned, ...): report
     /// it and do not retry, unless a policy hook overrides this.

@@ -725,6 +725,8 @@ impl Driver {
                     }
                 }
                 Event::Store(_) => {}
+                // An event of a newer core that this driver does not act on.
+                _ => {}
             }
         }
     }
@@ -808,6 +810,7 @@ impl Driver {
                 error!(target: "steadfast", %reason, "fatal: no more attempts")
             }
             L::Disconnected => info!(target: "steadfast", "disconnected"),
+            other => info!(target: "steadfast", event = other.name(), "lifecycle"),
         }
     }
 

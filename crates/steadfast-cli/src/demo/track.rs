@@ -172,6 +172,7 @@ impl ClientTrack {
                 self.state = "stopped";
                 self.stopped.push(at);
             }
+            _ => {}
         }
     }
 
@@ -490,6 +491,7 @@ pub fn describe(event: &Lifecycle) -> String {
         Lifecycle::Dormant { attempts } => format!("dormant after {attempts} attempts"),
         Lifecycle::Fatal { reason } => format!("fatal: {reason}"),
         Lifecycle::Disconnected => "disconnected (stopped by the demo)".into(),
+        other => other.name().replace('_', " "),
     }
 }
 

@@ -8,6 +8,7 @@ use crate::topic::TopicError;
 
 /// Why [`Packet::decode`](crate::Packet::decode) did not return a packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DecodeError {
     /// The buffer does not hold a whole packet yet; `buf` is left untouched.
     ///

@@ -30,6 +30,7 @@ pub use steadfast_proto::session::persist::{
 
 /// Why a store could not be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum StoreError {
     /// The store belongs to another client id; it is never silently reused.
     ClientIdMismatch {
