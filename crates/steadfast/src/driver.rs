@@ -597,8 +597,7 @@ impl Driver {
     /// Publishes waiting for room in the offline queue (backpressure) go in as room appears.
     fn retry_blocked(&mut self) {
         while let Some((p, _, _)) = self.blocked.front() {
-            let cost = p.topic.len() + p.payload.len();
-            if (self.tx_backlog() || !self.conn.queue_has_room(cost))
+            if (self.tx_backlog() || !self.conn.queue_has_room_for(p))
                 && self.conn.state() != State::Closed
             {
                 break;

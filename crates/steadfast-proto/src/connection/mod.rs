@@ -408,6 +408,13 @@ impl Connection {
         self.queue.has_room(cost, &self.config.queue)
     }
 
+    /// True when `publish` would fit in the offline queue now (its cost as the queue counts
+    /// it, [`cost_of`](crate::session::offline::cost_of)): the test a backpressured publish
+    /// waits on.
+    pub fn queue_has_room_for(&self, publish: &Publish) -> bool {
+        self.queue_has_room(crate::session::offline::cost_of(publish))
+    }
+
     /// The subscription registry.
     pub fn subscriptions(&self) -> impl Iterator<Item = &Subscription> {
         self.registry.iter()

@@ -54,10 +54,16 @@ pub struct Queued {
     pub queued_at: Instant,
 }
 
+/// The bytes a message counts for against the queue's byte limit: topic and payload. The one
+/// place this rule lives (the queue's accounting and the driver's backpressure wait use it).
+pub fn cost_of(publish: &Publish) -> usize {
+    publish.topic.len() + publish.payload.len()
+}
+
 impl Queued {
-    /// The bytes it counts for.
+    /// The bytes it counts for ([`cost_of`]).
     pub fn cost(&self) -> usize {
-        self.publish.topic.len() + self.publish.payload.len()
+        cost_of(&self.publish)
     }
 
     /// True when its Message Expiry Interval elapsed by `now`.
