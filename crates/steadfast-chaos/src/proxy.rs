@@ -461,17 +461,27 @@ impl ProxyHandle {
         timeout: Duration,
         pred: impl Fn(&ProxyStats) -> bool,
     ) -> Option<ProxyStats> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let s = self.stats();
-            if pred(&s) {
-                return Some(s);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+        crate::proxy::poll_until(timeout, || self.stats(), pred).await
+    }
+}
+
+/// Takes a snapshot with `probe` every 5 ms until `pred` holds (returns that snapshot) or
+/// `timeout` passes (returns `None`): the `wait_until` of the TCP proxy and the UDP relay.
+pub(crate) async fn poll_until<T>(
+    timeout: Duration,
+    mut probe: impl FnMut() -> T,
+    pred: impl Fn(&T) -> bool,
+) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let s = probe();
+        if pred(&s) {
+            return Some(s);
         }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 

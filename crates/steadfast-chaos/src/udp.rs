@@ -529,17 +529,7 @@ impl UdpProxyHandle {
         timeout: Duration,
         pred: impl Fn(&UdpStats) -> bool,
     ) -> Option<UdpStats> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let s = self.stats();
-            if pred(&s) {
-                return Some(s);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        crate::proxy::poll_until(timeout, || self.stats(), pred).await
     }
 }
 
