@@ -111,12 +111,35 @@ pub struct MonoClock {
 }
 
 impl MonoClock {
-    /// Pairs `Instant::now()` with the monotonic clock.
+    /// Pairs `Instant::now()` with the monotonic clock. The clock is read just before the
+    /// `Instant`, so the pairing never runs ahead of the clock (a mapped time is at most the
+    /// gap between the two reads early); the tightest of a few tries is kept, so a thread
+    /// preempted between the reads does not widen that gap.
     pub fn new() -> MonoClock {
-        let base = Instant::now();
-        MonoClock {
-            base,
-            base_ns: monotonic_ns(),
+        let mut best: Option<(u64, MonoClock)> = None;
+        for _ in 0..16 {
+            let before = monotonic_ns();
+            let base = Instant::now();
+            let gap = monotonic_ns().saturating_sub(before);
+            if best.as_ref().is_none_or(|(g, _)| gap < *g) {
+                best = Some((
+                    gap,
+                    MonoClock {
+                        base,
+                        base_ns: before,
+                    },
+                ));
+            }
+            if gap < 10_000 {
+                break;
+            }
+        }
+        match best {
+            Some((_, clock)) => clock,
+            None => MonoClock {
+                base: Instant::now(),
+                base_ns: monotonic_ns(),
+            },
         }
     }
 
